@@ -1,0 +1,45 @@
+"""Loading state dicts into the corrected Lucid models: strict, checked, atomic.
+
+Upstream Lucid's ``load_state_dict`` checks keys only: a tensor of the wrong shape is
+stored as is and fails (or worse, broadcasts) at the first forward. Here every key, shape
+and dtype is checked first; values are copied and cast to the model's dtype (upstream
+checkpoints hold float64 BatchNorm buffers); on any problem nothing changes and the error
+names every offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import lucid.nn as lnn
+import numpy as np
+
+from lucid_inception.frameworks.lucid_adapter import LucidAdapter
+
+__all__ = ["load_checkpoint"]
+
+# The Inception-v4 B blocks (conv.6 .. conv.12: stem, 4 x A and Reduction-A come first) whose long branch upstream starts at 64
+# channels instead of Fig. 5's 192: branch4.0 is the 1x1, branch4.1 the first 1x7.
+_UPSTREAM_V4_B = re.compile(r"^conv\.(6|7|8|9|10|11|12)\.branch4\.[01]\.")
+
+
+def _upstream_hint(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> str | None:
+    if _UPSTREAM_V4_B.match(key) and 64 in got and 192 in want:
+        return (
+            "an upstream lucid-dl inception_v4 tensor: upstream's B-block long branch "
+            "starts with a 1x1 to 64 channels, Fig. 5's with 192"
+        )
+    return None
+
+
+def load_checkpoint(model: lnn.Module, state_dict: Mapping[str, np.ndarray]) -> None:
+    """Load ``state_dict`` (e.g. ``lucid.load(path)`` or an upstream model's
+    ``state_dict()``) into ``model``, casting values to the model's dtypes."""
+    LucidAdapter.load_state(
+        model,
+        state_dict,
+        cast=True,
+        what=f"loading a state dict into {type(model).__name__}",
+        hint=_upstream_hint,
+    )

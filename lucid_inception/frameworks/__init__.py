@@ -1,0 +1,55 @@
+"""One adapter per framework, and the one way to capture a forward.
+
+``parity`` and ``conformance`` never touch Lucid or torch directly: they ask
+``adapter_for(model)`` and use the same vocabulary for both (state, dtypes, devices,
+training modes, hooks, gradients).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Union
+
+import numpy as np
+
+from lucid_inception.frameworks.lucid_adapter import LucidAdapter
+from lucid_inception.frameworks.state import StateMismatchError, check_state
+from lucid_inception.frameworks.torch_adapter import TorchAdapter
+
+__all__ = [
+    "ADAPTERS",
+    "Adapter",
+    "LucidAdapter",
+    "StateMismatchError",
+    "TorchAdapter",
+    "adapter_for",
+    "capture_outputs",
+    "check_state",
+]
+
+Adapter = Union[type[LucidAdapter], type[TorchAdapter]]
+ADAPTERS: tuple[Adapter, ...] = (LucidAdapter, TorchAdapter)
+
+
+def adapter_for(model: object) -> Adapter:
+    """The adapter of a Lucid or torch model; ``TypeError`` for anything else."""
+    for adapter in ADAPTERS:
+        if adapter.owns(model):
+            return adapter
+    raise TypeError(f"expected a lucid.nn.Module or torch.nn.Module, got {type(model).__name__}")
+
+
+@contextlib.contextmanager
+def capture_outputs(model: object, callback: Callable[[str, np.ndarray], None]) -> Iterator[None]:
+    """While active, every named module's output is passed, as a numpy copy, to
+    ``callback(name, array)`` in execution order (a module reports when it finishes,
+    so children come before their parent; the root is named ``""``)."""
+    adapter = adapter_for(model)
+    removers = []
+    try:
+        for name, module in adapter.named_modules(model):
+            removers.append(adapter.add_output_hook(module, lambda array, name=name: callback(name, array)))
+        yield
+    finally:
+        for remove in removers:
+            remove()

@@ -1,0 +1,162 @@
+"""Everything the project does to a torch model, with the Lucid adapter's vocabulary.
+
+torch specifics handled here: ``num_batches_tracked`` is not part of the transferable
+state (Lucid has no such buffer); a forward hook must return ``None`` or it replaces the
+module's output; ``.numpy()`` shares memory, so captured arrays are copied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+
+from lucid_inception.frameworks.state import KeyHint, check_state
+
+__all__ = ["TorchAdapter"]
+
+_TORCH_ONLY_SUFFIX = "num_batches_tracked"
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().to("cpu").numpy().copy()
+
+
+class TorchAdapter:
+    name = "torch"
+
+    # ----- identity and structure
+    @staticmethod
+    def owns(model: object) -> bool:
+        return isinstance(model, torch.nn.Module)
+
+    @staticmethod
+    def named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+        return list(model.named_modules())
+
+    @staticmethod
+    def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        """Parameters and buffers by state-dict name, without ``num_batches_tracked``."""
+        return {
+            k: t for k, t in model.state_dict(keep_vars=True).items() if not k.endswith(_TORCH_ONLY_SUFFIX)
+        }
+
+    @staticmethod
+    def parameter_names(model: torch.nn.Module) -> list[str]:
+        return [k for k, _ in model.named_parameters()]
+
+    @staticmethod
+    def count_parameters(model: torch.nn.Module) -> int:
+        return int(sum(p.numel() for p in model.parameters()))
+
+    # ----- state
+    @classmethod
+    def state(cls, model: torch.nn.Module) -> dict[str, np.ndarray]:
+        return {k: _to_numpy(t) for k, t in cls.tensors(model).items()}
+
+    @classmethod
+    def load_state(
+        cls,
+        model: torch.nn.Module,
+        state: Mapping[str, np.ndarray],
+        *,
+        cast: bool = False,
+        what: str = "loading state into a torch model",
+        hint: KeyHint | None = None,
+    ) -> None:
+        """Strict and atomic, as ``LucidAdapter.load_state``."""
+        live = cls.tensors(model)
+        expected = {
+            k: (tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch."))) for k, t in live.items()
+        }
+        check_state(expected, state, what=what, check_dtype=not cast, hint=hint)
+        new = {k: torch.from_numpy(np.array(state[k], dtype=expected[k][1], copy=True)) for k in live}
+        with torch.no_grad():
+            for key, tensor in live.items():
+                tensor.copy_(new[key])
+
+    @classmethod
+    def dtypes(cls, model: torch.nn.Module) -> dict[str, np.dtype]:
+        return {k: np.dtype(str(t.dtype).removeprefix("torch.")) for k, t in cls.tensors(model).items()}
+
+    @staticmethod
+    def cast(model: torch.nn.Module, dtype: str | np.dtype) -> None:
+        model.to(getattr(torch, np.dtype(dtype).name))
+
+    # ----- mode and device
+    @classmethod
+    def training_modes(cls, model: torch.nn.Module) -> list[bool]:
+        return [m.training for _, m in cls.named_modules(model)]
+
+    @classmethod
+    def restore_training_modes(cls, model: torch.nn.Module, modes: list[bool]) -> None:
+        for (_, module), mode in zip(cls.named_modules(model), modes, strict=True):
+            module.training = mode
+
+    @staticmethod
+    def set_training(model: torch.nn.Module, mode: bool) -> None:
+        model.train(mode)
+
+    @staticmethod
+    def device(model: torch.nn.Module) -> str:
+        first = next(iter(model.parameters()), None)
+        return "cpu" if first is None else first.device.type
+
+    @staticmethod
+    def to_device(model: torch.nn.Module, device: str) -> None:
+        model.to(device)
+
+    @staticmethod
+    def device_unavailable(device: str) -> str | None:
+        if device == "cpu":
+            return None
+        if device == "cuda":
+            return None if torch.cuda.is_available() else "torch.cuda.is_available() is False: no CUDA device"
+        return f"torch device {device!r} is not supported here; valid: 'cpu', 'cuda'"
+
+    # ----- running
+    @staticmethod
+    def tensor(x: np.ndarray, *, device: str = "cpu", requires_grad: bool = False) -> torch.Tensor:
+        t = torch.from_numpy(np.array(x, copy=True)).to(device)
+        return t.requires_grad_(requires_grad)
+
+    @staticmethod
+    def to_numpy(t: torch.Tensor) -> np.ndarray:
+        return _to_numpy(t)
+
+    @staticmethod
+    def no_grad() -> contextlib.AbstractContextManager:
+        return torch.no_grad()
+
+    @staticmethod
+    def add_output_hook(
+        module: torch.nn.Module, callback: Callable[[np.ndarray], None]
+    ) -> Callable[[], None]:
+        def hook(_module: torch.nn.Module, _args: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                callback(_to_numpy(output))
+            # returns None: a value would replace the module's output
+
+        return module.register_forward_hook(hook).remove
+
+    @staticmethod
+    def backward(output: torch.Tensor, grad: np.ndarray) -> None:
+        output.backward(torch.from_numpy(np.asarray(grad)).to(output.device, output.dtype))
+
+    @staticmethod
+    def grad(t: torch.Tensor) -> np.ndarray | None:
+        return None if t.grad is None else _to_numpy(t.grad)
+
+    @classmethod
+    def parameter_grads(cls, model: torch.nn.Module) -> dict[str, np.ndarray | None]:
+        return {k: cls.grad(p) for k, p in model.named_parameters()}
+
+    @staticmethod
+    def zero_grads(model: torch.nn.Module) -> None:
+        model.zero_grad(set_to_none=True)
+
+    @staticmethod
+    def iter_parameters(model: torch.nn.Module) -> Iterator[torch.Tensor]:
+        return model.parameters()

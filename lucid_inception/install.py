@@ -1,0 +1,65 @@
+"""Put the corrected factories into ``lucid.models`` and take them out again.
+
+``install()`` rebinds the names ``inception_v4``, ``inception_resnet_v1`` and
+``inception_resnet_v2`` in every ``lucid.models`` module that exposes upstream's
+factory (``lucid.models``, ``lucid.models.imgclf`` and the defining modules), so that
+``lucid.models.inception_resnet_v2(scale=0.2)`` builds the corrected model.
+``uninstall()`` puts upstream's exact objects back. Both are idempotent, and nothing is
+written to disk: the corrected factories do not go through upstream's
+``register_model``, which writes ``registry.json`` into site-packages.
+"""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Callable
+
+import lucid.models  # noqa: F401  (imports every lucid.models submodule)
+
+from lucid_inception.inception_resnet import inception_resnet_v1, inception_resnet_v2
+from lucid_inception.inception_v4 import inception_v4
+
+__all__ = ["install", "installed", "uninstall"]
+
+FACTORIES: dict[str, Callable] = {
+    "inception_v4": inception_v4,
+    "inception_resnet_v1": inception_resnet_v1,
+    "inception_resnet_v2": inception_resnet_v2,
+}
+
+# (module, name) -> upstream's object, recorded by the first install.
+_saved: dict[tuple[str, str], object] = {}
+
+
+def _lucid_model_modules() -> list[ModuleType]:
+    return [
+        module
+        for name, module in sorted(sys.modules.items())
+        if isinstance(module, ModuleType) and (name == "lucid.models" or name.startswith("lucid.models."))
+    ]
+
+
+def install() -> None:
+    """Make ``lucid.models.<name>`` build the corrected networks."""
+    for module in _lucid_model_modules():
+        for name, factory in FACTORIES.items():
+            current = module.__dict__.get(name)
+            if current is None or current is factory:
+                continue
+            _saved.setdefault((module.__name__, name), current)
+            setattr(module, name, factory)
+
+
+def uninstall() -> None:
+    """Restore upstream's factories exactly as they were."""
+    for (module_name, name), original in list(_saved.items()):
+        module = sys.modules.get(module_name)
+        if module is not None:
+            setattr(module, name, original)
+        del _saved[(module_name, name)]
+
+
+def installed() -> bool:
+    """Whether ``lucid.models`` currently builds the corrected networks."""
+    return all(getattr(lucid.models, name) is factory for name, factory in FACTORIES.items())

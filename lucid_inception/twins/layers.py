@@ -1,0 +1,77 @@
+"""Torch twins of ``lucid_inception.layers``: the same names, the same semantics.
+
+Lucid's ``nn.ConvBNReLU2d`` is conv (with bias) -> BatchNorm2d (eps 1e-5, momentum 0.1)
+-> ReLU with attributes ``conv``, ``bn``, ``relu``; this twin keeps those names so the
+state-dict keys match.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lucid_inception import _checks
+
+__all__ = ["ConvBNReLU2d", "InceptionClassifier", "ResidualBlock"]
+
+
+class ConvBNReLU2d(nn.Module):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=True)
+        self.bn = nn.BatchNorm2d(out_channels, eps=1e-5, momentum=0.1)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.bn(self.conv(x)))
+
+
+class ResidualBlock(nn.Module):
+    """``y = ReLU(x + scale * conv_linear(concat(branches(x))))`` (Fig. 10-13, 16-20)."""
+
+    scale: float
+
+    def branches(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mixed = torch.cat([branch(x) for branch in self.branches()], dim=1)
+        return self.relu(x + self.scale * self.conv_linear(mixed))
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
+
+
+class InceptionClassifier(nn.Module):
+    """Input checks and the head: global average pool -> Dropout(p) -> Linear."""
+
+    def __init__(self, num_classes: int, in_channels: int, dropout: float) -> None:
+        super().__init__()
+        self.num_classes = _checks.check_num_classes(num_classes)
+        self.in_channels = _checks.check_in_channels(in_channels)
+        self.drop_rate = _checks.check_dropout(dropout)
+
+    def build_head(self, width: int) -> None:
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.dropout = nn.Dropout(p=self.drop_rate)
+        self.fc = nn.Linear(width, self.num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
+        _checks.check_input_shape(x.shape, self.in_channels)
+        x = self.features(x)  # N x width x 8 x 8 at 299
+        x = self.avgpool(x)  # N x width x 1 x 1
+        x = x.reshape(x.shape[0], -1)  # N x width
+        x = self.dropout(x)
+        return self.fc(x)  # N x num_classes
