@@ -7,8 +7,8 @@ wrong value) with what was expected, what came and what is valid.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from numbers import Real
-from typing import Sequence
 
 __all__ = [
     "MIN_INPUT_SIZE",

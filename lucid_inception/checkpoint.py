@@ -10,7 +10,7 @@ names every offending key.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import lucid.nn as lnn
 import numpy as np
@@ -19,8 +19,9 @@ from lucid_inception.frameworks.lucid_adapter import LucidAdapter
 
 __all__ = ["load_checkpoint"]
 
-# The Inception-v4 B blocks (conv.6 .. conv.12: stem, 4 x A and Reduction-A come first) whose long branch upstream starts at 64
-# channels instead of Fig. 5's 192: branch4.0 is the 1x1, branch4.1 the first 1x7.
+# The Inception-v4 B blocks are conv.6 .. conv.12 (stem, 4 x A and Reduction-A come
+# first); upstream starts their long branch at 64 channels instead of Fig. 5's 192:
+# branch4.0 is the 1x1, branch4.1 the first 1x7.
 _UPSTREAM_V4_B = re.compile(r"^conv\.(6|7|8|9|10|11|12)\.branch4\.[01]\.")
 
 

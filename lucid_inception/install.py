@@ -12,8 +12,8 @@ written to disk: the corrected factories do not go through upstream's
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import ModuleType
-from typing import Callable
 
 import lucid.models  # noqa: F401  (imports every lucid.models submodule)
 

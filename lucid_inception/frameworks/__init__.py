@@ -8,7 +8,7 @@ training modes, hooks, gradients).
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Union
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -27,7 +27,7 @@ __all__ = [
     "check_state",
 ]
 
-Adapter = Union[type[LucidAdapter], type[TorchAdapter]]
+Adapter = type[LucidAdapter] | type[TorchAdapter]
 ADAPTERS: tuple[Adapter, ...] = (LucidAdapter, TorchAdapter)
 
 

@@ -9,7 +9,7 @@ hook's ``output.data`` is the live array; ``eval()`` does not stop graph buildin
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import lucid
 import lucid.nn as lnn

@@ -8,7 +8,7 @@ written, so a failed load names every offending key and changes nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 

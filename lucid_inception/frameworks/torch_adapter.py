@@ -8,7 +8,7 @@ module's output; ``.numpy()`` shares memory, so captured arrays are copied.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import torch

@@ -1,4 +1,5 @@
-"""Inception-ResNet-v1 and -v2 (Szegedy et al. 2016, Fig. 10-20) in torch: the twin of ``lucid_inception.inception_resnet``.
+"""Inception-ResNet-v1 and -v2 (Szegedy et al. 2016, Fig. 10-20),
+in torch: the twin of ``lucid_inception.inception_resnet``.
 
 Module and attribute names are those of upstream ``lucid.models.imgclf.inception_res``
 (lucid-dl 2.9.0), so upstream state dicts keep their keys. Differences from upstream:

@@ -1,4 +1,5 @@
-"""Inception-v4 (Szegedy et al. 2016, Fig. 3-9) in torch: the twin of ``lucid_inception.inception_v4``.
+"""Inception-v4 (Szegedy et al. 2016, Fig. 3-9),
+in torch: the twin of ``lucid_inception.inception_v4``.
 
 Module and attribute names are those of upstream ``lucid.models.imgclf.inception``
 (lucid-dl 2.9.0), so upstream state dicts keep their keys. Differences from upstream:

@@ -1,0 +1,328 @@
+"""The corrected networks and their twins: sizes, shapes, and each of the five
+corrections shown by behaviour (each test here fails on upstream lucid-dl 2.9.0)."""
+
+from __future__ import annotations
+
+import lucid
+import numpy as np
+import pytest
+import torch
+
+import lucid_inception
+from lucid_inception import MODEL_NAMES
+from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_outputs
+from lucid_inception.inception_resnet import ResNetV1BlockB, ResNetV2BlockA, ResNetV2BlockC
+from lucid_inception.twins.inception_resnet import ResNetV2BlockA as TwinResNetV2BlockA
+
+from .conftest import image, randomize_batchnorm
+
+FRAMEWORKS = ("lucid", "torch")
+
+# shared/SPEC.md, "Numbers to hit": (with conv biases, without conv biases = timm's convention)
+PARAMS = {
+    "inception_v4": (42_711_400, 42_679_816),
+    "inception_resnet_v1": (22_769_848, 22_756_328),
+    "inception_resnet_v2": (32_450_360, 32_433_928),
+}
+# Module that ends each stage -> (channels, height, width) at 299 (SPEC.md).
+STAGES = {
+    "inception_v4": {"conv.0": (384, 35, 35), "conv.5": (1024, 17, 17), "conv.13": (1536, 8, 8)},
+    "inception_resnet_v1": {"stem": (256, 35, 35), "conv.5": (896, 17, 17), "conv.16": (1792, 8, 8)},
+    "inception_resnet_v2": {"stem": (384, 35, 35), "conv.5": (1152, 17, 17), "conv.16": (2144, 8, 8)},
+}
+
+
+def run(model, x: np.ndarray) -> np.ndarray:
+    """Eval-mode forward without graph building; numpy in, numpy out."""
+    adapter = adapter_for(model)
+    adapter.set_training(model, False)
+    with adapter.no_grad():
+        return adapter.to_numpy(model(adapter.tensor(x)))
+
+
+def conv_bias_count(model) -> int:
+    """Biases of the convs followed by BatchNorm (timm drops them; the residual blocks'
+    linear 1x1 convs keep theirs in timm too)."""
+    adapter = adapter_for(model)
+    return sum(int(np.prod(t.shape)) for k, t in adapter.tensors(model).items() if k.endswith(".conv.bias"))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_parameter_counts(shared_model, name: str, framework: str) -> None:
+    model = shared_model(name, framework)
+    total = adapter_for(model).count_parameters(model)
+    assert (total, total - conv_bias_count(model)) == PARAMS[name]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_stage_shapes_at_299(shared_model, name: str, framework: str) -> None:
+    model = shared_model(name, framework)
+    shapes: dict[str, tuple[int, ...]] = {}
+    with capture_outputs(model, lambda module, out: shapes.__setitem__(module, out.shape)):
+        logits = run(model, image((1, 3, 299, 299)))
+    assert logits.shape == (1, 1000)
+    assert {m: shapes[m][1:] for m in STAGES[name]} == STAGES[name]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_smallest_input_is_75(shared_model, name: str, framework: str) -> None:
+    model = shared_model(name, framework)
+    assert run(model, image((2, 3, 75, 75))).shape == (2, 1000)
+    with pytest.raises(ValueError, match="smaller than the 75x75 minimum"):
+        run(model, image((1, 3, 74, 75)))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_fresh_lucid_model_computes_in_float32(shared_model, name: str) -> None:
+    model = shared_model(name, "lucid")
+    assert set(LucidAdapter.dtypes(model).values()) == {np.dtype("float32")}
+    found: set[np.dtype] = set()
+    with capture_outputs(model, lambda _m, out: found.add(out.dtype)):
+        run(model, image((1, 3, 75, 75)))
+    assert found == {np.dtype("float32")}
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_twin_has_the_lucid_keys_plus_num_batches_tracked(shared_model, name: str) -> None:
+    lucid_keys = list(LucidAdapter.state(shared_model(name, "lucid")))
+    twin = shared_model(name, "torch")
+    assert list(TorchAdapter.state(twin)) == lucid_keys
+    extra = set(twin.state_dict()) - set(lucid_keys)
+    assert extra and all(k.endswith(".bn.num_batches_tracked") for k in extra)
+    lucid_tree = [n for n, _ in LucidAdapter.named_modules(shared_model(name, "lucid"))]
+    assert [n for n, _ in TorchAdapter.named_modules(twin)] == lucid_tree
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_lucid_and_twin_agree_on_shared_weights(name: str) -> None:
+    model, twin = lucid_inception.build(name), lucid_inception.build(name, "torch")
+    randomize_batchnorm(model, seed=1)
+    TorchAdapter.load_state(twin, LucidAdapter.state(model))
+    x = image((2, 3, 75, 75), seed=2)
+    a, b = run(model, x), run(twin, x)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(b).max()
+
+
+# ----- correction 1: the stem runs branch2_right (Fig. 3)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
+def test_stem_branch2_right_changes_the_output(name: str, framework: str) -> None:
+    model = lucid_inception.build(name, framework)
+    x = image((1, 3, 75, 75), seed=3)
+    randomize_batchnorm(model, seed=3, calibrate_on=image((4, 3, 75, 75), seed=30))
+    adapter = adapter_for(model)
+    stem = "conv.0" if name == "inception_v4" else "stem"
+
+    def stem_and_logits() -> tuple[np.ndarray, np.ndarray]:
+        seen: dict[str, np.ndarray] = {}
+        with capture_outputs(model, lambda m, out: seen.setdefault(m, out)):
+            logits = run(model, x)
+        return seen[stem], logits
+
+    stem_before, logits_before = stem_and_logits()
+    state = adapter.state(model)
+    key = f"{stem}.branch2_right.3.conv.weight"
+    state[key] = state[key] * 3.0
+    adapter.load_state(model, state)
+    stem_after, logits_after = stem_and_logits()
+    # branch2_right feeds channels 96..191 of the second concat, i.e. half the stem
+    assert np.abs(stem_after - stem_before).max() > 0.1 * np.abs(stem_before).max()
+    assert not np.allclose(logits_after, logits_before, rtol=1e-3, atol=0)
+
+
+def test_upstream_stem_ignores_branch2_right() -> None:
+    """The contrast that makes the test above meaningful: upstream never calls it."""
+    from lucid.models.imgclf.inception_res import InceptionResNet_V2
+
+    upstream = InceptionResNet_V2(10)
+    LucidAdapter.cast(upstream, "float32")
+    x = image((1, 3, 75, 75), seed=3)
+    before = run(upstream, x)
+    state = LucidAdapter.state(upstream)
+    state["stem.branch2_right.3.conv.weight"] *= 3.0
+    LucidAdapter.load_state(upstream, state)
+    np.testing.assert_array_equal(run(upstream, x), before)
+
+
+# ----- correction 2: the head keeps 0.8
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_head_dropout_keeps_eight_in_ten(shared_model, name: str, framework: str) -> None:
+    dropout = shared_model(name, framework).dropout
+    adapter = adapter_for(dropout)
+    n = 200_000
+    lucid.random.seed(0)
+    torch.manual_seed(0)
+    adapter.set_training(dropout, True)
+    try:
+        out = adapter.to_numpy(dropout(adapter.tensor(np.ones((1, n), np.float32))))
+    finally:
+        adapter.set_training(dropout, False)
+    kept = out != 0
+    # binomial(n, 0.8): std of the kept fraction is 0.0009; allow 6 std
+    assert abs(kept.mean() - 0.8) < 6 * np.sqrt(0.8 * 0.2 / n)
+    np.testing.assert_allclose(out[kept], 1 / 0.8, rtol=1e-6)
+
+
+# ----- correction 3: residual blocks scale their branch sum (Fig. 20)
+
+
+def _lucid_block_by_hand(block, x: lucid.Tensor) -> np.ndarray:
+    branches = [LucidAdapter.to_numpy(b(x)) for b in block.branches()]
+    mixed = lucid.Tensor(np.concatenate(branches, axis=1))
+    linear = LucidAdapter.to_numpy(block.conv_linear(mixed))
+    return np.maximum(x.data + block.scale * linear, 0.0)
+
+
+def test_residual_block_is_relu_of_x_plus_scaled_branches() -> None:
+    block = ResNetV2BlockA(384, scale=0.17)
+    randomize_batchnorm(block, seed=4)
+    block.eval()
+    x = lucid.Tensor(image((2, 384, 9, 9), seed=5))
+    with lucid.no_grad():
+        got = LucidAdapter.to_numpy(block(x))
+        want = _lucid_block_by_hand(block, x)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # and the scale matters: the unscaled sum (upstream's) is far from it
+    with lucid.no_grad():
+        block.scale = 1.0
+        unscaled = LucidAdapter.to_numpy(block(x))
+    assert np.abs(unscaled - got).max() > 1e-2 * np.abs(got).max()
+
+
+def test_twin_residual_block_matches_the_formula() -> None:
+    block = TwinResNetV2BlockA(384, scale=0.17)
+    randomize_batchnorm(block, seed=4)
+    block.eval()
+    x = torch.from_numpy(image((2, 384, 9, 9), seed=5))
+    with torch.no_grad():
+        mixed = torch.cat([b(x) for b in block.branches()], dim=1)
+        want = torch.relu(x + 0.17 * block.conv_linear(mixed))
+        np.testing.assert_allclose(block(x).numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("name", ["inception_resnet_v1", "inception_resnet_v2"])
+def test_scale_triple_reaches_the_a_b_c_blocks(name: str, framework: str) -> None:
+    model = lucid_inception.build(name, framework, scale=(0.1, 0.2, 0.3))
+    blocks = [m for _, m in adapter_for(model).named_modules(model) if hasattr(m, "scale")]
+    scales = [b.scale for b in blocks]
+    assert scales == [0.1] * 5 + [0.2] * 10 + [0.3] * 5
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_default_scale_is_0_2(shared_model, framework: str) -> None:
+    model = shared_model("inception_resnet_v2", framework)
+    scales = {m.scale for _, m in adapter_for(model).named_modules(model) if hasattr(m, "scale")}
+    assert scales == {0.2}
+
+
+# ----- correction 4: the v2 C blocks take and return 2144 channels
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_resnet_v2_c_blocks_are_2144_wide(shared_model, framework: str) -> None:
+    model = shared_model("inception_resnet_v2", framework)
+    c_blocks = [model.conv[i] for i in range(17, 22)]
+    assert all(tuple(b.conv_linear.weight.shape) == (2144, 448, 1, 1) for b in c_blocks)
+    assert model.conv[16].out_channels == 2144 and model.fc.weight.shape[1] == 2144
+
+
+def test_c_block_width_follows_its_input() -> None:
+    """No constant width: the block's linear conv maps back to whatever comes in."""
+    assert tuple(ResNetV2BlockC(100, scale=0.2).conv_linear.weight.shape) == (100, 448, 1, 1)
+    assert tuple(ResNetV1BlockB(40, scale=0.2).conv_linear.weight.shape) == (40, 256, 1, 1)
+
+
+# ----- correction 5: the v4 B block's long branch starts with a 1x1 to 192 (Fig. 5)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_v4_b_block_long_branch_starts_at_192(shared_model, framework: str) -> None:
+    model = shared_model("inception_v4", framework)
+    for i in range(6, 13):
+        branch = model.conv[i].branch4
+        assert tuple(branch[0].conv.weight.shape) == (192, 1024, 1, 1)
+        assert tuple(branch[1].conv.weight.shape) == (192, 192, 1, 7)
+
+
+# ----- bad arguments and inputs
+
+
+BAD_ARGUMENTS = [
+    ({"num_classes": 0}, ValueError, "num_classes"),
+    ({"num_classes": 2.0}, TypeError, "num_classes"),
+    ({"num_classes": True}, TypeError, "num_classes"),
+    ({"in_channels": 0}, ValueError, "in_channels"),
+    ({"dropout": 1.0}, ValueError, r"\[0, 1\)"),
+    ({"dropout": -0.1}, ValueError, "dropout"),
+    ({"dropout": float("nan")}, ValueError, "finite"),
+    ({"dropout": "0.2"}, TypeError, "dropout"),
+]
+BAD_SCALES = [
+    ({"scale": 0.0}, ValueError, r"\(0, 1\]"),
+    ({"scale": 1.5}, ValueError, r"\(0, 1\]"),
+    ({"scale": float("inf")}, ValueError, "finite"),
+    ({"scale": float("nan")}, ValueError, "finite"),
+    ({"scale": -0.2}, ValueError, r"\(0, 1\]"),
+    ({"scale": "0.2"}, TypeError, "scale"),
+    ({"scale": True}, TypeError, "scale"),
+    ({"scale": (0.1, 0.2)}, ValueError, "three"),
+    ({"scale": (0.1, 0.2, 2.0)}, ValueError, r"scale\[2\]"),
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("kwargs", "error", "match"), BAD_ARGUMENTS + BAD_SCALES)
+def test_bad_arguments_are_rejected(kwargs: dict, error: type, match: str, framework: str) -> None:
+    # v1 is the cheapest model; the checks run before any layer is built
+    with pytest.raises(error, match=match):
+        lucid_inception.build("inception_resnet_v1", framework, **kwargs)
+
+
+def test_inception_v4_has_no_scale_argument() -> None:
+    with pytest.raises(TypeError):
+        lucid_inception.build("inception_v4", scale=0.2)
+
+
+def test_unknown_model_and_framework() -> None:
+    with pytest.raises(ValueError, match="valid: inception_v4"):
+        lucid_inception.build("inception_v3")
+    with pytest.raises(ValueError, match="valid: 'lucid', 'torch'"):
+        lucid_inception.build("inception_v4", "jax")
+
+
+BAD_INPUTS = [
+    ((3, 75, 75), "4-D"),
+    ((1, 1, 3, 75, 75), "4-D"),
+    ((1, 4, 75, 75), "expected 3 input channels"),
+    ((0, 3, 75, 75), "non-empty"),
+    ((1, 3, 75, 60), "smaller than"),
+]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("shape", "match"), BAD_INPUTS)
+def test_bad_inputs_are_rejected(shared_model, shape: tuple, match: str, framework: str) -> None:
+    model = shared_model("inception_resnet_v1", framework)
+    with pytest.raises(ValueError, match=match):
+        run(model, np.zeros(shape, np.float32))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_input_of_the_other_framework_is_a_type_error(shared_model, framework: str) -> None:
+    model = shared_model("inception_resnet_v1", framework)
+    with pytest.raises(TypeError, match="expected a (lucid|torch).Tensor"):
+        model(np.zeros((1, 3, 75, 75), np.float32))
+
+
+def test_in_channels_and_num_classes_are_honoured() -> None:
+    model = lucid_inception.build("inception_resnet_v1", in_channels=1, num_classes=7)
+    assert run(model, image((1, 1, 80, 80))).shape == (1, 7)

@@ -1,0 +1,164 @@
+"""Upstream lucid-dl 2.9.0 compatibility: keys, checkpoints, and ``install()``.
+
+Upstream models are built through their classes: upstream's factories write
+``registry.json`` into site-packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import lucid
+import lucid.models
+import numpy as np
+import pytest
+from lucid.models.imgclf.inception import Inception_V4
+from lucid.models.imgclf.inception_res import InceptionResNet_V1, InceptionResNet_V2
+
+import lucid_inception
+from lucid_inception import MODEL_NAMES
+from lucid_inception.frameworks import LucidAdapter, StateMismatchError
+
+from .conftest import image, randomize_batchnorm
+from .test_models import run
+
+UPSTREAM = {
+    "inception_v4": lambda: Inception_V4(1000, None),
+    "inception_resnet_v1": lambda: InceptionResNet_V1(1000),
+    "inception_resnet_v2": lambda: InceptionResNet_V2(1000),
+}
+
+
+def package_digest() -> str:
+    """A digest of every file (names and contents) in the installed lucid package."""
+    root = Path(lucid.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_keys_and_module_tree_equal_upstream(shared_model, name: str) -> None:
+    upstream, port = UPSTREAM[name](), shared_model(name, "lucid")
+    assert list(LucidAdapter.state(upstream)) == list(LucidAdapter.state(port))
+    assert [n for n, _ in LucidAdapter.named_modules(upstream)] == [
+        n for n, _ in LucidAdapter.named_modules(port)
+    ]
+    up_shapes = {k: v.shape for k, v in LucidAdapter.state(upstream).items()}
+    differing = {k for k, v in LucidAdapter.state(port).items() if v.shape != up_shapes[k]}
+    if name == "inception_v4":
+        # 7 B blocks (conv.6 .. conv.12) x (branch4.0: 6 tensors + branch4.1.conv.weight)
+        expected = {
+            f"conv.{i}.branch4.{k}"
+            for i in range(6, 13)
+            for k in [
+                "0.conv.weight",
+                "0.conv.bias",
+                "0.bn.weight",
+                "0.bn.bias",
+                "0.bn.running_mean",
+                "0.bn.running_var",
+                "1.conv.weight",
+            ]
+        }
+        assert differing == expected
+    else:
+        assert differing == set()
+
+
+def test_upstream_v1_checkpoint_loads_and_computes_the_same_at_scale_1(tmp_path: Path) -> None:
+    """Inception-ResNet-v1 has no stem bug: with the paper's scaling turned off (scale=1)
+    the port must compute exactly upstream's function from upstream's checkpoint file."""
+    upstream = UPSTREAM["inception_resnet_v1"]()
+    randomize_batchnorm(upstream, seed=6)
+    path = tmp_path / "upstream_v1.lcd"
+    lucid.save(upstream.state_dict(), path)
+    saved = lucid.load(path)
+    assert saved["stem.conv.0.bn.running_var"].dtype == np.float64  # upstream's fresh buffers
+
+    port = lucid_inception.inception_resnet_v1(scale=1.0)
+    port.load_state_dict(saved)
+    assert set(LucidAdapter.dtypes(port).values()) == {np.dtype("float32")}
+    LucidAdapter.cast(upstream, "float32")
+    x = image((1, 3, 75, 75), seed=7)
+    np.testing.assert_allclose(run(port, x), run(upstream, x), rtol=1e-5, atol=1e-5)
+
+
+def test_loading_does_not_alias_the_given_arrays() -> None:
+    port = lucid_inception.inception_resnet_v1()
+    state = LucidAdapter.state(port)
+    port.load_state_dict(state)
+    state["fc.bias"][:] = 123.0
+    assert not np.any(LucidAdapter.state(port)["fc.bias"] == 123.0)
+
+
+def test_upstream_v4_checkpoint_names_every_mismatched_key(shared_model) -> None:
+    port = lucid_inception.inception_v4()
+    before = LucidAdapter.state(port)
+    with pytest.raises(StateMismatchError) as info:
+        port.load_state_dict(UPSTREAM["inception_v4"]().state_dict())
+    problems = info.value.problems
+    assert len(problems) == 49
+    assert all("upstream lucid-dl inception_v4" in p for p in problems)
+    assert any(p.startswith("conv.12.branch4.1.conv.weight: shape (192, 64, 1, 7)") for p in problems)
+    after = LucidAdapter.state(port)
+    assert all(np.array_equal(before[k], after[k]) for k in before)  # nothing changed
+
+
+def test_load_reports_missing_unexpected_and_non_arrays() -> None:
+    port = lucid_inception.inception_resnet_v1()
+    state = LucidAdapter.state(port)
+    del state["fc.weight"]
+    state["fc.extra"] = np.zeros(3, np.float32)
+    state["fc.bias"] = [0.0] * 1000
+    with pytest.raises(StateMismatchError) as info:
+        port.load_state_dict(state)
+    text = str(info.value)
+    assert "fc.weight: missing" in text and "fc.extra: unexpected" in text
+    assert "fc.bias: expected a numpy array, got list" in text
+    with pytest.raises(ValueError, match="load strictly"):
+        port.load_state_dict(state, strict=False)
+
+
+@pytest.fixture
+def restore_lucid_models():
+    yield
+    lucid_inception.uninstall()
+
+
+def test_install_puts_corrected_factories_into_lucid_models(restore_lucid_models) -> None:
+    originals = {n: getattr(lucid.models, n) for n in MODEL_NAMES}
+    imgclf_originals = {n: getattr(lucid.models.imgclf, n) for n in MODEL_NAMES}
+    digest = package_digest()
+
+    lucid_inception.install()
+    lucid_inception.install()  # idempotent
+    assert lucid_inception.installed()
+    model = lucid.models.inception_resnet_v2(scale=0.2)
+    assert isinstance(model, lucid_inception.InceptionResNetV2)
+    assert model.dropout.p == 0.2
+    assert lucid.models.imgclf.inception_v4 is lucid_inception.inception_v4
+    assert lucid.models.imgclf.inception_res.inception_resnet_v1 is lucid_inception.inception_resnet_v1
+    assert package_digest() == digest  # nothing written into site-packages
+
+    lucid_inception.uninstall()
+    lucid_inception.uninstall()  # idempotent
+    assert not lucid_inception.installed()
+    assert {n: getattr(lucid.models, n) for n in MODEL_NAMES} == originals
+    assert all(getattr(lucid.models, n) is originals[n] for n in MODEL_NAMES)
+    assert all(getattr(lucid.models.imgclf, n) is imgclf_originals[n] for n in MODEL_NAMES)
+    assert package_digest() == digest
+
+
+def test_building_writes_nothing_into_site_packages(tmp_path: Path) -> None:
+    digest = package_digest()
+    mtime = os.stat(Path(lucid.__file__).parent / "models").st_mtime_ns
+    for name in MODEL_NAMES:
+        lucid_inception.build(name)
+    assert package_digest() == digest
+    assert os.stat(Path(lucid.__file__).parent / "models").st_mtime_ns == mtime
