@@ -118,7 +118,9 @@ def bench(name: str, size: int, repeats: int) -> list[list[object]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", action="append", choices=lucid_inception.MODEL_NAMES)
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)

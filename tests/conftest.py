@@ -51,7 +51,10 @@ def randomize_batchnorm(model, seed: int, calibrate_on: np.ndarray | None = None
     modes = adapter.training_modes(model)
     adapter.set_training(model, True)  # BN normalises with batch statistics
     try:
-        with adapter.no_grad(), capture_outputs(model, lambda m, out: m in wanted and seen.setdefault(m, out)):
+        with (
+            adapter.no_grad(),
+            capture_outputs(model, lambda m, out: m in wanted and seen.setdefault(m, out)),
+        ):
             model(adapter.tensor(calibrate_on))
     finally:
         adapter.restore_training_modes(model, modes)

@@ -22,13 +22,29 @@ __all__ = [
     "LucidAdapter",
     "StateMismatchError",
     "TorchAdapter",
+    "LAYER_KINDS",
     "adapter_for",
+    "capture_calls",
     "capture_outputs",
     "check_state",
 ]
 
 Adapter = type[LucidAdapter] | type[TorchAdapter]
 ADAPTERS: tuple[Adapter, ...] = (LucidAdapter, TorchAdapter)
+
+# What ``adapter.layer_info(module)["kind"]`` can be, for either framework.
+LAYER_KINDS: tuple[str, ...] = (
+    "conv2d",
+    "batchnorm2d",
+    "relu",
+    "maxpool2d",
+    "avgpool2d",
+    "adaptive-avgpool2d",
+    "dropout",
+    "linear",
+    "sequential",
+    "module",
+)
 
 
 def adapter_for(model: object) -> Adapter:
@@ -49,6 +65,27 @@ def capture_outputs(model: object, callback: Callable[[str, np.ndarray], None]) 
     try:
         for name, module in adapter.named_modules(model):
             removers.append(adapter.add_output_hook(module, lambda array, name=name: callback(name, array)))
+        yield
+    finally:
+        for remove in removers:
+            remove()
+
+
+@contextlib.contextmanager
+def capture_calls(
+    model: object, callback: Callable[[str, list[np.ndarray], np.ndarray], None]
+) -> Iterator[None]:
+    """As ``capture_outputs``, with the inputs too: ``callback(name, inputs, output)``
+    gets numpy copies of a module's tensor arguments and of its output after each call."""
+    adapter = adapter_for(model)
+    removers = []
+    try:
+        for name, module in adapter.named_modules(model):
+            removers.append(
+                adapter.add_call_hook(
+                    module, lambda inputs, output, name=name: callback(name, inputs, output)
+                )
+            )
         yield
     finally:
         for remove in removers:

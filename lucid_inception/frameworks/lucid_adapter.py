@@ -166,6 +166,78 @@ class LucidAdapter:
         return module.register_forward_hook(hook)
 
     @staticmethod
+    def add_call_hook(
+        module: lnn.Module, callback: Callable[[list[np.ndarray], np.ndarray], None]
+    ) -> Callable[[], None]:
+        """Call ``callback(inputs, output)`` with copies of the module's tensor arguments
+        and output after each call; returns the function that removes the hook."""
+
+        def hook(_module: lnn.Module, args: tuple, output: object) -> None:
+            if isinstance(output, lucid.Tensor):
+                inputs = [_to_numpy(a.data) for a in args if isinstance(a, lucid.Tensor)]
+                callback(inputs, _to_numpy(output.data))
+
+        return module.register_forward_hook(hook)
+
+    @staticmethod
+    def layer_info(module: lnn.Module) -> dict[str, object]:
+        """What a layer is and its hyperparameters, in the vocabulary both adapters share:
+        ``kind`` is one of ``LAYER_KINDS``; 2-D sizes are ``(h, w)`` tuples."""
+        if isinstance(module, lnn.Conv2d):
+            return {
+                "kind": "conv2d",
+                "in_channels": module.in_channels,
+                "out_channels": module.out_channels,
+                "kernel": tuple(module.kernel_size),
+                "stride": tuple(module.stride),
+                "padding": tuple(module.padding),
+                "dilation": tuple(module.dilation),
+                "groups": module.groups,
+                "bias": module.bias is not None,
+                "padding_mode": "zeros",
+            }
+        if isinstance(module, lnn.BatchNorm2d):
+            return {
+                "kind": "batchnorm2d",
+                "num_features": module.num_features,
+                "eps": module.eps,
+                "momentum": module.momentum,
+                "affine": module.affine,
+                "track_running_stats": module.track_running_stats,
+            }
+        if isinstance(module, lnn.ReLU):
+            return {"kind": "relu"}
+        if isinstance(module, (lnn.MaxPool2d, lnn.AvgPool2d)):
+            info: dict[str, object] = {
+                "kind": "maxpool2d" if isinstance(module, lnn.MaxPool2d) else "avgpool2d",
+                "kernel": tuple(module.kernel_size),
+                "stride": tuple(module.stride),
+                "padding": tuple(module.padding),
+                "ceil_mode": False,  # Lucid 2.x pools floor only
+            }
+            if isinstance(module, lnn.AvgPool2d):
+                info["count_include_pad"] = True  # Lucid's average pool always divides by k*k
+            return info
+        if isinstance(module, lnn.AdaptiveAvgPool2d):
+            size = module.output_size
+            return {
+                "kind": "adaptive-avgpool2d",
+                "output_size": tuple(size) if isinstance(size, (tuple, list)) else (size, size),
+            }
+        if isinstance(module, lnn.Dropout):
+            return {"kind": "dropout", "p": float(module.p)}
+        if isinstance(module, lnn.Linear):
+            return {
+                "kind": "linear",
+                "in_features": module.in_features,
+                "out_features": module.out_features,
+                "bias": module.bias is not None,
+            }
+        if isinstance(module, lnn.Sequential):
+            return {"kind": "sequential"}
+        return {"kind": "module", "class": type(module).__name__}
+
+    @staticmethod
     def backward(output: lucid.Tensor, grad: np.ndarray) -> None:
         """Backpropagate ``grad`` (the gradient of a scalar loss w.r.t. ``output``)."""
         seed = np.asarray(grad, dtype=output.data.dtype)

@@ -24,6 +24,10 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu").numpy().copy()
 
 
+def _pair(value: object) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
 class TorchAdapter:
     name = "torch"
 
@@ -140,6 +144,86 @@ class TorchAdapter:
             # returns None: a value would replace the module's output
 
         return module.register_forward_hook(hook).remove
+
+    @staticmethod
+    def add_call_hook(
+        module: torch.nn.Module, callback: Callable[[list[np.ndarray], np.ndarray], None]
+    ) -> Callable[[], None]:
+        """As ``LucidAdapter.add_call_hook``: copies of the tensor arguments and the output."""
+
+        def hook(_module: torch.nn.Module, args: tuple, output: object) -> None:
+            if isinstance(output, torch.Tensor):
+                callback([_to_numpy(a) for a in args if isinstance(a, torch.Tensor)], _to_numpy(output))
+            # returns None: a value would replace the module's output
+
+        return module.register_forward_hook(hook).remove
+
+    @staticmethod
+    def layer_info(module: torch.nn.Module) -> dict[str, object]:
+        """As ``LucidAdapter.layer_info``; torch's string and int forms become (h, w) tuples."""
+        nn = torch.nn
+        if isinstance(module, nn.Conv2d):
+            kernel, dilation = _pair(module.kernel_size), _pair(module.dilation)
+            padding = module.padding
+            if padding == "valid":
+                padding = (0, 0)
+            elif padding == "same":
+                padding = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation, strict=True))
+            return {
+                "kind": "conv2d",
+                "in_channels": module.in_channels,
+                "out_channels": module.out_channels,
+                "kernel": kernel,
+                "stride": _pair(module.stride),
+                "padding": _pair(padding),
+                "dilation": dilation,
+                "groups": module.groups,
+                "bias": module.bias is not None,
+                "padding_mode": module.padding_mode,
+            }
+        if isinstance(module, nn.BatchNorm2d):
+            return {
+                "kind": "batchnorm2d",
+                "num_features": module.num_features,
+                "eps": module.eps,
+                "momentum": module.momentum,
+                "affine": module.affine,
+                "track_running_stats": module.track_running_stats,
+            }
+        if isinstance(module, nn.ReLU):
+            return {"kind": "relu"}
+        if isinstance(module, nn.MaxPool2d):
+            return {
+                "kind": "maxpool2d",
+                "kernel": _pair(module.kernel_size),
+                "stride": _pair(module.kernel_size if module.stride is None else module.stride),
+                "padding": _pair(module.padding),
+                "ceil_mode": module.ceil_mode,
+            }
+        if isinstance(module, nn.AvgPool2d):
+            return {
+                "kind": "avgpool2d",
+                "kernel": _pair(module.kernel_size),
+                "stride": _pair(module.kernel_size if module.stride is None else module.stride),
+                "padding": _pair(module.padding),
+                "ceil_mode": module.ceil_mode,
+                # a divisor override replaces k*k as well: it counts as not including the padding
+                "count_include_pad": module.count_include_pad and module.divisor_override is None,
+            }
+        if isinstance(module, nn.AdaptiveAvgPool2d):
+            return {"kind": "adaptive-avgpool2d", "output_size": _pair(module.output_size)}
+        if isinstance(module, nn.Dropout):
+            return {"kind": "dropout", "p": float(module.p)}
+        if isinstance(module, nn.Linear):
+            return {
+                "kind": "linear",
+                "in_features": module.in_features,
+                "out_features": module.out_features,
+                "bias": module.bias is not None,
+            }
+        if isinstance(module, nn.Sequential):
+            return {"kind": "sequential"}
+        return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod
     def backward(output: torch.Tensor, grad: np.ndarray) -> None:
