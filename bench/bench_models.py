@@ -18,6 +18,7 @@ Usage: python bench/bench_models.py [--model NAME] [--size 299] [--repeats 5]
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -29,17 +30,12 @@ from tabulate import tabulate
 warnings.filterwarnings("ignore")
 
 import lucid  # noqa: E402
-from lucid.models.imgclf.inception import Inception_V4  # noqa: E402
-from lucid.models.imgclf.inception_res import InceptionResNet_V1, InceptionResNet_V2  # noqa: E402
 
 import lucid_inception  # noqa: E402
 from lucid_inception.frameworks import LucidAdapter, capture_outputs  # noqa: E402
+from lucid_inception.upstream import build_upstream  # noqa: E402
 
-UPSTREAM = {
-    "inception_v4": lambda: Inception_V4(1000, None),
-    "inception_resnet_v1": lambda: InceptionResNet_V1(1000),
-    "inception_resnet_v2": lambda: InceptionResNet_V2(1000),
-}
+UPSTREAM = {name: functools.partial(build_upstream, name) for name in lucid_inception.MODEL_NAMES}
 
 
 # Alternating medians on a shared 2-core machine still wander by a few percent.

@@ -20,7 +20,7 @@ import lucid.models  # noqa: F401  (imports every lucid.models submodule)
 from lucid_inception.inception_resnet import inception_resnet_v1, inception_resnet_v2
 from lucid_inception.inception_v4 import inception_v4
 
-__all__ = ["install", "installed", "uninstall"]
+__all__ = ["install", "installed", "uninstall", "upstream_object"]
 
 FACTORIES: dict[str, Callable] = {
     "inception_v4": inception_v4,
@@ -58,6 +58,11 @@ def uninstall() -> None:
         if module is not None:
             setattr(module, name, original)
         del _saved[(module_name, name)]
+
+
+def upstream_object(name: str) -> Callable:
+    """Upstream's ``lucid.models.<name>``, whether or not ``install()`` is active."""
+    return _saved.get(("lucid.models", name), getattr(lucid.models, name))
 
 
 def installed() -> bool:

@@ -13,6 +13,7 @@ from lucid_inception import MODEL_NAMES
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_outputs
 from lucid_inception.inception_resnet import ResNetV1BlockB, ResNetV2BlockA, ResNetV2BlockC
 from lucid_inception.twins.inception_resnet import ResNetV2BlockA as TwinResNetV2BlockA
+from lucid_inception.upstream import build_upstream
 
 from .conftest import image, randomize_batchnorm
 
@@ -137,9 +138,7 @@ def test_stem_branch2_right_changes_the_output(name: str, framework: str) -> Non
 
 def test_upstream_stem_ignores_branch2_right() -> None:
     """The contrast that makes the test above meaningful: upstream never calls it."""
-    from lucid.models.imgclf.inception_res import InceptionResNet_V2
-
-    upstream = InceptionResNet_V2(10)
+    upstream = build_upstream("inception_resnet_v2", num_classes=10)
     LucidAdapter.cast(upstream, "float32")
     x = image((1, 3, 75, 75), seed=3)
     before = run(upstream, x)

@@ -1,11 +1,12 @@
 """Upstream lucid-dl 2.9.0 compatibility: keys, checkpoints, and ``install()``.
 
-Upstream models are built through their classes: upstream's factories write
-``registry.json`` into site-packages.
+Upstream models are built with ``lucid_inception.upstream.build_upstream``: upstream's
+own factories write ``registry.json`` into site-packages.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -14,21 +15,16 @@ import lucid
 import lucid.models
 import numpy as np
 import pytest
-from lucid.models.imgclf.inception import Inception_V4
-from lucid.models.imgclf.inception_res import InceptionResNet_V1, InceptionResNet_V2
 
 import lucid_inception
 from lucid_inception import MODEL_NAMES
 from lucid_inception.frameworks import LucidAdapter, StateMismatchError
+from lucid_inception.upstream import build_upstream
 
 from .conftest import image, randomize_batchnorm
 from .test_models import run
 
-UPSTREAM = {
-    "inception_v4": lambda: Inception_V4(1000, None),
-    "inception_resnet_v1": lambda: InceptionResNet_V1(1000),
-    "inception_resnet_v2": lambda: InceptionResNet_V2(1000),
-}
+UPSTREAM = {name: functools.partial(build_upstream, name) for name in MODEL_NAMES}
 
 
 def package_digest() -> str:

@@ -25,8 +25,10 @@ __all__ = [
     "LAYER_KINDS",
     "adapter_for",
     "capture_calls",
+    "capture_inputs",
     "capture_outputs",
     "check_state",
+    "track_modules",
 ]
 
 Adapter = type[LucidAdapter] | type[TorchAdapter]
@@ -87,6 +89,53 @@ def capture_calls(
                 )
             )
         yield
+    finally:
+        for remove in removers:
+            remove()
+
+
+@contextlib.contextmanager
+def capture_inputs(
+    model: object,
+    callback: Callable[[str, np.ndarray], None],
+    select: Callable[[str, object], bool] = lambda name, module: True,
+) -> Iterator[None]:
+    """While active, each selected module's first input is passed, as a numpy copy, to
+    ``callback(name, array)`` as the module is entered (parents before their children).
+    ``select(name, module)`` picks the modules, e.g. ``adapter.is_batchnorm``."""
+    adapter = adapter_for(model)
+    removers = []
+    try:
+        for name, module in adapter.named_modules(model):
+            if select(name, module):
+                removers.append(adapter.add_input_hook(module, lambda array, name=name: callback(name, array)))
+        yield
+    finally:
+        for remove in removers:
+            remove()
+
+
+@contextlib.contextmanager
+def track_modules(model: object) -> Iterator[list[str]]:
+    """While active, the yielded list holds the names of the modules entered and not yet
+    returned, outermost first. When a forward raises, the list is left holding the path to
+    the module that raised: its last entry."""
+    adapter = adapter_for(model)
+    stack: list[str] = []
+
+    def leave(name: str) -> None:
+        # Pop down to this module: entries above it belong to children that raised inside
+        # a forward which caught the exception.
+        while stack:
+            if stack.pop() == name:
+                break
+
+    removers = []
+    try:
+        for name, module in adapter.named_modules(model):
+            removers.append(adapter.add_pre_hook(module, lambda name=name: stack.append(name)))
+            removers.append(adapter.add_post_hook(module, lambda name=name: leave(name)))
+        yield stack
     finally:
         for remove in removers:
             remove()

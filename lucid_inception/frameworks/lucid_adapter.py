@@ -9,12 +9,15 @@ hook's ``output.data`` is the live array; ``eval()`` does not stop graph buildin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import os
+import pickle
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import lucid
 import lucid.nn as lnn
 import mlx.core as mx
 import numpy as np
+from lucid.nn.modules.norm import _BatchNorm
 from lucid.types import to_numeric_type
 
 from lucid_inception.frameworks.state import KeyHint, check_state
@@ -33,8 +36,51 @@ def _assign(tensor: lucid.Tensor, array: np.ndarray) -> None:
     tensor.dtype = to_numeric_type(array.dtype)
 
 
+# Lucid 2.9.0 has no forward pre-hooks. ``Module.__call__`` calls ``self.forward``, so a
+# pre-hook is an instance attribute ``forward`` that runs the hooks and then the real
+# forward; it is removed (and any instance ``forward`` that was there put back) when the
+# last pre-hook of the module goes.
+_PRE_HOOKS = "_lucid_inception_pre_hooks"
+
+
+def _add_forward_pre_hook(module: lnn.Module, fn: Callable[[tuple], None]) -> Callable[[], None]:
+    registry = module.__dict__.get(_PRE_HOOKS)
+    if registry is None:
+        hooks: dict[object, Callable[[tuple], None]] = {}
+        own = module.__dict__.get("forward")  # e.g. a forward patched onto the instance
+        inner = own if own is not None else type(module).forward.__get__(module)
+
+        def forward(*args: object, **kwargs: object) -> object:
+            for hook in list(hooks.values()):
+                hook(args)
+            return inner(*args, **kwargs)
+
+        registry = (hooks, own)
+        object.__setattr__(module, _PRE_HOOKS, registry)
+        object.__setattr__(module, "forward", forward)
+    hooks, own = registry
+    token = object()
+    hooks[token] = fn
+
+    def remove() -> None:
+        hooks.pop(token, None)
+        if not hooks and module.__dict__.get(_PRE_HOOKS) is registry:
+            del module.__dict__[_PRE_HOOKS]
+            if own is None:
+                del module.__dict__["forward"]
+            else:
+                object.__setattr__(module, "forward", own)
+
+    return remove
+
+
 class LucidAdapter:
     name = "lucid"
+    devices = ("cpu", "gpu")
+    # Checkpoint files in Lucid's own format: ``lucid.save(state_dict, "x.lcd")``.
+    suffixes = (".lcd",)
+    # BatchNorm's running_var tracks the biased batch variance (torch: unbiased).
+    running_var_unbiased = False
 
     # ----- identity and structure
     @staticmethod
@@ -63,6 +109,21 @@ class LucidAdapter:
     @classmethod
     def parameter_names(cls, model: lnn.Module) -> list[str]:
         return [k for k, t in cls.tensors(model).items() if isinstance(t, lnn.Parameter)]
+
+    @classmethod
+    def buffer_names(cls, model: lnn.Module) -> list[str]:
+        """Every buffer's state-dict name (Lucid has no framework-only buffers)."""
+        return [k for k, t in cls.tensors(model).items() if not isinstance(t, lnn.Parameter)]
+
+    @staticmethod
+    def is_batchnorm(module: lnn.Module) -> bool:
+        return isinstance(module, _BatchNorm)
+
+    @staticmethod
+    def batchnorm_momentum(module: lnn.Module) -> float | None:
+        """The running-statistics momentum a train-mode forward uses (``None`` would mean a
+        cumulative average; Lucid falls back to 0.1 instead)."""
+        return 0.1 if module.momentum is None else float(module.momentum)
 
     @staticmethod
     def count_parameters(model: lnn.Module) -> int:
@@ -93,6 +154,28 @@ class LucidAdapter:
         new = {k: np.array(state[k], dtype=expected[k][1], copy=True) for k in live}
         for key, tensor in live.items():
             _assign(tensor, new[key])
+
+    @classmethod
+    def layout(cls, model: lnn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Name -> (shape, dtype) of every transferable tensor: what ``load_state`` expects."""
+        return {k: (tuple(t.shape), np.dtype(t.data.dtype)) for k, t in cls.tensors(model).items()}
+
+    @classmethod
+    def snapshot(cls, model: lnn.Module, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Copies of the named tensors (all when ``keys`` is None), each in its own dtype, for
+        ``restore``."""
+        live = cls.tensors(model)
+        return {k: _to_numpy(t.data) for k, t in live.items() if keys is None or k in keys}
+
+    @classmethod
+    def restore(cls, model: lnn.Module, snapshot: Mapping[str, np.ndarray]) -> None:
+        """Put back tensors taken by ``snapshot`` bit for bit, dtypes included (no cast)."""
+        live = cls.tensors(model)
+        unknown = sorted(set(snapshot) - set(live))
+        if unknown:
+            raise KeyError(f"restore: the model has no tensors {unknown[:5]}")
+        for key, array in snapshot.items():
+            _assign(live[key], np.array(array, copy=True))
 
     @classmethod
     def dtypes(cls, model: lnn.Module) -> dict[str, np.dtype]:
@@ -152,7 +235,14 @@ class LucidAdapter:
 
     @staticmethod
     def no_grad() -> contextlib.AbstractContextManager:
+        """Lucid's switch is one global flag (torch's is per thread): code that runs a
+        Lucid forward on a worker thread enters it on the calling thread as well."""
         return lucid.no_grad()
+
+    @staticmethod
+    def precise() -> contextlib.AbstractContextManager:
+        """Full-precision arithmetic for comparisons; Lucid has no reduced-precision modes."""
+        return contextlib.nullcontext()
 
     @staticmethod
     def add_output_hook(module: lnn.Module, callback: Callable[[np.ndarray], None]) -> Callable[[], None]:
@@ -238,10 +328,32 @@ class LucidAdapter:
         return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod
+    def add_post_hook(module: lnn.Module, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the module returns, whatever it returns."""
+        return module.register_forward_hook(lambda _module, _args, _output: callback())
+
+    @staticmethod
+    def add_pre_hook(module: lnn.Module, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the module is entered, before its forward runs."""
+        return _add_forward_pre_hook(module, lambda _args: callback())
+
+    @staticmethod
+    def add_input_hook(module: lnn.Module, callback: Callable[[np.ndarray], None]) -> Callable[[], None]:
+        """Call ``callback`` with a copy of the module's first input each time it is entered."""
+
+        def hook(args: tuple) -> None:
+            if args and isinstance(args[0], lucid.Tensor):
+                callback(_to_numpy(args[0].data))
+
+        return _add_forward_pre_hook(module, hook)
+
+    @staticmethod
     def backward(output: lucid.Tensor, grad: np.ndarray) -> None:
         """Backpropagate ``grad`` (the gradient of a scalar loss w.r.t. ``output``)."""
-        seed = np.asarray(grad, dtype=output.data.dtype)
-        output.grad = mx.array(seed) if output.device == "gpu" else seed
+        if output.device == "gpu":  # output.data.dtype is an MLX dtype there
+            output.grad = mx.array(np.asarray(grad), dtype=output.data.dtype)
+        else:
+            output.grad = np.asarray(grad, dtype=output.data.dtype)
         output.backward()
 
     @staticmethod
@@ -253,6 +365,19 @@ class LucidAdapter:
         live = cls.tensors(model)
         return {k: cls.grad(live[k]) for k in cls.parameter_names(model)}
 
+    @classmethod
+    def set_parameter_grads(cls, model: lnn.Module, grads: Mapping[str, np.ndarray | None]) -> None:
+        """Set (or, for ``None``, clear) the named parameters' gradients, e.g. to put back
+        what ``parameter_grads`` returned."""
+        live = cls.tensors(model)
+        for key, grad in grads.items():
+            tensor = live[key]
+            if grad is None:
+                tensor.grad = None
+            else:
+                value = np.array(grad, dtype=tensor.data.dtype, copy=True)
+                tensor.grad = mx.array(value) if tensor.device == "gpu" else value
+
     @staticmethod
     def zero_grads(model: lnn.Module) -> None:
         for p in model.parameters():
@@ -261,3 +386,21 @@ class LucidAdapter:
     @staticmethod
     def iter_parameters(model: lnn.Module) -> Iterator[lucid.Tensor]:
         return model.parameters()
+
+    # ----- files
+    @staticmethod
+    def save_file(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+        """Write a state dict in Lucid's format (``lucid.save``: a pickled dict of numpy
+        arrays; the suffix must be ``.lcd``)."""
+        lucid.save(dict(state), os.fspath(path))
+
+    @staticmethod
+    def load_file(path: str | os.PathLike) -> dict[str, object]:
+        """Read a ``.lcd`` file with ``lucid.load``. It is a pickle: load only trusted files."""
+        try:
+            content = lucid.load(os.fspath(path))
+        except (pickle.UnpicklingError, EOFError, AttributeError, KeyError) as error:
+            raise ValueError(f"{os.fspath(path)}: not a Lucid .lcd state dict ({error})") from error
+        if not isinstance(content, Mapping):
+            raise ValueError(f"{os.fspath(path)}: holds a {type(content).__name__}, not a state dict")
+        return dict(content)

@@ -8,7 +8,9 @@ module's output; ``.numpy()`` shares memory, so captured arrays are copied.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+import os
+import pickle
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -24,12 +26,37 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu").numpy().copy()
 
 
+def _np_dtype(t: torch.Tensor) -> np.dtype:
+    return np.dtype(str(t.dtype).removeprefix("torch."))
+
+
+@contextlib.contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """float32 convolutions and matmuls without TF32 (cuDNN convolutions default to TF32,
+    10-bit mantissas). Only torch's newer ``fp32_precision`` switches are touched: reading
+    the legacy ``allow_tf32`` after setting them raises."""
+    switches = [torch.backends.cudnn.conv, torch.backends.cuda.matmul]
+    saved = [s.fp32_precision for s in switches]
+    try:
+        for switch in switches:
+            switch.fp32_precision = "ieee"
+        yield
+    finally:
+        for switch, value in zip(switches, saved, strict=True):
+            switch.fp32_precision = value
+
+
 def _pair(value: object) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
 
 
 class TorchAdapter:
     name = "torch"
+    devices = ("cpu", "cuda")
+    # Checkpoint files of ``torch.save(state_dict)``, read back with ``weights_only=True``.
+    suffixes = (".pt", ".pth")
+    # BatchNorm's running_var tracks the unbiased batch variance, x n/(n-1) (Lucid: biased).
+    running_var_unbiased = True
 
     # ----- identity and structure
     @staticmethod
@@ -50,6 +77,21 @@ class TorchAdapter:
     @staticmethod
     def parameter_names(model: torch.nn.Module) -> list[str]:
         return [k for k, _ in model.named_parameters()]
+
+    @staticmethod
+    def buffer_names(model: torch.nn.Module) -> list[str]:
+        """Every buffer's state-dict name, ``num_batches_tracked`` included."""
+        return [k for k, _ in model.named_buffers()]
+
+    @staticmethod
+    def is_batchnorm(module: torch.nn.Module) -> bool:
+        return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+    @staticmethod
+    def batchnorm_momentum(module: torch.nn.Module) -> float | None:
+        """The running-statistics momentum a train-mode forward uses (``None``: torch keeps a
+        cumulative average)."""
+        return None if module.momentum is None else float(module.momentum)
 
     @staticmethod
     def count_parameters(model: torch.nn.Module) -> int:
@@ -80,6 +122,30 @@ class TorchAdapter:
         with torch.no_grad():
             for key, tensor in live.items():
                 tensor.copy_(new[key])
+
+    @classmethod
+    def layout(cls, model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Name -> (shape, dtype) of every transferable tensor: what ``load_state`` expects."""
+        return {k: (tuple(t.shape), _np_dtype(t)) for k, t in cls.tensors(model).items()}
+
+    @staticmethod
+    def snapshot(model: torch.nn.Module, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
+        """Copies of the named tensors (all when ``keys`` is None, ``num_batches_tracked``
+        included), each in its own dtype, for ``restore``."""
+        live = model.state_dict(keep_vars=True)
+        return {k: _to_numpy(t) for k, t in live.items() if keys is None or k in keys}
+
+    @staticmethod
+    def restore(model: torch.nn.Module, snapshot: Mapping[str, np.ndarray]) -> None:
+        """Put back tensors taken by ``snapshot`` bit for bit, dtypes included (no cast)."""
+        live = model.state_dict(keep_vars=True)
+        unknown = sorted(set(snapshot) - set(live))
+        if unknown:
+            raise KeyError(f"restore: the model has no tensors {unknown[:5]}")
+        with torch.no_grad():
+            for key, array in snapshot.items():
+                # ``.data =`` keeps the Parameter object and lets its dtype change.
+                live[key].data = torch.from_numpy(np.array(array, copy=True)).to(live[key].device)
 
     @classmethod
     def dtypes(cls, model: torch.nn.Module) -> dict[str, np.dtype]:
@@ -132,7 +198,13 @@ class TorchAdapter:
 
     @staticmethod
     def no_grad() -> contextlib.AbstractContextManager:
+        """Per thread: enter it on the thread that runs the forward."""
         return torch.no_grad()
+
+    @staticmethod
+    def precise() -> contextlib.AbstractContextManager:
+        """Full-precision float32 for comparisons: no TF32 in cuDNN convolutions or matmuls."""
+        return _ieee_float32()
 
     @staticmethod
     def add_output_hook(
@@ -226,6 +298,34 @@ class TorchAdapter:
         return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod
+    def add_post_hook(module: torch.nn.Module, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the module returns, whatever it returns."""
+
+        def hook(_module: torch.nn.Module, _args: tuple, _output: object) -> None:
+            callback()  # returns None: a value would replace the module's output
+
+        return module.register_forward_hook(hook).remove
+
+    @staticmethod
+    def add_pre_hook(module: torch.nn.Module, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback()`` each time the module is entered, before its forward runs."""
+
+        def hook(_module: torch.nn.Module, _args: tuple) -> None:
+            callback()  # returns None: a value would replace the module's input
+
+        return module.register_forward_pre_hook(hook).remove
+
+    @staticmethod
+    def add_input_hook(module: torch.nn.Module, callback: Callable[[np.ndarray], None]) -> Callable[[], None]:
+        """Call ``callback`` with a copy of the module's first input each time it is entered."""
+
+        def hook(_module: torch.nn.Module, args: tuple) -> None:
+            if args and isinstance(args[0], torch.Tensor):
+                callback(_to_numpy(args[0]))
+
+        return module.register_forward_pre_hook(hook).remove
+
+    @staticmethod
     def backward(output: torch.Tensor, grad: np.ndarray) -> None:
         output.backward(torch.from_numpy(np.asarray(grad)).to(output.device, output.dtype))
 
@@ -238,9 +338,41 @@ class TorchAdapter:
         return {k: cls.grad(p) for k, p in model.named_parameters()}
 
     @staticmethod
+    def set_parameter_grads(model: torch.nn.Module, grads: Mapping[str, np.ndarray | None]) -> None:
+        """Set (or, for ``None``, clear) the named parameters' gradients, e.g. to put back
+        what ``parameter_grads`` returned."""
+        live = dict(model.named_parameters())
+        for key, grad in grads.items():
+            param = live[key]
+            param.grad = None if grad is None else torch.from_numpy(np.array(grad, copy=True)).to(param)
+
+    @staticmethod
     def zero_grads(model: torch.nn.Module) -> None:
         model.zero_grad(set_to_none=True)
 
     @staticmethod
     def iter_parameters(model: torch.nn.Module) -> Iterator[torch.Tensor]:
         return model.parameters()
+
+    # ----- files
+    @staticmethod
+    def save_file(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+        """Write a state dict as ``torch.save`` of a dict of tensors (the twins load it
+        with ``load_state_dict``; a missing ``num_batches_tracked`` defaults to 0)."""
+        torch.save({k: torch.from_numpy(np.array(v, copy=True)) for k, v in state.items()}, os.fspath(path))
+
+    @staticmethod
+    def load_file(path: str | os.PathLike) -> dict[str, object]:
+        """Read a ``torch.save``d state dict with ``weights_only=True`` (tensors become numpy
+        arrays; ``num_batches_tracked`` is dropped, as in ``state``)."""
+        try:
+            content = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
+            raise ValueError(f"{os.fspath(path)}: not a torch state dict ({error})") from error
+        if not isinstance(content, Mapping):
+            raise ValueError(f"{os.fspath(path)}: holds a {type(content).__name__}, not a state dict")
+        return {
+            k: _to_numpy(v) if isinstance(v, torch.Tensor) else v
+            for k, v in content.items()
+            if not (isinstance(k, str) and k.endswith(_TORCH_ONLY_SUFFIX))
+        }
