@@ -1,0 +1,175 @@
+"""What a built model is and what it does, through ``lucid_inception.frameworks`` only.
+
+``ModelView`` is the module tree with each layer described in the adapters' shared
+vocabulary (``layer_info``); ``trace`` runs one forward and records every module call
+(completion order, input and output shapes, and arrays for the modules asked for).
+``latent_constants`` reads the constructor code of a block's class for a width the paper
+prints but the built block does not use.
+"""
+
+from __future__ import annotations
+
+import dis
+import types
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lucid_inception.frameworks import adapter_for, capture_calls
+
+__all__ = ["Call", "ModelView", "Trace", "latent_constants", "trace"]
+
+# A module whose children are exactly these layers is one paper "conv" (Lucid's
+# nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d).
+_CONV_BN_RELU = ("conv2d", "batchnorm2d", "relu")
+_OP_KINDS = {
+    "conv2d": "linear-conv",
+    "maxpool2d": "maxpool",
+    "avgpool2d": "avgpool",
+    "adaptive-avgpool2d": "global-avgpool",
+    "dropout": "dropout",
+    "linear": "fc",
+}
+
+
+class ModelView:
+    """The module tree of a Lucid or torch model, by dotted name (root ``""``)."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.adapter = adapter_for(model)
+        named = self.adapter.named_modules(model)
+        self.modules: dict[str, object] = dict(named)
+        self.info: dict[str, dict[str, object]] = {n: self.adapter.layer_info(m) for n, m in named}
+        self.children: dict[str, list[str]] = {n: [] for n in self.modules}
+        for name in self.modules:
+            if name:
+                self.children[name.rpartition(".")[0]].append(name)
+
+    def class_name(self, name: str) -> str:
+        return type(self.modules[name]).__name__
+
+    def layer(self, name: str) -> str:
+        return str(self.info[name]["kind"])
+
+    def op_kind(self, name: str) -> str:
+        """The paper op a module is (``conv``, ``linear-conv``, ``maxpool``, ...), or
+        ``sequential`` / ``other``."""
+        layer = self.layer(name)
+        if layer in _OP_KINDS:
+            return _OP_KINDS[layer]
+        if layer == "sequential":
+            return "sequential"
+        if tuple(self.layer(c) for c in self.children[name]) == _CONV_BN_RELU:
+            return "conv"
+        return "other"
+
+    def descendants(self, name: str) -> Iterator[str]:
+        for child in self.children[name]:
+            yield child
+            yield from self.descendants(child)
+
+    def leaves(self) -> list[str]:
+        return [n for n in self.modules if not self.children[n]]
+
+    def parameters(self, name: str) -> int:
+        return self.adapter.count_parameters(self.modules[name])
+
+
+@dataclass
+class Call:
+    """One call of a module: ``index`` is its completion order in the forward."""
+
+    index: int
+    input_shapes: list[tuple[int, ...]]
+    output_shape: tuple[int, ...]
+    inputs: list[np.ndarray] | None = None
+    output: np.ndarray | None = None
+
+
+@dataclass
+class Trace:
+    size: int
+    calls: dict[str, list[Call]] = field(default_factory=dict)
+    error: str | None = None
+
+    def count(self, name: str) -> int:
+        return len(self.calls.get(name, ()))
+
+    def first(self, name: str) -> Call | None:
+        calls = self.calls.get(name)
+        return calls[0] if calls else None
+
+
+def trace(model: object, *, channels: int, size: int, seed: int, keep: Collection[str]) -> Trace:
+    """Run one eval-mode forward of a 1 x channels x size x size standard-normal batch;
+    record every module call, with arrays for the modules named in ``keep``. A forward
+    that raises is recorded in ``Trace.error`` with the calls made before it."""
+    adapter = adapter_for(model)
+    x = np.random.default_rng(seed).standard_normal((1, channels, size, size)).astype(np.float32)
+    result = Trace(size)
+    counter = iter(range(1 << 62))
+
+    def record(name: str, inputs: list[np.ndarray], output: np.ndarray) -> None:
+        kept = name in keep
+        result.calls.setdefault(name, []).append(
+            Call(
+                next(counter),
+                [tuple(a.shape) for a in inputs],
+                tuple(output.shape),
+                inputs if kept else None,
+                output if kept else None,
+            )
+        )
+
+    modes = adapter.training_modes(model)
+    adapter.set_training(model, False)
+    try:
+        with adapter.no_grad(), capture_calls(model, record):
+            model(adapter.tensor(x))
+    except Exception as error:  # noqa: BLE001 - a failing forward is a finding, not a crash
+        result.error = f"{type(error).__name__}: {error}"
+    finally:
+        adapter.restore_training_modes(model, modes)
+    return result
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _holds(const: object, value: int) -> bool:
+    if isinstance(const, (tuple, frozenset)):
+        return any(_holds(c, value) for c in const)
+    return type(const) is int and const == value
+
+
+def _framework_class(klass: type) -> bool:
+    module = klass.__module__ or ""
+    return klass is object or module.startswith(("torch", "lucid.nn", "lucid._"))
+
+
+def latent_constants(klass: type, value: int) -> list[str]:
+    """Where the constructors of ``klass`` (its own and inherited, framework classes
+    excluded) hold the integer ``value``, as a literal or through a module-level name:
+    ``["pkg/mod.py:125 Class.__init__"]``. A built model cannot show a value its
+    constructor reads but never builds with; its code can."""
+    found: list[str] = []
+    for owner in klass.__mro__:
+        init = owner.__dict__.get("__init__")
+        if _framework_class(owner) or not isinstance(init, types.FunctionType):
+            continue
+        for code in _code_objects(init.__code__):
+            for instr in dis.get_instructions(code):
+                hit = instr.opname == "LOAD_CONST" and _holds(instr.argval, value)
+                if instr.opname in ("LOAD_GLOBAL", "LOAD_NAME") and isinstance(instr.argval, str):
+                    hit = hit or _holds(init.__globals__.get(instr.argval), value)
+                if hit:
+                    line = instr.positions.lineno if instr.positions else None
+                    where = "/".join(code.co_filename.replace("\\", "/").split("/")[-3:])
+                    found.append(f"{where}:{line} {owner.__qualname__}.__init__")
+    return found

@@ -1,0 +1,299 @@
+"""The checker: the port and the twins conform; upstream lucid-dl 2.9.0 fails exactly its
+known deviations; planted faults fail the item that owns them and nothing else."""
+
+from __future__ import annotations
+
+import functools
+import json
+import types
+from pathlib import Path
+
+import lucid
+import lucid.nn as lnn
+import pytest
+import torch
+
+import lucid_inception
+from conformance import targets
+from conformance.__main__ import main
+from conformance.checker import ModelReport, check_model, expected_item_ids
+from conformance.introspect import ModelView
+from lucid_inception import inception_resnet as port_resnet
+from lucid_inception.twins import layers as twin_layers
+
+MODELS = lucid_inception.MODEL_NAMES
+
+# SPEC.md "What upstream Lucid 2.x gets wrong", bugs 1-5, one item each.
+UPSTREAM_DEVIATIONS = {
+    # 1. the stem concatenates branch2_left twice; branch2_right never runs
+    "inception_v4/stem/branch2_right-runs",
+    "inception_resnet_v2/stem/branch2_right-runs",
+    # 2. Dropout(p=0.8): keeps 0.2
+    "inception_v4/head/dropout-keep-0.8",
+    "inception_resnet_v1/head/dropout-keep-0.8",
+    "inception_resnet_v2/head/dropout-keep-0.8",
+    # 3. no residual scaling
+    "inception_resnet_v1/residual-scale",
+    "inception_resnet_v2/residual-scale",
+    # 4. a dead cfg[2] = 2048 in the v2 C block's constructor
+    "inception_resnet_v2/block_c/width-2144",
+    # 5. the v4 B block's long branch starts with a 1x1 to 64
+    "inception_v4/block_b/branch4-first-conv-192",
+}
+
+
+@functools.cache
+def _report(target: str, name: str) -> ModelReport:
+    return check_model(targets.build(target, name), name, target=target)
+
+
+def _failing(report: ModelReport) -> set[str]:
+    return {r.id for r in report.failures}
+
+
+def _result(report: ModelReport, item: str):
+    return next(r for r in report.results if r.id == item)
+
+
+# ----- the three targets
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_adapters_describe_port_and_twin_alike(name: str) -> None:
+    # ModelView reads both frameworks through layer_info: the same module tree must read the same
+    port, twin = (ModelView(lucid_inception.build(name, framework)) for framework in ("lucid", "torch"))
+    assert list(port.info) == list(twin.info)
+    differ = {
+        n: (port.info[n], twin.info[n])
+        for n in port.info
+        if port.info[n] != twin.info[n] and port.info[n].get("kind") != "module"
+    }
+    assert not differ
+    assert {port.op_kind(n) for n in port.info} == {twin.op_kind(n) for n in twin.info}
+
+
+@pytest.mark.parametrize("target", ["port", "twin"])
+@pytest.mark.parametrize("name", MODELS)
+def test_port_and_twins_conform(target: str, name: str) -> None:
+    report = _report(target, name)
+    assert not report.failures, "\n".join(f"{r.id}: {r.found} [{r.evidence}]" for r in report.failures)
+    assert tuple(r.id for r in report.results) == expected_item_ids(name)
+    assert report.parameters == report.spec_parameters
+
+
+def test_upstream_fails_exactly_its_known_deviations() -> None:
+    failing = set().union(*(_failing(_report("upstream", name)) for name in MODELS))
+    assert failing == UPSTREAM_DEVIATIONS
+    for name in MODELS:
+        assert tuple(r.id for r in _report("upstream", name).results) == expected_item_ids(name)
+
+
+def test_upstream_evidence_names_each_bug() -> None:
+    v4, v1, v2 = (_report("upstream", name) for name in MODELS)
+    assert "ops 0, 1, 2, 3 of 4 never ran" in _result(v4, "inception_v4/stem/branch2_right-runs").found
+    assert (
+        "branch2_left 2, branch2_right 0"
+        in _result(v2, "inception_resnet_v2/stem/branch2_right-runs").evidence
+    )
+    assert "Dropout(p=0.8) keeps 0.2" in _result(v1, "inception_resnet_v1/head/dropout-keep-0.8").found
+    assert "no scaling (s = 1.0)" in _result(v2, "inception_resnet_v2/residual-scale").found
+    width = _result(v2, "inception_resnet_v2/block_c/width-2144").found
+    assert "_InceptionResModule_C.__init__ keeps 2048 (Fig. 19)" in width and "inception_res.py:" in width
+    branch4 = _result(v4, "inception_v4/block_b/branch4-first-conv-192").found
+    assert "conv out_channels 64 (expected 192)" in branch4 and "(7)" in branch4
+    # the 64-wide branch is self-consistent after its first conv: only that op fails
+    assert _result(v4, "inception_v4/block_b/branch4-second-conv-192").status == "pass"
+
+
+def test_upstream_builds_write_no_registry() -> None:
+    registry = Path(lucid.__file__).parent / "models" / "registry.json"
+    before = registry.read_bytes() if registry.exists() else None
+    for name in MODELS:
+        targets.build("upstream", name)
+    assert (registry.read_bytes() if registry.exists() else None) == before
+
+
+def test_upstream_target_is_upstream_even_while_installed() -> None:
+    lucid_inception.install()
+    try:
+        model = targets.build("upstream", "inception_resnet_v1")
+    finally:
+        lucid_inception.uninstall()
+    assert type(model).__module__.startswith("lucid.models")
+    assert targets.describe("upstream").startswith("upstream lucid-dl ")
+
+
+# ----- planted faults: the owning item fails, and nothing else
+
+
+def _check(model, name: str) -> ModelReport:
+    return check_model(model, name, target="planted")
+
+
+def test_bypassed_branch2_right_fails_its_runs_item() -> None:
+    model = lucid_inception.inception_resnet_v2()
+
+    def forward(self, x):  # upstream's stem: branch2_left twice
+        x = self.conv(x)
+        x = lucid.concatenate([self.branch1_pool(x), self.branch1_conv(x)], axis=1)
+        x = lucid.concatenate([self.branch2_left(x), self.branch2_left(x)], axis=1)
+        return lucid.concatenate([self.branch3_pool(x), self.branch3_conv(x)], axis=1)
+
+    model.stem.forward = types.MethodType(forward, model.stem)
+    assert _failing(_check(model, "inception_resnet_v2")) == {"inception_resnet_v2/stem/branch2_right-runs"}
+
+
+def test_stride_seen_only_by_introspection() -> None:
+    # At 75x75 the C blocks run on a 1x1 grid, where a 1x1 conv with stride 2 changes
+    # nothing in the trace: the introspected stride still fails its item.
+    model = lucid_inception.inception_resnet_v1()
+    model.conv[17].branch1.conv.stride = (2, 2)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/block_c/branch1-first-conv-192"}
+    assert "conv.17.branch1: conv stride (2, 2) (expected (1, 1))" in report.failures[0].found
+
+
+def test_stem_stride_fails_its_op_first() -> None:
+    model = lucid_inception.inception_resnet_v1()
+    model.stem.conv[6].conv.stride = (1, 1)  # Fig. 14's last 3x3/2 V conv
+    report = _check(model, "inception_resnet_v1")
+    item = "inception_resnet_v1/stem/conv-seventh-conv-256"
+    assert item in _failing(report)
+    assert "conv stride (1, 1) (expected (2, 2))" in _result(report, item).found
+    stem_ops = [
+        i for i in expected_item_ids("inception_resnet_v1") if i.startswith("inception_resnet_v1/stem/")
+    ]
+    assert _failing(report) & set(stem_ops) == {item}
+    # everything after it fails on shapes only, never on structure
+    others = [r for r in report.failures if r.id != item]
+    assert others and all("stride" not in r.found for r in others)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1.5])
+def test_residual_scale_absent_or_too_large(scale: float) -> None:
+    model = lucid_inception.inception_resnet_v1()
+    for block in model.conv[6:16]:  # the B blocks only
+        block.scale = scale
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/residual-scale"}
+    found = report.failures[0].found
+    assert ("block_b: no scaling" in found) if scale == 1.0 else ("s = 1.5 outside (0, 1]" in found)
+    assert "block_a" not in found and "block_c" not in found
+
+
+def test_missing_relu_after_the_add_fails_the_formula() -> None:
+    model = lucid_inception.twins.inception_resnet_v1()
+
+    def forward(self, x):
+        mixed = torch.cat([branch(x) for branch in self.branches()], dim=1)
+        return x + self.scale * self.conv_linear(mixed)  # no ReLU on the sum
+
+    block = model.conv[2]
+    block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/block_a/residual-formula"}
+    assert report.failures[0].found.startswith("conv.2: y != ReLU(x + s * linear)")
+
+
+def test_head_dropout_probability() -> None:
+    model = lucid_inception.inception_resnet_v1()
+    model.dropout.p = 0.8
+    assert _failing(_check(model, "inception_resnet_v1")) == {"inception_resnet_v1/head/dropout-keep-0.8"}
+
+
+def test_swapped_concat_order() -> None:
+    model = lucid_inception.twins.inception_resnet_v1()
+    block = model.conv[16]  # Reduction-B: branch3 and branch4 are both 256 wide
+
+    def forward(self, x):
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch4(x), self.branch3(x)], dim=1)
+
+    block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/reduction_b/concat-1792"}
+    assert "branch4@1280, branch3@1536" in report.failures[0].found
+
+
+def test_average_pool_that_ignores_padding() -> None:
+    model = lucid_inception.twins.inception_v4()
+    model.conv[2].branch1[0] = torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_a/branch1-first-avgpool"}
+    found = report.failures[0].found
+    assert "count_include_pad False (expected True)" in found and "output differs" in found
+
+
+def test_v4_block_b_with_upstreams_64() -> None:
+    model = lucid_inception.twins.inception_v4()
+    for block in model.conv[6:13]:
+        block.branch4[0] = twin_layers.ConvBNReLU2d(1024, 64, kernel_size=1)
+        block.branch4[1] = twin_layers.ConvBNReLU2d(64, 192, kernel_size=(1, 7), padding=(0, 3))
+    assert _failing(_check(model, "inception_v4")) == {"inception_v4/block_b/branch4-first-conv-192"}
+
+
+def test_unlisted_layer() -> None:
+    model = lucid_inception.inception_resnet_v1()
+    model.conv[0].extra = lnn.Conv2d(256, 256, kernel_size=1)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/layout/modules-accounted"}
+    assert "conv.0.extra: Conv2d (65792 parameters, ran 0x) is no paper op" in report.failures[0].found
+
+
+def test_latent_paper_width_in_a_constructor() -> None:
+    class LatentBlockC(port_resnet.ResNetV2BlockC):
+        def __init__(self, in_channels: int, scale: float) -> None:
+            widths = [224, 256, 2048]  # Fig. 19's label, read nowhere
+            super().__init__(in_channels, scale)
+            del widths
+
+    model = lucid_inception.inception_resnet_v2()
+    for block in model.conv[17:22]:
+        block.__class__ = LatentBlockC
+    report = _check(model, "inception_resnet_v2")
+    assert _failing(report) == {"inception_resnet_v2/block_c/width-2144"}
+    assert "LatentBlockC.__init__ keeps 2048 (Fig. 19), which no built layer uses" in report.failures[0].found
+
+
+# ----- the command line
+
+
+def test_cli_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--target", "twin", "--model", "inception_resnet_v1", "--json"]) == 0
+    items = json.loads(capsys.readouterr().out)
+    assert [i["id"] for i in items] == list(expected_item_ids("inception_resnet_v1"))
+    assert all(set(i) == {"id", "status", "expected", "found", "evidence"} for i in items)
+    assert {i["status"] for i in items} == {"pass"}
+
+
+def test_cli_table_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--target", "upstream", "--model", "inception_resnet_v1", "--failures"]) == 1
+    out = capsys.readouterr().out
+    assert "item" in out and "status" in out and "expected" in out and "found" in out
+    assert "FAIL inception_resnet_v1/residual-scale" in out
+    assert out.rstrip().endswith("1 model(s), 77 items, 2 failing")
+
+
+def test_cli_missing_subcommand_module(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conformance import __main__ as cli
+
+    real = cli._add_optional
+
+    def missing(subparsers, name, module, adder):  # as if conformance.reports were not written yet
+        real(subparsers, name, "conformance.no_such_module" if name == "report" else module, adder)
+
+    monkeypatch.setattr(cli, "_add_optional", missing)
+    assert main(["report", "--anything", "x"]) == 2
+    assert "not available: No module named 'conformance.no_such_module'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the available commands still reject unknown options
+        main(["check", "--anything"])
+
+
+@pytest.mark.slow
+def test_port_conforms_at_299() -> None:
+    name = "inception_resnet_v2"
+    report = check_model(lucid_inception.build(name), name, size=299)
+    assert not report.failures
+    shapes = next(r for r in report.results if r.id == f"{name}/layout/stage-shapes")
+    assert shapes.found == "35x35x384, 17x17x1152, 8x8x2144"
