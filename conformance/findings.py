@@ -1,0 +1,286 @@
+"""The catalogue of upstream lucid-dl faults this project found: what, where, how to see it
+(a reproducer script), how to fix it (a patch generator), and which conformance-check
+items it breaks.
+
+``affected_versions`` and ``not_affected`` are claims; ``conformance.prove`` checks both by
+running each reproducer on unpatched upstream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import patches
+from .upstream import SUPPORTED_VERSIONS
+
+__all__ = ["FINDINGS", "REPRODUCERS", "SEVERITIES", "Finding", "by_id", "dependencies"]
+
+REPRODUCERS = Path(__file__).parent / "reproducers"
+SEVERITIES = ("critical", "high", "medium", "low")
+_ID = re.compile(r"^LUC-\d{3}-[a-z0-9]+(-[a-z0-9]+)*$")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One upstream fault.
+
+    ``evidence`` is Markdown. ``depends_on`` names findings whose patches must be applied
+    before this one's reproducer can run (where that finding affects the version).
+    ``not_affected`` says, for each supported version outside ``affected_versions``, why.
+    """
+
+    id: str
+    title: str
+    severity: str
+    affected_versions: tuple[str, ...]
+    evidence: str
+    reproducer: Path
+    patch_generator: patches.Generator
+    spec_items: tuple[str, ...] = ()
+    depends_on: tuple[str, ...] = ()
+    not_affected: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not _ID.match(self.id):
+            raise ValueError(f"finding id must look like 'LUC-001-some-slug', got {self.id!r}")
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"{self.id}: severity must be one of {SEVERITIES}, got {self.severity!r}")
+        unknown = set(self.affected_versions) - set(SUPPORTED_VERSIONS)
+        if not self.affected_versions or unknown:
+            raise ValueError(
+                f"{self.id}: affected_versions must be a non-empty subset of {SUPPORTED_VERSIONS}, "
+                f"got {self.affected_versions}"
+            )
+        expected = set(SUPPORTED_VERSIONS) - set(self.affected_versions)
+        if set(self.not_affected) != expected:
+            raise ValueError(
+                f"{self.id}: not_affected must explain exactly {sorted(expected)}, "
+                f"got {sorted(self.not_affected)}"
+            )
+        if not self.reproducer.is_file():
+            raise ValueError(f"{self.id}: no reproducer at {self.reproducer}")
+
+    def affects(self, version: str) -> bool:
+        return version in self.affected_versions
+
+
+def _reproducer(finding_id: str) -> Path:
+    return REPRODUCERS / f"{finding_id}.py"
+
+
+_PY312 = "LUC-008-py312-import-nameerror"
+# On 2.16.0 nothing else runs before LUC-008's patch makes `import lucid` work on 3.12.
+_NEEDS_IMPORT = (_PY312,)
+_MODELS_29 = "`lucid/models/imgclf/inception.py`, `inception_res.py`"
+_MODELS_216 = "`lucid/models/vision/inception.py`, `inception_res.py`"
+
+FINDINGS: tuple[Finding, ...] = (
+    Finding(
+        id="LUC-001-stem-branch2-right-unused",
+        title="The Inception-v4 stem never calls branch2_right",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`_InceptionStem_V4.forward` (" + _MODELS_29 + " in 2.9.0, " + _MODELS_216 + " in 2.16.0) "
+            "computes `lucid.concatenate([self.branch2_left(x), self.branch2_left(x)], axis=1)`. "
+            "`branch2_right` (1x1 64 -> 7x1 64 -> 1x7 64 -> 3x3 V 96, Fig. 3) is built, saved and "
+            "loaded but never runs, so the second concat of the stem is one branch twice. The stem "
+            "is shared by `inception_v4` and `inception_resnet_v2`; checkpoints trained upstream "
+            "hold untrained `branch2_right` weights."
+        ),
+        reproducer=_reproducer("LUC-001-stem-branch2-right-unused"),
+        patch_generator=patches.stem_branch2_right,
+        spec_items=("inception_v4/stem/branch2_right-runs", "inception_resnet_v2/stem/branch2_right-runs"),
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id="LUC-002-head-dropout-p08",
+        title="The classifier heads drop 80% instead of keeping 80%",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "All three heads use `nn.Dropout(p=0.8)` (2.9.0: `Inception_V4`, `InceptionResNet_V1/V2`; "
+            "2.16.0: the v4 default in `Inception._build_v4` and `InceptionResNetConfig.dropout_prob`). "
+            "Lucid's `p` is the drop probability (inverted dropout, as in torch), while the paper's "
+            "heads keep 0.8 (Fig. 9, Fig. 15): `p=0.2`. Training upstream zeroes 80% of the pooled "
+            "features."
+        ),
+        reproducer=_reproducer("LUC-002-head-dropout-p08"),
+        patch_generator=patches.head_dropout,
+        spec_items=(
+            "inception_v4/head/dropout-keep-0.8",
+            "inception_resnet_v1/head/dropout-keep-0.8",
+            "inception_resnet_v2/head/dropout-keep-0.8",
+        ),
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id="LUC-003-no-residual-scaling",
+        title="Inception-ResNet blocks do not scale their residuals",
+        severity="medium",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "Every Inception-ResNet block (`_InceptionResModule_A/B/C`) computes "
+            "`relu(x + conv_linear(concat))`. Section 3.3 and Fig. 20 scale the residual by a factor "
+            "of 0.1-0.3 before the add, which the paper found necessary to keep wide residual "
+            "Inception networks from dying early in training. Neither the blocks, the models nor the "
+            "factories accept a scale. The patch adds `scale` (a float or an (A, B, C) triple, "
+            "default 0.2 like this project's port, checked to lie in (0, 1]) to the blocks, models, "
+            "2.16.0's `InceptionResNetConfig` and the factories, and computes "
+            "`relu(x + scale * conv_linear(concat))`."
+        ),
+        reproducer=_reproducer("LUC-003-no-residual-scaling"),
+        patch_generator=patches.residual_scaling,
+        spec_items=("inception_resnet_v1/residual-scale", "inception_resnet_v2/residual-scale"),
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id="LUC-004-dead-2048-v2-block-c",
+        title="A dead 2048 beside the working 2144 in the Inception-ResNet-v2 C block",
+        severity="low",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`_InceptionResModule_C` sets `cfg = [224, 256, 2048]` for v2 (and `[192, 192, 1792]` for "
+            "v1) but never reads `cfg[2]`: the linear conv maps back to `in_channels`. 2048 is Fig. "
+            "19's number; Reduction-B gives 1152 + 384 + 288 + 320 = 2144 and the residual add needs "
+            'the input width, so a change that makes the conv use `cfg[2]` "to match the paper" '
+            "breaks the add. The patch removes the unread entries."
+        ),
+        reproducer=_reproducer("LUC-004-dead-2048-v2-block-c"),
+        patch_generator=patches.dead_2048_block_c,
+        spec_items=("inception_resnet_v2/block_c/width-2144",),
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id="LUC-005-v4-block-b-branch4-64",
+        title="The Inception-v4 B block's long branch starts with a 1x1 of 64, not 192",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`_InceptionModule_V4B.branch4` starts `ConvBNReLU2d(in_channels, 64, 1)` -> "
+            "`ConvBNReLU2d(64, 192, (1, 7))`; Fig. 5 draws 1x1 192 -> 1x7 192 -> 7x1 224 -> 1x7 224 "
+            "-> 7x1 256. Upstream Inception-v4 has 40,586,984 parameters instead of 42,711,400 "
+            "(SPEC.md). The fix changes the shapes of `branch4.0.*` and `branch4.1.conv.weight` in "
+            "all seven B blocks, so upstream v4 checkpoints no longer load into the fixed model."
+        ),
+        reproducer=_reproducer("LUC-005-v4-block-b-branch4-64"),
+        patch_generator=patches.v4_block_b_branch4,
+        spec_items=("inception_v4/block_b/branch4-first-conv-192",),
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id="LUC-006-broadcast-grad-wrong",
+        title="Gradients of broadcast operands are wrong",
+        severity="critical",
+        affected_versions=("2.9.0",),
+        evidence=(
+            "`lucid._match_grad_shape` reduces a gradient larger than its operand by reshaping it to "
+            "`data.shape + (k,)` and summing the last axis, which is right only when the operand's "
+            "axes lead. For `x (N, C) + b (C,)` it reads the (N, C) gradient as (C, N), so `b.grad` "
+            "mixes rows and columns; every conv/linear bias and BatchNorm weight/bias gradient (and "
+            "everything upstream of them) is wrong, so training on 2.9.0 is broken. The patch "
+            "right-aligns the shapes and sums over the broadcast axes (leading extra axes and the "
+            "operand's size-1 axes), leaving every other case as it was."
+        ),
+        reproducer=_reproducer("LUC-006-broadcast-grad-wrong"),
+        patch_generator=patches.broadcast_gradients,
+        depends_on=_NEEDS_IMPORT,
+        not_affected={
+            "2.16.0": "2.10+ rewrote `_match_grad_shape` to right-align the shapes and sum the "
+            "broadcast axes."
+        },
+    ),
+    Finding(
+        id="LUC-007-registry-json-write",
+        title="Model factories write registry.json into the installed package",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`lucid.register_model` wraps every factory so that building a model writes "
+            "`lucid/models/registry.json` inside the installed package: 2.9.0 creates the file on "
+            "every call where it is missing and rewrites it for each new name; 2.16.0 does so for "
+            "every name missing from the shipped file, e.g. each user-registered model. A read-only "
+            "install (system site-packages, an image layer) makes the factory raise "
+            "`PermissionError`; parallel processes race on the file, and in 2.9.0 a reader of a "
+            "half-written file raises `JSONDecodeError` from every factory until the file is "
+            "deleted (2.16.0 silently resets it to `{}`). The patch updates the registry only on "
+            f"request (`{patches.REGISTRY_OPT_IN}=1`, for maintainers regenerating the index) and "
+            "then atomically (write beside, `os.replace`)."
+        ),
+        reproducer=_reproducer("LUC-007-registry-json-write"),
+        patch_generator=patches.registry_opt_in,
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id=_PY312,
+        title="lucid-dl 2.10-2.16 declare Python >= 3.12 but import only on 3.14",
+        severity="critical",
+        affected_versions=("2.16.0",),
+        evidence=(
+            'The sdist declares `python_requires=">=3.12"` (classifiers 3.12, 3.13, 3.14), but on '
+            "3.12/3.13 `import lucid` raises `NameError: name '_TensorLike' is not defined`: "
+            "`lucid/types.py` annotates the `_TensorLike` Protocol with itself, which works only with "
+            "Python 3.14's deferred annotations (PEP 649). The patch adds `from __future__ import "
+            "annotations` to every annotated module, which changes nothing on 3.14. On Python >= "
+            "3.14 the reproducer passes unpatched. Every other reproducer needs this patch first on "
+            "2.16.0, and `import lucid` also needs 2.16.0's C++ extensions, which the kit builds "
+            "from the sdist (docs/upstream.md)."
+        ),
+        reproducer=_reproducer(_PY312),
+        patch_generator=patches.future_annotations,
+        not_affected={"2.9.0": "2.9.0 evaluates no forward references at import and imports on 3.12."},
+    ),
+    Finding(
+        id="LUC-009-bn-buffers-float64",
+        title="Fresh BatchNorm buffers are float64",
+        severity="medium",
+        affected_versions=("2.9.0",),
+        evidence=(
+            "`_NormBase` creates `running_mean`/`running_var` with `lucid.zeros/ones((num_features,))`, "
+            "which are float64, and `nn.Buffer` keeps them so while `nn.Parameter` casts to float32. "
+            "An eval-mode BatchNorm of a fresh model turns float32 input into float64 output, so a "
+            "fresh upstream model computes in float64 after its first BatchNorm (about 1.8x slower, "
+            "LUCID.md) and its state dict mixes dtypes. The patch creates the buffers as float32."
+        ),
+        reproducer=_reproducer("LUC-009-bn-buffers-float64"),
+        patch_generator=patches.batchnorm_float32_buffers,
+        depends_on=_NEEDS_IMPORT,
+        not_affected={"2.16.0": "2.10+ creates the buffers with `dtype=lucid.Float32`."},
+    ),
+    Finding(
+        id="LUC-010-load-state-dict-unchecked",
+        title="load_state_dict checks no shapes or dtypes and aliases the given arrays",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`Module.load_state_dict` checks key names only. A value of the wrong shape replaces the "
+            "parameter (the model fails later, far from the cause, or not at all), a float64 value "
+            "turns a float32 parameter float64, and the module keeps the caller's array "
+            "(`Tensor(value)` does not copy), so editing the state dict afterwards edits the model. "
+            "The patch converts and checks every entry before assigning any (a `ValueError` names "
+            "every mismatched key and the module is unchanged), casts each value to the dtype of the "
+            "tensor it replaces, and copies numpy arrays."
+        ),
+        reproducer=_reproducer("LUC-010-load-state-dict-unchecked"),
+        patch_generator=patches.checked_load_state_dict,
+        depends_on=_NEEDS_IMPORT,
+    ),
+)
+
+
+def by_id(finding_id: str) -> Finding:
+    """The catalogue entry with this id."""
+    for finding in FINDINGS:
+        if finding.id == finding_id:
+            return finding
+    raise ValueError(f"no finding {finding_id!r}; known: {[f.id for f in FINDINGS]}")
+
+
+def dependencies(finding: Finding, version: str) -> tuple[Finding, ...]:
+    """Findings whose patches must precede ``finding``'s reproducer on ``version``, in
+    catalogue order (those that do not affect ``version`` have no patch there)."""
+    wanted = {by_id(d).id for d in finding.depends_on}
+    return tuple(f for f in FINDINGS if f.id in wanted and f.affects(version))

@@ -1,0 +1,204 @@
+"""Patch generators for upstream framework faults found while porting (shared/LUCID.md).
+
+Each generator recognises the upstream layout by the function it edits and fails loudly
+(``AnchorError``) when neither known layout is there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._edits import Edits, locate
+
+__all__ = [
+    "REGISTRY_OPT_IN",
+    "batchnorm_float32_buffers",
+    "broadcast_gradients",
+    "checked_load_state_dict",
+    "registry_opt_in",
+]
+
+# The variable a maintainer sets to regenerate registry.json with the patched factories.
+REGISTRY_OPT_IN = "LUCID_UPDATE_MODEL_REGISTRY"
+
+_BROADCAST = """\
+    if data.size < grad.size and grad.ndim >= data.ndim:
+        # Broadcasting aligns shapes from the right: the forward pass repeated data
+        # along grad's extra leading axes and along data's own size-1 axes, so its
+        # gradient is the sum over exactly those axes.
+        lead = grad.ndim - data.ndim
+        pairs = list(zip(data.shape, grad.shape[lead:]))
+        if all(d in (1, g) for d, g in pairs):
+            axes = tuple(range(lead))
+            axes += tuple(
+                lead + i for i, (d, g) in enumerate(pairs) if d == 1 and g != 1
+            )
+            return grad.sum(axis=axes).reshape(data.shape)
+
+"""
+
+
+def broadcast_gradients(root: Path) -> dict[str, str]:
+    """``_match_grad_shape``: reduce a broadcast gradient over the broadcast axes instead of
+    reshaping it into data's leading axes (the ``data.size < grad.size`` branch)."""
+    edits = Edits(root)
+    header = "def _match_grad_shape("
+    edits.insert_after(
+        locate(root, header),
+        "    if data.size == grad.size:\n        return grad.reshape(data.shape)\n\n",
+        _BROADCAST,
+        within=header,
+    )
+    return edits.changes()
+
+
+_WHY_REGISTRY = f"""\
+    # registry.json lives inside the installed package: writing it from user code
+    # fails on read-only installs, and concurrent writers leave a truncated file.
+    # It is a maintainers' index, updated on request only:
+    # {REGISTRY_OPT_IN}=1.
+"""
+
+_ATOMIC_WRITE = """\
+    # Write beside the file and rename over it: a reader never sees a partial file.
+    partial = MODELS_REGISTRY_PATH.with_name(f"registry.json.{os.getpid()}.partial")
+    with open(partial, "w") as f:
+        json.dump(registry, f, indent=4)
+    os.replace(partial, MODELS_REGISTRY_PATH)
+"""
+
+_UPDATE_REGISTRY_29 = (
+    """\
+def _update_models_registry(func: _ModuleReturnFunc, model: nn.Module) -> None:
+    registry = {}
+    if MODELS_REGISTRY_PATH.exists():
+        with open(MODELS_REGISTRY_PATH, "r") as f:
+            registry = json.load(f)
+
+    name = func.__name__
+    if name in registry:
+        return
+    registry[name] = dict(
+        name=name,
+        family=model.__class__.__name__,
+        param_size=model.parameter_size,
+        task=sys.modules[func.__module__].__package__.split(".")[2],
+    )
+    MODELS_REGISTRY_PATH.parent.mkdir(parents=True, exist_ok=True)
+"""
+    + _ATOMIC_WRITE
+    + "\n\n"
+)
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "".join(pad + line if line.strip() else line for line in text.splitlines(keepends=True))
+
+
+def registry_opt_in(root: Path) -> dict[str, str]:
+    """Factories stop writing ``lucid/models/registry.json`` unless a maintainer asks for it,
+    and then write it atomically."""
+    edits = Edits(root)
+    path = locate(root, "def register_model(")
+    if "def _maybe_register_model(" in edits.text(path):  # 2.10+
+        header = "def _maybe_register_model("
+        edits.insert_after(
+            path,
+            "def _maybe_register_model(target: Any, model: nn.Module, *, is_class: bool) -> None:\n",
+            _WHY_REGISTRY + f'    if os.environ.get("{REGISTRY_OPT_IN}") != "1":\n        return\n\n',
+            within=header,
+        )
+        edits.replace(
+            path,
+            '        with open(MODELS_REGISTRY_PATH, "w") as f:\n'
+            "            json.dump(registry, f, indent=4)\n",
+            _indent(_ATOMIC_WRITE, 4),
+            within=header,
+        )
+    else:
+        header = "def register_model("
+        edits.insert_before(path, header, _UPDATE_REGISTRY_29, within=None)
+        # From the registry read before the model is built through the write after it.
+        edits.replace_span(
+            path,
+            "        if not MODELS_REGISTRY_PATH.exists():\n",
+            "                json.dump(registry, f, indent=4)\n",
+            "        model = func(*args, **kwargs)\n"
+            "        model._alt_name = func.__name__\n"
+            "\n" + _indent(_WHY_REGISTRY, 4) + f'        if os.environ.get("{REGISTRY_OPT_IN}") == "1":\n'
+            "            _update_models_registry(func, model)\n",
+            within=header,
+        )
+    return edits.changes()
+
+
+def batchnorm_float32_buffers(root: Path) -> dict[str, str]:
+    """BatchNorm/InstanceNorm running statistics are float32 like the parameters; float64
+    buffers silently promote every eval-mode forward to float64."""
+    edits = Edits(root)
+    header = "class _NormBase("
+    path = locate(root, header)
+    for name, fill in (("running_mean", "zeros"), ("running_var", "ones")):
+        edits.replace(
+            path,
+            f'            self.register_buffer("{name}", lucid.{fill}((num_features,)))\n',
+            "            self.register_buffer(\n"
+            f'                "{name}", lucid.{fill}((num_features,), dtype=lucid.Float32)\n'
+            "            )\n",
+            within=header,
+        )
+        edits.replace(
+            path,
+            f"            self.{name}.data = lucid.{fill}((self.num_features,)).data\n",
+            f"            self.{name}.data = lucid.{fill}(\n"
+            "                (self.num_features,), dtype=lucid.Float32\n"
+            "            ).data\n",
+            within=header,
+        )
+    return edits.changes()
+
+
+_CHECK_STATE = """\
+        # Convert and check every entry before assigning any, so a state dict with a
+        # wrong shape leaves the module unchanged. Values take the dtype of the tensor
+        # they replace and are copied: the module never shares the caller's arrays.
+        loaded: dict[str, Tensor] = {}
+        mismatched: list[str] = []
+        for key, value in state_dict.items():
+            attr = own_state.get(key)
+            if isinstance(attr, (nn.Parameter, nn.Buffer)):
+                loaded[key] = Tensor(value, dtype=attr.dtype, device=self.device)
+                if loaded[key].shape != attr.shape:
+                    mismatched.append(
+                        f"{key}: expected {attr.shape}, got {loaded[key].shape}"
+                    )
+        if mismatched:
+            raise ValueError(
+                "Error(s) in loading state_dict, shape mismatch:\\n"
+                + "\\n".join(mismatched)
+            )
+
+"""
+
+
+def checked_load_state_dict(root: Path) -> dict[str, str]:
+    """``Module.load_state_dict`` rejects wrong shapes before changing anything, casts to the
+    module's dtypes and copies the arrays it is given."""
+    edits = Edits(root)
+    path = locate(root, "\nclass Module:\n")
+    header = "    def load_state_dict("
+    if "keys_to_migrate = [" in edits.text(path):  # 2.10+
+        first_loop = "        keys_to_migrate = [k for k in state_dict.keys() if k in own_state]\n"
+    else:
+        first_loop = "        for key, value in state_dict.items():\n            if key in own_state:\n"
+    edits.insert_before(path, first_loop, _CHECK_STATE, within=header)
+    edits.replace(
+        path,
+        "                    value_t = Tensor(value, device=self.device)\n"
+        "                    attr.data = value_t.data\n",
+        "                    data = loaded[key].data\n"
+        "                    attr.data = data.copy() if isinstance(data, _NumPyArray) else data\n",
+        within=header,
+    )
+    return edits.changes()

@@ -1,0 +1,333 @@
+"""Prove the catalogue against real upstream trees.
+
+For each version and finding, on a fresh copy with the finding's dependencies applied: the
+reproducer fails unpatched (or, for a version the finding does not affect, passes), the
+patch applies to pristine upstream on its own and after its dependencies, and the reproducer
+then passes. Then all of the version's patches are applied together in catalogue order: the
+result must equal the edits composed in memory (no hunk landed elsewhere), and every
+reproducer passes. Where ``conformance/checker.py`` exists, the conformance check runs
+before and after each patch: the finding's items go fail -> pass and nothing goes
+pass -> fail.
+
+A reproducer "fails" only by exiting 1 with a ``BUG:`` line; any other exit (a traceback, a
+timeout) is an error of the kit, never evidence.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import upstream
+from .findings import FINDINGS, Finding, dependencies
+from .patches import write_version_patches
+
+__all__ = [
+    "REPO",
+    "Checker",
+    "CheckerError",
+    "Proof",
+    "Step",
+    "VersionProof",
+    "conformance_checker",
+    "prove_version",
+    "reproduce",
+]
+
+REPO = Path(__file__).resolve().parent.parent
+REPRODUCER_TIMEOUT = 300.0
+CHECKER_TIMEOUT = 900.0
+CHECKER_ABSENT = "skipped: checker absent"
+
+# root -> {item id: "pass" | "fail"}, or None when there is no checker to run.
+Checker = Callable[[Path], Mapping[str, str] | None]
+
+
+class CheckerError(RuntimeError):
+    """The conformance checker ran but did not produce the expected JSON."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One checked expectation; ``status`` is "pass", "fail" or "skipped"."""
+
+    name: str
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class Proof:
+    """The steps proving one finding on one version (``finding_id`` "all" for the combined tree)."""
+
+    version: str
+    finding_id: str
+    steps: tuple[Step, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(step.status != "fail" for step in self.steps)
+
+
+@dataclass(frozen=True)
+class VersionProof:
+    version: str
+    findings: tuple[Proof, ...]
+    combined: Proof
+    patches: Mapping[str, Path]
+
+    @property
+    def ok(self) -> bool:
+        return self.combined.ok and all(p.ok for p in self.findings)
+
+
+def reproduce(finding: Finding, root: Path) -> tuple[str, str]:
+    """Run ``finding``'s reproducer on ``root``: ("present" | "absent" | "error", its line)."""
+    res = upstream.run_python(root, finding.reproducer, REPRODUCER_TIMEOUT)
+    lines = res.stdout.strip().splitlines()
+    last = lines[-1] if lines else ""
+    if res.returncode == 0 and last.startswith("OK:"):
+        return "absent", last
+    if res.returncode == 1 and last.startswith("BUG:") and "Traceback" not in res.stderr:
+        return "present", last
+    return "error", f"exit {res.returncode}: {res.output.strip()[-1500:]}"
+
+
+def conformance_checker(root: Path) -> Mapping[str, str] | None:
+    """Run ``python -m conformance check --target upstream --json`` against ``root``'s lucid."""
+    if not (REPO / "conformance" / "checker.py").is_file():
+        return None
+    args = ["-m", "conformance", "check", "--target", "upstream", "--json"]
+    res = upstream.run_python(root, args, CHECKER_TIMEOUT, cwd=REPO)
+    try:
+        items = json.loads(res.stdout)
+    except json.JSONDecodeError as exc:
+        raise CheckerError(f"checker printed no JSON (exit {res.returncode}):\n{res.output[-2000:]}") from exc
+    if not isinstance(items, list):
+        raise CheckerError(f"checker JSON must be a list of items, got {type(items).__name__}")
+    statuses: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict) or item.get("status") not in ("pass", "fail") or "id" not in item:
+            raise CheckerError(f"checker item must have an id and status pass|fail, got {item!r}")
+        statuses[item["id"]] = item["status"]
+    return statuses
+
+
+def _check_step(name: str, before: Mapping[str, str], after: Mapping[str, str], items: Sequence[str]) -> Step:
+    problems = [
+        f"{item}: {before.get(item, 'absent')} -> {after.get(item, 'absent')} (expected fail -> pass)"
+        for item in items
+        if (before.get(item), after.get(item)) != ("fail", "pass")
+    ]
+    problems += [
+        f"{item}: pass -> {after.get(item, 'absent')} (regression)"
+        for item, status in before.items()
+        if status == "pass" and after.get(item) != "pass"
+    ]
+    if problems:
+        return Step(name, "fail", "; ".join(problems))
+    fixed = ", ".join(items) if items else "no items (framework finding)"
+    return Step(name, "pass", f"fail -> pass: {fixed}; no pass -> fail of {len(before)} items")
+
+
+class _Trees:
+    """Fresh copies of one version's tree, with patches applied; all removed on exit."""
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"prove-lucid-dl-{version}-"))
+        self._numbers = itertools.count(1)  # thread-safe in CPython
+
+    def copy(self, patch_files: Sequence[Path] = ()) -> Path:
+        root = upstream.copy_tree(self.version, self._tmp / f"tree{next(self._numbers)}")
+        for patch in patch_files:
+            upstream.apply(patch, root)
+        origin = upstream.lucid_origin(root)
+        if not origin.is_relative_to(root):
+            raise RuntimeError(f"import lucid resolves to {origin}, not into the copy at {root}")
+        return root
+
+    def __enter__(self) -> _Trees:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+class _Baselines:
+    """Checker results per set of applied patches, so each baseline is checked once."""
+
+    def __init__(self, checker: Checker | None, trees: _Trees) -> None:
+        self.checker, self.trees = checker, trees
+        self._cache: dict[tuple[Path, ...], Mapping[str, str] | None | CheckerError] = {}
+        self._lock = threading.Lock()  # findings are proven in parallel; check a baseline once
+
+    def get(self, patch_files: tuple[Path, ...]) -> Mapping[str, str] | None:
+        """Raises the checker's error (cached like a result) when it cannot run there."""
+        if self.checker is None:
+            return None
+        with self._lock:
+            if patch_files not in self._cache:
+                try:
+                    self._cache[patch_files] = self.checker(self.trees.copy(patch_files))
+                except CheckerError as exc:
+                    self._cache[patch_files] = exc
+            result = self._cache[patch_files]
+        if isinstance(result, CheckerError):
+            raise result
+        return result
+
+
+def _checker_steps(
+    name: str, baselines: _Baselines, base: tuple[Path, ...], patched: Path, items: Sequence[str]
+) -> list[Step]:
+    if baselines.checker is None:
+        return [Step(name, "skipped", "checker not requested")]
+    note = ""
+    try:
+        before = baselines.get(base)
+    except CheckerError as exc:
+        # Unpatched upstream the check may not run at all (2.16.0 does not import on 3.12):
+        # then every item counts as failing before; the patched run must still work.
+        before = None
+        note = f"unpatched, the checker cannot run ({_first_error_line(str(exc))}); "
+    try:
+        after = baselines.checker(patched)
+    except CheckerError as exc:
+        return [Step(name, "fail", str(exc))]
+    if note and after is not None:
+        before = dict.fromkeys(after, "fail")
+    if before is None or after is None:
+        return [Step(name, "skipped", CHECKER_ABSENT)]
+    step = _check_step(name, before, after, items)
+    return [Step(step.name, step.status, note + step.detail)]
+
+
+def _first_error_line(text: str) -> str:
+    """The last line that names an exception, else the first line."""
+    errors = [line.strip() for line in text.splitlines() if "Error" in line or "Exception" in line]
+    return errors[-1] if errors else text.splitlines()[0]
+
+
+def _prove_finding(
+    finding: Finding, trees: _Trees, patches: Mapping[str, Path], baselines: _Baselines, check: bool
+) -> Proof:
+    version = trees.version
+    deps = tuple(patches[d.id] for d in dependencies(finding, version))
+    steps: list[Step] = []
+    try:
+        base = trees.copy(deps)
+    except upstream.PatchError as exc:
+        return Proof(version, finding.id, (Step("dependencies applied first", "fail", str(exc)),))
+    if deps:
+        steps.append(Step("dependencies applied first", "pass", ", ".join(p.stem for p in deps)))
+    outcome, line = reproduce(finding, base)
+    if not finding.affects(version):
+        status = "pass" if outcome == "absent" else "fail"
+        why = "" if outcome == "absent" else "kit bug: catalogued as not affected, but "
+        steps.append(Step("not affected: reproducer passes unpatched", status, why + line))
+        return Proof(version, finding.id, tuple(steps))
+    if outcome == "present":
+        steps.append(Step("reproducer fails unpatched", "pass", line))
+    else:
+        why = "kit bug: passes on an affected version: " if outcome == "absent" else ""
+        steps.append(Step("reproducer fails unpatched", "fail", why + line))
+    patch = patches[finding.id]
+    try:
+        upstream.apply(patch, upstream.fetch(version), dry_run=True)
+        steps.append(Step("patch applies alone to pristine upstream", "pass", patch.name))
+        upstream.apply(patch, base)
+        steps.append(Step("patch applies after its dependencies", "pass", patch.name))
+    except upstream.PatchError as exc:
+        steps.append(Step("patch applies", "fail", str(exc)))
+        return Proof(version, finding.id, tuple(steps))
+    outcome, line = reproduce(finding, base)
+    steps.append(Step("reproducer passes patched", "pass" if outcome == "absent" else "fail", line))
+    if check:
+        steps += _checker_steps("conformance check: fail -> pass", baselines, deps, base, finding.spec_items)
+    return Proof(version, finding.id, tuple(steps))
+
+
+def _composed(trees: _Trees, findings: Sequence[Finding]) -> Path:
+    """A copy with each finding's generator run in turn on the previous one's output."""
+    root = trees.copy()
+    for finding in findings:
+        for path, text in finding.patch_generator(root).items():
+            (root / path).write_text(text, encoding="utf-8")
+    return root
+
+
+def _prove_combined(
+    trees: _Trees, findings: Sequence[Finding], patches: Mapping[str, Path], baselines: _Baselines
+) -> Proof:
+    version = trees.version
+    mine = [f for f in findings if f.id in patches]
+    steps: list[Step] = []
+    try:
+        root = trees.copy([patches[f.id] for f in mine])
+    except upstream.PatchError as exc:
+        return Proof(
+            version, "all", (Step("all patches apply together in catalogue order", "fail", str(exc)),)
+        )
+    steps.append(
+        Step("all patches apply together in catalogue order", "pass", ", ".join(f.id[:7] for f in mine))
+    )
+    composed = _composed(trees, mine)
+    files = {p.relative_to(composed).as_posix() for p in composed.rglob("*.py")}
+    differ = sorted(p for p in files if (root / p).read_bytes() != (composed / p).read_bytes())
+    steps.append(
+        Step(
+            "combined tree equals the edits composed in order",
+            "fail" if differ else "pass",
+            f"differs in {differ}" if differ else "every file byte-identical",
+        )
+    )
+    for finding in findings:
+        outcome, line = reproduce(finding, root)
+        steps.append(
+            Step(
+                f"{finding.id[:7]} passes on the combined tree",
+                "pass" if outcome == "absent" else "fail",
+                line,
+            )
+        )
+    deps = tuple(patches[f.id] for f in mine if any(f in dependencies(g, version) for g in findings))
+    items = [item for f in mine for item in f.spec_items]
+    steps += _checker_steps("conformance check: all items fixed", baselines, deps, root, items)
+    return Proof(version, "all", tuple(steps))
+
+
+def prove_version(
+    version: str,
+    patches: Mapping[str, Path] | None = None,
+    *,
+    findings: Sequence[Finding] = FINDINGS,
+    checker: Checker | None = conformance_checker,
+    check_each: bool = True,
+    workers: int = 2,
+) -> VersionProof:
+    """Prove ``findings`` on lucid-dl ``version`` with the given patch files (by finding id;
+    generated into a temporary folder when omitted). ``checker=None`` leaves out the
+    conformance-check steps; ``check_each=False`` runs it on the combined tree only.
+    ``workers`` findings are proven at once (each in its own copies)."""
+    upstream.fetch(version)
+    with tempfile.TemporaryDirectory(prefix="lucid-patches-") as tmp, _Trees(version) as trees:
+        if patches is None:
+            patches = write_version_patches(findings, version, upstream.fetch(version), Path(tmp))
+        missing = [f.id for f in findings if f.affects(version) and f.id not in patches]
+        if missing:
+            raise ValueError(f"no patch file for {missing} on {version}")
+        baselines = _Baselines(checker, trees)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            proofs = tuple(
+                pool.map(lambda f: _prove_finding(f, trees, patches, baselines, check_each), findings)
+            )
+        combined = _prove_combined(trees, findings, patches, baselines)
+        return VersionProof(version, proofs, combined, dict(patches))

@@ -1,0 +1,427 @@
+"""The upstream half of the conformance kit: catalogue, patch generators, reproducers, proofs,
+reports and the patched install.
+
+Tests marked ``upstream`` fetch lucid-dl 2.9.0 and 2.16.0 with pip into the kit's cache
+(``$LUCID_INCEPTION_CACHE``; the first 2.16.0 fetch builds its C++ extensions, about a
+minute) and skip, with pip's message, only when the package index is unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conformance import patches, prove, reports, upstream
+from conformance.findings import FINDINGS, Finding, by_id, dependencies
+from conformance.install_patched import _prepare
+from conformance.patches._edits import AnchorError, Edits, unified_diff
+
+VERSIONS = upstream.SUPPORTED_VERSIONS
+SPEC_ITEMS = {
+    "inception_v4/stem/branch2_right-runs",
+    "inception_resnet_v2/stem/branch2_right-runs",
+    "inception_v4/head/dropout-keep-0.8",
+    "inception_resnet_v1/head/dropout-keep-0.8",
+    "inception_resnet_v2/head/dropout-keep-0.8",
+    "inception_resnet_v1/residual-scale",
+    "inception_resnet_v2/residual-scale",
+    "inception_resnet_v2/block_c/width-2144",
+    "inception_v4/block_b/branch4-first-conv-192",
+}
+IMPORT_FIX = "LUC-008-py312-import-nameerror"
+
+
+def _fetch_or_skip(version: str) -> Path:
+    try:
+        return upstream.fetch(version)
+    except upstream.UpstreamUnavailable as exc:
+        pytest.skip(f"PyPI unreachable, cannot fetch lucid-dl {version}: {exc}")
+
+
+@pytest.fixture(scope="module")
+def proofs() -> dict[str, prove.VersionProof]:
+    """One proof per version for the whole module; the conformance check runs on the combined
+    tree only (every finding's own check runs in ``python -m conformance report``)."""
+    return {v: prove.prove_version(v, check_each=False) for v in VERSIONS if _fetch_or_skip(v)}
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A copy of each version with all of its patches applied in catalogue order."""
+    trees = {}
+    for v in VERSIONS:
+        source = _fetch_or_skip(v)
+        root = upstream.copy_tree(v, tmp_path_factory.mktemp(v) / "tree")
+        written = patches.write_version_patches(FINDINGS, v, source, tmp_path_factory.mktemp(f"{v}-patches"))
+        for patch in written.values():
+            upstream.apply(patch, root)
+        trees[v] = root
+    return trees
+
+
+# ----- the catalogue (no network)
+
+
+def test_catalogue_ids_reproducers_and_spec_items() -> None:
+    ids = [f.id for f in FINDINGS]
+    assert len(ids) == len(set(ids)), ids
+    assert [i[:7] for i in ids] == sorted(i[:7] for i in ids), "catalogue order is id order"
+    assert {i for f in FINDINGS for i in f.spec_items} == SPEC_ITEMS
+    on_disk = {p.stem for p in (Path(prove.REPO) / "conformance" / "reproducers").glob("*.py")}
+    assert on_disk == set(ids), "one reproducer per finding, named by its id"
+    for f in FINDINGS:
+        assert f.reproducer.stem == f.id
+        if f.spec_items:  # model findings affect both versions
+            assert f.affected_versions == VERSIONS
+    with pytest.raises(ValueError, match="not_affected must explain"):
+        Finding(**{**vars(FINDINGS[0]), "affected_versions": ("2.9.0",)})
+    with pytest.raises(ValueError, match="severity"):
+        Finding(**{**vars(FINDINGS[0]), "severity": "urgent"})
+
+
+def test_import_fix_precedes_everything_on_2_16_0_only() -> None:
+    assert by_id(IMPORT_FIX).affected_versions == ("2.16.0",)
+    for finding in FINDINGS:
+        if finding.id != IMPORT_FIX:
+            assert [d.id for d in dependencies(finding, "2.16.0")] == [IMPORT_FIX]
+            assert dependencies(finding, "2.9.0") == ()
+    with pytest.raises(ValueError, match="no finding"):
+        by_id("LUC-999-nothing")
+
+
+# ----- anchored edits, diffs, apply (no network)
+
+
+def _mini_tree(root: Path, body: str) -> Path:
+    (root / "lucid" / "models").mkdir(parents=True)
+    (root / "lucid" / "__init__.py").write_text("")
+    (root / "lucid" / "models" / "inception.py").write_text(body)
+    return root
+
+
+_STEM_SRC = """\
+class _InceptionStem_V4(nn.Module):
+    def forward(self, x: Tensor) -> Tensor:
+        x = lucid.concatenate([self.branch2_left(x), self.branch2_left(x)], axis=1)
+        return x
+
+
+class Other(nn.Module):
+    def forward(self, x):
+        return lucid.concatenate([self.branch2_left(x), self.branch2_left(x)], axis=1)
+"""
+
+
+def test_generator_edits_only_its_block_and_diff_applies_with_patch(tmp_path: Path) -> None:
+    root = _mini_tree(tmp_path / "tree", _STEM_SRC)
+    changes = patches.stem_branch2_right(root)
+    new = changes["lucid/models/inception.py"]
+    assert new.count("self.branch2_right(x)") == 1  # the same line in Other is left alone
+    diff = patches.render(patches.stem_branch2_right, root)
+    assert diff.startswith("--- a/lucid/models/inception.py\n+++ b/lucid/models/inception.py\n")
+    assert diff.endswith("\n")
+    patch_file = tmp_path / "stem.patch"
+    patch_file.write_text(diff)
+    upstream.apply(patch_file, root)
+    assert (root / "lucid/models/inception.py").read_text() == new
+    with pytest.raises(upstream.PatchError, match="does not apply"):  # --forward: not twice
+        upstream.apply(patch_file, root)
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (_STEM_SRC.replace("self.branch2_left(x), self.branch2_left(x)", "a, b", 1), "found 0"),
+        (_STEM_SRC + _STEM_SRC.split("\n\n\n")[0], "expected one line starting with"),
+    ],
+    ids=["anchor-gone", "block-twice"],
+)
+def test_generator_fails_loudly_when_upstream_changed(tmp_path: Path, source: str, message: str) -> None:
+    root = _mini_tree(tmp_path, source)
+    with pytest.raises(AnchorError, match=message):
+        patches.stem_branch2_right(root)
+
+
+def test_edits_span_and_missing_newline(tmp_path: Path) -> None:
+    (tmp_path / "f.py").write_text("a\nstart\nmiddle\nend\nz")  # no final newline
+    edits = Edits(tmp_path)
+    edits.replace_span("f.py", "start\n", "end\n", "new\n")
+    assert edits.changes() == {"f.py": "a\nnew\nz"}
+    diff = unified_diff(tmp_path, edits.changes())
+    assert diff.count("\\ No newline at end of file") == 1  # after z, unchanged context
+    edits.replace("f.py", "z", "y")
+    diff = unified_diff(tmp_path, edits.changes())
+    assert diff.count("\\ No newline at end of file") == 2
+    (tmp_path / "d.patch").write_text(diff)
+    upstream.apply(tmp_path / "d.patch", tmp_path)
+    assert (tmp_path / "f.py").read_text() == "a\nnew\ny"
+
+
+def test_apply_is_all_or_nothing(tmp_path: Path) -> None:
+    (tmp_path / "lucid").mkdir()
+    (tmp_path / "lucid" / "a.py").write_text("one\n")
+    (tmp_path / "lucid" / "b.py").write_text("two\n")
+    good = "--- a/lucid/a.py\n+++ b/lucid/a.py\n@@ -1 +1 @@\n-one\n+ONE\n"
+    bad = "--- a/lucid/b.py\n+++ b/lucid/b.py\n@@ -1 +1 @@\n-not there\n+TWO\n"
+    (tmp_path / "x.patch").write_text(good + bad)
+    with pytest.raises(upstream.PatchError, match="dry run"):
+        upstream.apply(tmp_path / "x.patch", tmp_path)
+    assert (tmp_path / "lucid" / "a.py").read_text() == "one\n"
+    assert sorted(p.name for p in (tmp_path / "lucid").iterdir()) == ["a.py", "b.py"]  # no .rej/.orig
+
+
+def test_run_python_forms_and_errors(tmp_path: Path) -> None:
+    script = tmp_path / "s.py"
+    script.write_text("import sys; print(sys.argv[1:] or 'script'); sys.exit(3)")
+    assert upstream.run_python(tmp_path, script, 60).returncode == 3
+    res = upstream.run_python(tmp_path, "import os; print(os.environ['PYTHONPATH'])", 60)
+    assert res.stdout.strip() == str(tmp_path)
+    assert upstream.run_python(tmp_path, ["-c", "print(7)"], 60).stdout.strip() == "7"
+    slow = upstream.run_python(tmp_path, "import time; time.sleep(30)", 1)
+    assert slow.timed_out and slow.returncode == 124
+    with pytest.raises(TypeError, match="code_or_script"):
+        upstream.run_python(tmp_path, 42, 1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="2.9.0"):
+        upstream.fetch("latest")
+
+
+def test_reproduce_tells_a_crash_from_a_bug(tmp_path: Path) -> None:
+    for body, outcome in [
+        ("print('BUG: here'); raise SystemExit(1)", "present"),
+        ("print('OK: fine')", "absent"),
+        ("raise RuntimeError('the reproducer itself broke')", "error"),  # exit 1, but a traceback
+        ("print('BUG: but exit 0')", "error"),
+    ]:
+        script = tmp_path / "LUC-900-probe.py"
+        script.write_text(body)
+        fake = Finding(
+            **{**vars(by_id("LUC-006-broadcast-grad-wrong")), "id": "LUC-900-probe", "reproducer": script}
+        )
+        assert prove.reproduce(fake, tmp_path)[0] == outcome, body
+
+
+def test_checker_step_needs_fail_to_pass_and_no_regression() -> None:
+    items = ("m/x",)
+    assert (
+        prove._check_step("c", {"m/x": "fail", "m/y": "pass"}, {"m/x": "pass", "m/y": "pass"}, items).status
+        == "pass"
+    )
+    not_fixed = prove._check_step("c", {"m/x": "fail"}, {"m/x": "fail"}, items)
+    assert not_fixed.status == "fail" and "expected fail -> pass" in not_fixed.detail
+    regressed = prove._check_step("c", {"m/x": "fail", "m/y": "pass"}, {"m/x": "pass", "m/y": "fail"}, items)
+    assert regressed.status == "fail" and "m/y: pass -> fail (regression)" in regressed.detail
+    gone = prove._check_step("c", {"m/x": "fail", "m/y": "pass"}, {"m/x": "pass"}, items)
+    assert gone.status == "fail" and "m/y: pass -> absent" in gone.detail
+
+
+def test_report_command_arguments() -> None:
+    parser = argparse.ArgumentParser()
+    reports.add_report_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["report", "--out", "x"])
+    assert args.versions is None and not args.no_prove and args.func is reports._report_main
+    args = parser.parse_args(["report", "--out", "x", "--version", "2.16.0", "--no-prove"])
+    assert args.versions == ["2.16.0"] and args.no_prove
+    with pytest.raises(SystemExit):
+        parser.parse_args(["report"])  # --out is required
+    with pytest.raises(SystemExit):
+        parser.parse_args(["report", "--out", "x", "--version", "3.0.0"])
+
+
+# ----- against real upstream
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("finding_id", [f.id for f in FINDINGS])
+def test_finding_proof(proofs: dict[str, prove.VersionProof], version: str, finding_id: str) -> None:
+    """Affected: reproducer fails unpatched, the patch applies alone to pristine upstream and
+    after its dependencies, the reproducer then passes. Not affected: it passes unpatched."""
+    proof = next(p for p in proofs[version].findings if p.finding_id == finding_id)
+    steps = {s.name: s for s in proof.steps}
+    failing = [f"{s.name}: {s.detail}" for s in proof.steps if s.status != "pass"]
+    assert not failing, failing
+    if by_id(finding_id).affects(version):
+        assert {
+            "reproducer fails unpatched",
+            "patch applies alone to pristine upstream",
+            "patch applies after its dependencies",
+            "reproducer passes patched",
+        } <= steps.keys()
+        assert steps["reproducer fails unpatched"].detail.startswith("BUG:")
+    else:
+        assert steps["not affected: reproducer passes unpatched"].detail.startswith("OK:")
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("version", VERSIONS)
+def test_all_patches_together(proofs: dict[str, prove.VersionProof], version: str) -> None:
+    combined = proofs[version].combined
+    failing = [f"{s.name}: {s.detail}" for s in combined.steps if s.status == "fail"]
+    assert not failing, failing
+    names = [s.name for s in combined.steps]
+    assert "combined tree equals the edits composed in order" in names
+    assert sum(n.endswith("passes on the combined tree") for n in names) == len(FINDINGS)
+    (check,) = [s for s in combined.steps if s.name.startswith("conformance check")]
+    if (prove.REPO / "conformance" / "checker.py").is_file():
+        assert check.status == "pass", check.detail
+    else:
+        assert check.detail == prove.CHECKER_ABSENT
+
+
+_FACTORIES = """
+import warnings; warnings.filterwarnings("ignore")
+import lucid, lucid.models as M
+m = M.inception_resnet_v2(num_classes=10, scale=0.2)
+blocks = [b for b in m.conv._modules.values() if hasattr(b, "scale")]
+assert len(blocks) == 20 and {b.scale for b in blocks} == {0.2}, [b.scale for b in blocks]
+assert m.dropout.p == 0.2
+m = M.inception_resnet_v1(num_classes=10, scale=(0.1, 0.2, 0.3))
+by_kind = {(type(b).__name__[-1], b.scale) for b in m.conv._modules.values() if hasattr(b, "scale")}
+assert by_kind == {("A", 0.1), ("B", 0.2), ("C", 0.3)}, by_kind
+bad_scales = [(0.0, ValueError), (1.5, ValueError), ("0.2", TypeError), ((0.1, 0.2), TypeError)]
+bad_scales.append((True, TypeError))
+for bad, kind in bad_scales:
+    try:
+        M.inception_resnet_v1(num_classes=10, scale=bad)
+    except kind as exc:
+        print("rejected", repr(bad), type(exc).__name__, exc)
+    else:
+        raise AssertionError(f"scale={bad!r} was accepted")
+print("factories ok")
+"""
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("version", VERSIONS)
+def test_upstream_factories_take_scale_once_patched(combined: dict[str, Path], version: str) -> None:
+    res = upstream.run_python(combined[version], _FACTORIES, 300)
+    assert res.returncode == 0 and "factories ok" in res.stdout, res.output[-3000:]
+    assert upstream.lucid_origin(combined[version]).is_relative_to(combined[version])
+
+
+@pytest.mark.upstream
+def test_planted_faults_fail_the_proof(tmp_path: Path) -> None:
+    """A patch that does not fix, a catalogue that lies about a version, and a checker that
+    sees no fix: each makes the proof fail with the step that caught it."""
+    source = _fetch_or_skip("2.9.0")
+    dropout = by_id("LUC-002-head-dropout-p08")
+    real = patches.render(dropout.patch_generator, source)
+    inert = tmp_path / "inert.patch"  # applies cleanly, changes only a comment
+    inert.write_text(real.replace("Dropout(p=0.2)", "Dropout(p=0.8)"))
+    proof = prove.prove_version("2.9.0", {dropout.id: inert}, findings=(dropout,), checker=None).findings[0]
+    failed = [s for s in proof.steps if s.status == "fail"]
+    assert [s.name for s in failed] == ["reproducer passes patched"] and "BUG:" in failed[0].detail
+
+    lying = Finding(
+        **{**vars(by_id("LUC-009-bn-buffers-float64")), "affected_versions": VERSIONS, "not_affected": {}}
+    )
+    import_fix = tmp_path / "import.patch"
+    import_fix.write_text(patches.render(patches.future_annotations, _fetch_or_skip("2.16.0")))
+    proof = prove.prove_version(
+        "2.16.0", {lying.id: inert, IMPORT_FIX: import_fix}, findings=(lying,), checker=None
+    ).findings[0]
+    step = next(s for s in proof.steps if s.name == "reproducer fails unpatched")
+    assert step.status == "fail" and "kit bug: passes on an affected version" in step.detail
+
+    stem = by_id("LUC-001-stem-branch2-right-unused")
+    item = "inception_v4/stem/branch2_right-runs"
+    blind = prove.prove_version(
+        "2.9.0", findings=(stem,), checker=lambda root: {item: "fail", "other": "pass"}
+    ).findings[0]
+    step = next(s for s in blind.steps if s.name.startswith("conformance check"))
+    assert step.status == "fail" and f"{item}: fail -> fail" in step.detail
+
+
+@pytest.mark.upstream
+def test_reports_are_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fetch_or_skip("2.9.0")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "conformance",
+        "report",
+        "--out",
+        str(out),
+        "--version",
+        "2.9.0",
+        "--no-prove",
+    ]
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=prove.REPO)
+    assert res.returncode == 0, res.stdout + res.stderr
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    affected = [f.id for f in FINDINGS if f.affects("2.9.0")]
+    assert written == sorted(
+        [".upstream-report", "README.md"]
+        + [f"{f.id}.md" for f in FINDINGS]
+        + [f"patches/lucid-dl-2.9.0/{i}.patch" for i in affected]
+    )
+    page = (out / "LUC-006-broadcast-grad-wrong.md").read_text()
+    assert "patches/lucid-dl-2.9.0/LUC-006-broadcast-grad-wrong.patch" in page
+    assert by_id("LUC-006-broadcast-grad-wrong").reproducer.read_text().strip() in page
+    before = (out / "README.md").read_text()
+
+    def broken(*args: object) -> str:
+        raise RuntimeError("planted failure while writing the index")
+
+    monkeypatch.setattr(reports, "_index_md", broken)
+    with pytest.raises(RuntimeError, match="planted"):
+        reports.write_reports(out, ("2.9.0",), prove=False)
+    assert (out / "README.md").read_text() == before  # the old report is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary folder left
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="not an upstream report folder"):
+        reports.write_reports(stranger, ("2.9.0",), prove=False)
+    assert (stranger / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.upstream
+def test_fetch_is_atomic_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fetch_or_skip("2.9.0")
+    monkeypatch.setenv("LUCID_INCEPTION_CACHE", str(tmp_path))
+
+    def interrupted(archive: Path, dest: Path) -> Path:
+        (dest / "lucid").mkdir(parents=True)  # half-unpacked, then the process dies
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upstream, "_unpack", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        upstream.fetch("2.9.0")
+    assert list(tmp_path.iterdir()) == []  # nothing a later fetch could mistake for a tree
+    monkeypatch.undo()
+    monkeypatch.setenv("LUCID_INCEPTION_CACHE", str(tmp_path))
+    tree = upstream.fetch("2.9.0")
+    assert tree == tmp_path / "lucid-dl-2.9.0" and (tree / "lucid" / "__init__.py").is_file()
+
+    def offline(*args: object) -> Path:
+        raise AssertionError("a cached tree must not be downloaded again")
+
+    monkeypatch.setattr(upstream, "_download", offline)
+    assert upstream.fetch("2.9.0") == tree
+
+
+@pytest.mark.upstream
+def test_install_patched_prepares_the_sdist_tree(tmp_path: Path) -> None:
+    source = _fetch_or_skip("2.16.0")
+    target = tmp_path / "tree"
+    applied = _prepare("2.16.0", target)
+    assert applied == [f.id for f in FINDINGS if f.affects("2.16.0")]
+    assert all(not (target / rel).exists() for rel in upstream.extension_files(source))  # pip builds them
+    assert "self.branch2_right(x)" in (target / "lucid/models/vision/inception.py").read_text()
+    assert _prepare("2.16.0", target) == applied  # an earlier tree is replaced, not patched twice
+    stranger = tmp_path / "stranger"
+    stranger.mkdir()
+    (stranger / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="new or empty"):
+        _prepare("2.16.0", stranger)
+    with pytest.raises(ValueError, match="wheel"):
+        _prepare("2.9.0", tmp_path / "other")
+    shutil.rmtree(target)
