@@ -538,6 +538,12 @@ def _batchnorm_upstream_load() -> OpCase:
 
     def lucid_run(data: Arrays, device: str) -> Quantities:
         m = lnn.BatchNorm2d(BN_C, eps=BN_EPS, momentum=BN_MOMENTUM)
+        if data["x"].dtype == np.float64:
+            # A float64 run loads into a float64 module, as the torch side does: a loader
+            # that casts to the module's dtype (torch's, and the kit's LUC-010 patch) must
+            # not be judged on float32 precision. Float32 runs keep the fresh module as
+            # upstream builds it: that is where the stale dtype bites.
+            LucidAdapter.cast(m, "float64")
         m.load_state_dict({k: data[k].copy() for k in ("weight", "bias", "running_mean", "running_var")})
         m.train()
         m.to(device)

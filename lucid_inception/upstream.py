@@ -20,7 +20,12 @@ import lucid.nn as lnn
 
 from lucid_inception.install import upstream_object
 
-__all__ = ["build_upstream", "upstream_factory", "upstream_version"]
+__all__ = ["build_upstream", "upstream_factory", "upstream_is_released", "upstream_version"]
+
+# The one lucid-dl 2.x that imports on Python 3.12/3.13 as released. Newer 2.x releases
+# import there only once the conformance kit has patched them (tox leg lucid216), and the
+# kit then applies all of its patches, so they no longer carry the model bugs.
+RELEASED_VERSION = "2.9.0"
 
 NAMES = ("inception_v4", "inception_resnet_v1", "inception_resnet_v2")
 
@@ -43,3 +48,9 @@ def upstream_version() -> str:
     one, e.g. a patched source tree; else the installed distribution's)."""
     own = getattr(lucid, "__version__", None)
     return str(own) if own else metadata.version("lucid-dl")
+
+
+def upstream_is_released() -> bool:
+    """Whether the imported ``lucid`` is lucid-dl 2.9.0 as released (with its bugs),
+    rather than a newer release that the kit patched."""
+    return upstream_version() == RELEASED_VERSION

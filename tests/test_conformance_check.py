@@ -20,6 +20,9 @@ from conformance.checker import ModelReport, check_model, expected_item_ids
 from conformance.introspect import ModelView
 from lucid_inception import inception_resnet as port_resnet
 from lucid_inception.twins import layers as twin_layers
+from lucid_inception.upstream import upstream_is_released
+
+from .conftest import released_upstream_only
 
 MODELS = lucid_inception.MODEL_NAMES
 
@@ -82,12 +85,14 @@ def test_port_and_twins_conform(target: str, name: str) -> None:
 
 
 def test_upstream_fails_exactly_its_known_deviations() -> None:
+    """Released 2.9.0 fails exactly the known deviations; a kit-patched upstream none."""
     failing = set().union(*(_failing(_report("upstream", name)) for name in MODELS))
-    assert failing == UPSTREAM_DEVIATIONS
+    assert failing == (UPSTREAM_DEVIATIONS if upstream_is_released() else set())
     for name in MODELS:
         assert tuple(r.id for r in _report("upstream", name).results) == expected_item_ids(name)
 
 
+@released_upstream_only
 def test_upstream_evidence_names_each_bug() -> None:
     v4, v1, v2 = (_report("upstream", name) for name in MODELS)
     assert "ops 0, 1, 2, 3 of 4 never ran" in _result(v4, "inception_v4/stem/branch2_right-runs").found
@@ -266,28 +271,14 @@ def test_cli_json_shape(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_table_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["check", "--target", "upstream", "--model", "inception_resnet_v1", "--failures"]) == 1
+    released = upstream_is_released()
+    code = main(["check", "--target", "upstream", "--model", "inception_resnet_v1", "--failures"])
+    assert code == (1 if released else 0)
     out = capsys.readouterr().out
-    assert "item" in out and "status" in out and "expected" in out and "found" in out
-    assert "FAIL inception_resnet_v1/residual-scale" in out
-    assert out.rstrip().endswith("1 model(s), 77 items, 2 failing")
-
-
-def test_cli_missing_subcommand_module(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from conformance import __main__ as cli
-
-    real = cli._add_optional
-
-    def missing(subparsers, name, module, adder):  # as if conformance.reports were not written yet
-        real(subparsers, name, "conformance.no_such_module" if name == "report" else module, adder)
-
-    monkeypatch.setattr(cli, "_add_optional", missing)
-    assert main(["report", "--anything", "x"]) == 2
-    assert "not available: No module named 'conformance.no_such_module'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):  # the available commands still reject unknown options
-        main(["check", "--anything"])
+    if released:
+        assert "item" in out and "status" in out and "expected" in out and "found" in out
+        assert "FAIL inception_resnet_v1/residual-scale" in out
+    assert out.rstrip().endswith(f"1 model(s), 77 items, {2 if released else 0} failing")
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from lucid_inception.inception_resnet import ResNetV1BlockB, ResNetV2BlockA, Res
 from lucid_inception.twins.inception_resnet import ResNetV2BlockA as TwinResNetV2BlockA
 from lucid_inception.upstream import build_upstream
 
-from .conftest import image, randomize_batchnorm
+from .conftest import image, randomize_batchnorm, released_upstream_only
 
 FRAMEWORKS = ("lucid", "torch")
 
@@ -136,6 +136,7 @@ def test_stem_branch2_right_changes_the_output(name: str, framework: str) -> Non
     assert not np.allclose(logits_after, logits_before, rtol=1e-3, atol=0)
 
 
+@released_upstream_only
 def test_upstream_stem_ignores_branch2_right() -> None:
     """The contrast that makes the test above meaningful: upstream never calls it."""
     upstream = build_upstream("inception_resnet_v2", num_classes=10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import lucid
@@ -19,9 +20,10 @@ import pytest
 import lucid_inception
 from lucid_inception import MODEL_NAMES
 from lucid_inception.frameworks import LucidAdapter, StateMismatchError
-from lucid_inception.upstream import build_upstream
+from lucid_inception.install import upstream_object
+from lucid_inception.upstream import build_upstream, upstream_is_released
 
-from .conftest import image, randomize_batchnorm
+from .conftest import image, randomize_batchnorm, released_upstream_only
 from .test_models import run
 
 UPSTREAM = {name: functools.partial(build_upstream, name) for name in MODEL_NAMES}
@@ -47,7 +49,7 @@ def test_keys_and_module_tree_equal_upstream(shared_model, name: str) -> None:
     ]
     up_shapes = {k: v.shape for k, v in LucidAdapter.state(upstream).items()}
     differing = {k for k, v in LucidAdapter.state(port).items() if v.shape != up_shapes[k]}
-    if name == "inception_v4":
+    if name == "inception_v4" and upstream_is_released():
         # 7 B blocks (conv.6 .. conv.12) x (branch4.0: 6 tensors + branch4.1.conv.weight)
         expected = {
             f"conv.{i}.branch4.{k}"
@@ -67,17 +69,19 @@ def test_keys_and_module_tree_equal_upstream(shared_model, name: str) -> None:
         assert differing == set()
 
 
-def test_upstream_v1_checkpoint_loads_and_computes_the_same_at_scale_1(tmp_path: Path) -> None:
-    """Inception-ResNet-v1 has no stem bug: with the paper's scaling turned off (scale=1)
-    the port must compute exactly upstream's function from upstream's checkpoint file."""
+def test_upstream_v1_checkpoint_loads_and_computes_the_same(tmp_path: Path) -> None:
+    """Inception-ResNet-v1 has no stem bug: the port computes upstream's function from
+    upstream's checkpoint file. Released upstream has no residual scaling, so the port
+    runs with it off (scale=1); a kit-patched upstream scales by 0.2 like the port."""
     upstream = UPSTREAM["inception_resnet_v1"]()
     randomize_batchnorm(upstream, seed=6)
     path = tmp_path / "upstream_v1.lcd"
     lucid.save(upstream.state_dict(), path)
     saved = lucid.load(path)
-    assert saved["stem.conv.0.bn.running_var"].dtype == np.float64  # upstream's fresh buffers
+    if upstream_is_released():
+        assert saved["stem.conv.0.bn.running_var"].dtype == np.float64  # LUC-009
 
-    port = lucid_inception.inception_resnet_v1(scale=1.0)
+    port = lucid_inception.inception_resnet_v1(scale=1.0 if upstream_is_released() else 0.2)
     port.load_state_dict(saved)
     assert set(LucidAdapter.dtypes(port).values()) == {np.dtype("float32")}
     LucidAdapter.cast(upstream, "float32")
@@ -93,6 +97,7 @@ def test_loading_does_not_alias_the_given_arrays() -> None:
     assert not np.any(LucidAdapter.state(port)["fc.bias"] == 123.0)
 
 
+@released_upstream_only
 def test_upstream_v4_checkpoint_names_every_mismatched_key(shared_model) -> None:
     port = lucid_inception.inception_v4()
     before = LucidAdapter.state(port)
@@ -127,9 +132,24 @@ def restore_lucid_models():
     lucid_inception.uninstall()
 
 
+def _factory_bindings() -> dict[tuple[str, str], object]:
+    """Every ``lucid.models`` module's binding of each model name."""
+    return {
+        (module_name, name): module.__dict__[name]
+        for module_name, module in sorted(sys.modules.items())
+        if module_name == "lucid.models" or module_name.startswith("lucid.models.")
+        for name in MODEL_NAMES
+        if module is not None and name in module.__dict__
+    }
+
+
 def test_install_puts_corrected_factories_into_lucid_models(restore_lucid_models) -> None:
-    originals = {n: getattr(lucid.models, n) for n in MODEL_NAMES}
-    imgclf_originals = {n: getattr(lucid.models.imgclf, n) for n in MODEL_NAMES}
+    originals = _factory_bindings()
+    # lucid.models itself and the defining module of each factory, at least
+    expected = {("lucid.models", n) for n in MODEL_NAMES} | {
+        (upstream_object(n).__module__, n) for n in MODEL_NAMES
+    }
+    assert expected <= set(originals)
     digest = package_digest()
 
     lucid_inception.install()
@@ -138,16 +158,16 @@ def test_install_puts_corrected_factories_into_lucid_models(restore_lucid_models
     model = lucid.models.inception_resnet_v2(scale=0.2)
     assert isinstance(model, lucid_inception.InceptionResNetV2)
     assert model.dropout.p == 0.2
-    assert lucid.models.imgclf.inception_v4 is lucid_inception.inception_v4
-    assert lucid.models.imgclf.inception_res.inception_resnet_v1 is lucid_inception.inception_resnet_v1
+    corrected = {n: getattr(lucid_inception, n) for n in MODEL_NAMES}
+    assert all(value is corrected[name] for (_, name), value in _factory_bindings().items())
     assert package_digest() == digest  # nothing written into site-packages
 
     lucid_inception.uninstall()
     lucid_inception.uninstall()  # idempotent
     assert not lucid_inception.installed()
-    assert {n: getattr(lucid.models, n) for n in MODEL_NAMES} == originals
-    assert all(getattr(lucid.models, n) is originals[n] for n in MODEL_NAMES)
-    assert all(getattr(lucid.models.imgclf, n) is imgclf_originals[n] for n in MODEL_NAMES)
+    restored = _factory_bindings()
+    assert restored.keys() == originals.keys()
+    assert all(restored[k] is originals[k] for k in originals)
     assert package_digest() == digest
 
 
