@@ -268,6 +268,33 @@ FINDINGS: tuple[Finding, ...] = (
         patch_generator=patches.checked_load_state_dict,
         depends_on=_NEEDS_IMPORT,
     ),
+    Finding(
+        id="LUC-011-tensor-dtype-stale",
+        title="Tensor.dtype goes stale when .data is assigned, and promotes float32 to float64",
+        severity="medium",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`Tensor.__init__` stores `self.dtype` once; assigning `.data` (as `Module.load_state_dict` "
+            "does: `attr.data = value_t.data`) leaves it describing the old array. `func_op` types "
+            "Python scalars by the first tensor operand's `dtype`, so `t * 0.5` on float32 data "
+            "labelled float64 gives float64 (numpy promotes a float64 0-d array). On 2.9.0 this turns "
+            "a float32 model float64 in the usual fine-tuning flow: a fresh `BatchNorm2d` has float64 "
+            "buffers (LUC-009); after `load_state_dict` of a float32 state `running_mean.dtype` still "
+            "reads float64, the first train step computes `(1 - momentum) * running_mean` in float64 "
+            "and stores it, and from then on eval outputs are float64 (about 1.8x slower, LUCID.md). "
+            "On the 'gpu' device the scalar is an MLX float32 and nothing is promoted. 2.16.0 stores "
+            "the dtype the same way (`t.data = <float32>` on a float64 tensor: `dtype` float64, "
+            "`t * 0.5` float64), so a float64 buffer of a user's module loaded with float32 data "
+            "goes stale there too; its BatchNorm does not: fresh buffers are float32 and a loaded "
+            "float32 `BatchNorm2d` stays float32 through a train step (its kernel updates the "
+            "arrays). The patch makes `dtype` a property read from the data (cached per array dtype); "
+            "assigning the data's own dtype is accepted (2.16.0's C++ in-place operations restate "
+            "it), any other raises `ValueError` (use `astype`)."
+        ),
+        reproducer=_reproducer("LUC-011-tensor-dtype-stale"),
+        patch_generator=patches.tensor_dtype_from_data,
+        depends_on=_NEEDS_IMPORT,
+    ),
 )
 
 

@@ -304,6 +304,38 @@ def test_upstream_factories_take_scale_once_patched(combined: dict[str, Path], v
     assert upstream.lucid_origin(combined[version]).is_relative_to(combined[version])
 
 
+_TENSOR_DTYPE = """
+import warnings; warnings.filterwarnings("ignore")
+import lucid, numpy as np
+t = lucid.zeros((2,))
+t.data = np.zeros(2, dtype=np.float32)
+assert t.dtype is lucid.Float32 and (t * 0.5).data.dtype == np.float32, t.dtype
+t.dtype = lucid.Float32  # restating the data's dtype is accepted
+try:
+    t.dtype = lucid.Float64
+except ValueError as exc:
+    assert "astype" in str(exc), exc
+else:
+    raise AssertionError("a dtype that mislabels the data was accepted")
+assert t.astype(lucid.Float64).dtype is lucid.Float64 and t.data.dtype == np.float64
+assert t.astype(bool).dtype is bool and lucid.Tensor(np.ones(2, dtype=bool)).dtype is bool
+if hasattr(t, "add_"):  # 2.10+: C++ in-place operations assign .data, then restate dtype
+    u = lucid.Tensor(np.ones(2, dtype=np.float32))
+    u.add_(lucid.Tensor(np.ones(2, dtype=np.float32)))
+    assert u.dtype is lucid.Float32 and u.data.tolist() == [2.0, 2.0], (u.dtype, u.data)
+print("dtype ok")
+"""
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("version", VERSIONS)
+def test_upstream_tensor_dtype_follows_data_once_patched(combined: dict[str, Path], version: str) -> None:
+    """LUC-011's property: read from the data, restating it is accepted, mislabelling raises,
+    ``astype`` and 2.16.0's in-place operations keep working."""
+    res = upstream.run_python(combined[version], _TENSOR_DTYPE, 300)
+    assert res.returncode == 0 and "dtype ok" in res.stdout, res.output[-3000:]
+
+
 @pytest.mark.upstream
 def test_planted_faults_fail_the_proof(tmp_path: Path) -> None:
     """A patch that does not fix, a catalogue that lies about a version, and a checker that

@@ -15,6 +15,7 @@ from .framework import (
     broadcast_gradients,
     checked_load_state_dict,
     registry_opt_in,
+    tensor_dtype_from_data,
 )
 from .models import dead_2048_block_c, head_dropout, residual_scaling, stem_branch2_right, v4_block_b_branch4
 from .py312 import future_annotations
@@ -33,6 +34,7 @@ __all__ = [
     "render",
     "residual_scaling",
     "stem_branch2_right",
+    "tensor_dtype_from_data",
     "v4_block_b_branch4",
     "write_version_patches",
 ]

@@ -16,6 +16,7 @@ __all__ = [
     "broadcast_gradients",
     "checked_load_state_dict",
     "registry_opt_in",
+    "tensor_dtype_from_data",
 ]
 
 # The variable a maintainer sets to regenerate registry.json with the patched factories.
@@ -199,6 +200,83 @@ def checked_load_state_dict(root: Path) -> dict[str, str]:
         "                    attr.data = value_t.data\n",
         "                    data = loaded[key].data\n"
         "                    attr.data = data.copy() if isinstance(data, _NumPyArray) else data\n",
+        within=header,
+    )
+    return edits.changes()
+
+
+_NUMERIC_TYPE = """\
+
+
+# The Numeric (or bool) of each array dtype seen: Tensor.dtype is read on every operation.
+_numeric_types: dict = {}
+
+
+def _numeric_type(data_dtype) -> Numeric | type[bool]:
+    numeric = _numeric_types.get(data_dtype)
+    if numeric is None:
+        if "bool" in str(data_dtype):
+            numeric = bool
+        else:
+            numeric = types.to_numeric_type(data_dtype)
+        _numeric_types[data_dtype] = numeric
+    return numeric
+"""
+
+_DTYPE_PROPERTY = """\
+    @property
+    def dtype(self) -> Numeric | bool:
+        # Read from the data on every access: code assigns `.data` directly (as
+        # load_state_dict does), and a dtype stored at construction then described an
+        # array that was gone; as the dtype of scalar operands it silently turned
+        # float32 computations float64.
+        return _numeric_type(self.data.dtype)
+
+    @dtype.setter
+    def dtype(self, value: Numeric | bool) -> None:
+        # In-place operations restate the dtype after assigning `.data`: the data's own
+        # dtype is accepted; naming another would mislabel the data (astype() converts).
+        if value is not self.dtype:
+            raise ValueError(
+                f"a Tensor's dtype is that of its data: expected {self.dtype}, got {value}; "
+                "use astype() to convert"
+            )
+
+"""
+
+
+def tensor_dtype_from_data(root: Path) -> dict[str, str]:
+    """``Tensor.dtype`` is read from ``data`` instead of stored at construction, so assigning
+    ``.data`` (as ``load_state_dict`` does) cannot leave a float64 dtype on float32 data."""
+    edits = Edits(root)
+    header = "class Tensor("
+    path = locate(root, "\n" + header)
+    edits.insert_after(
+        path,
+        "_dtype_map = {int: types.Int64, float: types.Float64, complex: types.Complex64}\n",
+        _NUMERIC_TYPE,
+    )
+    edits.replace(
+        path,
+        "\n        self.dtype: Numeric | bool\n"
+        "        if self._is_bool_tensor:\n"
+        "            self.dtype = bool\n"
+        "        else:\n"
+        "            self.dtype = (\n"
+        "                dtype if dtype is not None else types.to_numeric_type(self.data.dtype)\n"
+        "            )\n",
+        "",
+        within=header,
+    )
+    edits.insert_before(path, "    @property\n    def is_leaf(self)", _DTYPE_PROPERTY, within=header)
+    edits.replace(
+        path,
+        "        self.data = self.data.astype(new_dtype)\n"
+        "        if self._is_bool_tensor:\n"
+        "            self.dtype = bool\n"
+        "        else:\n"
+        "            self.dtype = types.to_numeric_type(self.data.dtype)\n",
+        "        self.data = self.data.astype(new_dtype)\n",
         within=header,
     )
     return edits.changes()
