@@ -22,27 +22,9 @@ from lucid_inception import inception_resnet as port_resnet
 from lucid_inception.twins import layers as twin_layers
 from lucid_inception.upstream import upstream_is_released
 
-from .conftest import released_upstream_only
+from .conftest import UPSTREAM_BUG_ITEMS, released_upstream_only
 
 MODELS = lucid_inception.MODEL_NAMES
-
-# SPEC.md "What upstream Lucid 2.x gets wrong", bugs 1-5, one item each.
-UPSTREAM_DEVIATIONS = {
-    # 1. the stem concatenates branch2_left twice; branch2_right never runs
-    "inception_v4/stem/branch2_right-runs",
-    "inception_resnet_v2/stem/branch2_right-runs",
-    # 2. Dropout(p=0.8): keeps 0.2
-    "inception_v4/head/dropout-keep-0.8",
-    "inception_resnet_v1/head/dropout-keep-0.8",
-    "inception_resnet_v2/head/dropout-keep-0.8",
-    # 3. no residual scaling
-    "inception_resnet_v1/residual-scale",
-    "inception_resnet_v2/residual-scale",
-    # 4. a dead cfg[2] = 2048 in the v2 C block's constructor
-    "inception_resnet_v2/block_c/width-2144",
-    # 5. the v4 B block's long branch starts with a 1x1 to 64
-    "inception_v4/block_b/branch4-first-conv-192",
-}
 
 
 @functools.cache
@@ -87,7 +69,7 @@ def test_port_and_twins_conform(target: str, name: str) -> None:
 def test_upstream_fails_exactly_its_known_deviations() -> None:
     """Released 2.9.0 fails exactly the known deviations; a kit-patched upstream none."""
     failing = set().union(*(_failing(_report("upstream", name)) for name in MODELS))
-    assert failing == (UPSTREAM_DEVIATIONS if upstream_is_released() else set())
+    assert failing == (UPSTREAM_BUG_ITEMS if upstream_is_released() else set())
     for name in MODELS:
         assert tuple(r.id for r in _report("upstream", name).results) == expected_item_ids(name)
 

@@ -15,21 +15,10 @@ import pytest
 from conformance import spec as S
 from conformance.checker import expected_item_ids
 
+from .conftest import UPSTREAM_BUG_ITEMS
+
 NETS = list(S.SPECS.values())
 ROOT = Path(__file__).resolve().parents[1]
-
-# Ids other parts of the kit (the upstream patch prover) rely on.
-REQUIRED_IDS = {
-    "inception_v4/stem/branch2_right-runs",
-    "inception_resnet_v2/stem/branch2_right-runs",
-    "inception_v4/head/dropout-keep-0.8",
-    "inception_resnet_v1/head/dropout-keep-0.8",
-    "inception_resnet_v2/head/dropout-keep-0.8",
-    "inception_resnet_v1/residual-scale",
-    "inception_resnet_v2/residual-scale",
-    "inception_resnet_v2/block_c/width-2144",
-    "inception_v4/block_b/branch4-first-conv-192",
-}
 
 
 def _ops(block: S.Block) -> list[S.Op]:
@@ -199,7 +188,7 @@ def test_decisions_govern_existing_items() -> None:
     every = {i for name in S.MODEL_NAMES for i in expected_item_ids(name)}
     for decision in S.DECISIONS:
         assert set(decision.items) <= every, decision.id
-    assert REQUIRED_IDS <= every
+    assert UPSTREAM_BUG_ITEMS <= every
 
 
 def test_records_are_frozen() -> None:

@@ -21,18 +21,10 @@ from conformance.findings import FINDINGS, Finding, by_id, dependencies
 from conformance.install_patched import _prepare
 from conformance.patches._edits import AnchorError, Edits, unified_diff
 
+from .conftest import UPSTREAM_BUG_ITEMS
+
 VERSIONS = upstream.SUPPORTED_VERSIONS
-SPEC_ITEMS = {
-    "inception_v4/stem/branch2_right-runs",
-    "inception_resnet_v2/stem/branch2_right-runs",
-    "inception_v4/head/dropout-keep-0.8",
-    "inception_resnet_v1/head/dropout-keep-0.8",
-    "inception_resnet_v2/head/dropout-keep-0.8",
-    "inception_resnet_v1/residual-scale",
-    "inception_resnet_v2/residual-scale",
-    "inception_resnet_v2/block_c/width-2144",
-    "inception_v4/block_b/branch4-first-conv-192",
-}
+
 IMPORT_FIX = "LUC-008-py312-import-nameerror"
 
 
@@ -71,7 +63,7 @@ def test_catalogue_ids_reproducers_and_spec_items() -> None:
     ids = [f.id for f in FINDINGS]
     assert len(ids) == len(set(ids)), ids
     assert [i[:7] for i in ids] == sorted(i[:7] for i in ids), "catalogue order is id order"
-    assert {i for f in FINDINGS for i in f.spec_items} == SPEC_ITEMS
+    assert {i for f in FINDINGS for i in f.spec_items} == UPSTREAM_BUG_ITEMS
     on_disk = {p.stem for p in (Path(prove.REPO) / "conformance" / "reproducers").glob("*.py")}
     assert on_disk == set(ids), "one reproducer per finding, named by its id"
     for f in FINDINGS:

@@ -30,10 +30,19 @@ def _to_numpy(data: object) -> np.ndarray:
     return np.array(data, copy=True)
 
 
+def _read_only(data: object) -> np.ndarray:
+    """A read-only numpy view of a numpy array (MLX arrays are converted, i.e. copied)."""
+    view = np.asarray(data).view()
+    view.flags.writeable = False
+    return view
+
+
 def _assign(tensor: lucid.Tensor, array: np.ndarray) -> None:
     """Replace a tensor's data, on its device, keeping ``Tensor.dtype`` in step."""
     tensor.data = mx.array(array) if tensor.device == "gpu" else array
-    tensor.dtype = to_numeric_type(array.dtype)
+    # From what was stored: MLX keeps float64 as float32 (and kit-patched Lucid derives
+    # Tensor.dtype from the data, refusing any other value).
+    tensor.dtype = to_numeric_type(tensor.data.dtype)
 
 
 # Lucid 2.9.0 has no forward pre-hooks. ``Module.__call__`` calls ``self.forward``, so a
@@ -43,16 +52,19 @@ def _assign(tensor: lucid.Tensor, array: np.ndarray) -> None:
 _PRE_HOOKS = "_lucid_inception_pre_hooks"
 
 
-def _add_forward_pre_hook(module: lnn.Module, fn: Callable[[tuple], None]) -> Callable[[], None]:
+def _add_forward_pre_hook(module: lnn.Module, fn: Callable[[tuple], tuple | None]) -> Callable[[], None]:
+    """``fn(args)`` runs before the forward; a tuple it returns replaces the arguments."""
     registry = module.__dict__.get(_PRE_HOOKS)
     if registry is None:
-        hooks: dict[object, Callable[[tuple], None]] = {}
+        hooks: dict[object, Callable[[tuple], tuple | None]] = {}
         own = module.__dict__.get("forward")  # e.g. a forward patched onto the instance
         inner = own if own is not None else type(module).forward.__get__(module)
 
         def forward(*args: object, **kwargs: object) -> object:
             for hook in list(hooks.values()):
-                hook(args)
+                replaced = hook(args)
+                if replaced is not None:
+                    args = replaced
             return inner(*args, **kwargs)
 
         registry = (hooks, own)
@@ -245,13 +257,16 @@ class LucidAdapter:
         return contextlib.nullcontext()
 
     @staticmethod
-    def add_output_hook(module: lnn.Module, callback: Callable[[np.ndarray], None]) -> Callable[[], None]:
+    def add_output_hook(
+        module: lnn.Module, callback: Callable[[np.ndarray], None], *, copy: bool = True
+    ) -> Callable[[], None]:
         """Call ``callback`` with a copy of the module's output after each call; returns
-        the function that removes the hook."""
+        the function that removes the hook. With ``copy=False`` the callback gets a
+        read-only view of the live array, valid only until it returns (the forward waits)."""
 
         def hook(_module: lnn.Module, _args: tuple, output: object) -> None:
             if isinstance(output, lucid.Tensor):
-                callback(_to_numpy(output.data))
+                callback(_to_numpy(output.data) if copy else _read_only(output.data))
 
         return module.register_forward_hook(hook)
 
@@ -338,12 +353,22 @@ class LucidAdapter:
         return _add_forward_pre_hook(module, lambda _args: callback())
 
     @staticmethod
-    def add_input_hook(module: lnn.Module, callback: Callable[[np.ndarray], None]) -> Callable[[], None]:
-        """Call ``callback`` with a copy of the module's first input each time it is entered."""
+    def add_input_hook(
+        module: lnn.Module, callback: Callable[[np.ndarray], np.ndarray | None]
+    ) -> Callable[[], None]:
+        """Call ``callback`` with a copy of the module's first input each time it is entered;
+        if it returns an array, the module runs on that instead (same dtype and device)."""
 
-        def hook(args: tuple) -> None:
-            if args and isinstance(args[0], lucid.Tensor):
-                callback(_to_numpy(args[0].data))
+        def hook(args: tuple) -> tuple | None:
+            if not (args and isinstance(args[0], lucid.Tensor)):
+                return None
+            first = args[0]
+            replacement = callback(_to_numpy(first.data))
+            if replacement is None:
+                return None
+            value = np.array(replacement, dtype=first.data.dtype, copy=True)
+            tensor = lucid.Tensor(value, requires_grad=first.requires_grad, device=first.device)
+            return (tensor, *args[1:])
 
         return _add_forward_pre_hook(module, hook)
 
