@@ -58,15 +58,19 @@ def adapter_for(model: object) -> Adapter:
 
 
 @contextlib.contextmanager
-def capture_outputs(model: object, callback: Callable[[str, np.ndarray], None]) -> Iterator[None]:
+def capture_outputs(
+    model: object, callback: Callable[[str, np.ndarray], None], *, copy: bool = True
+) -> Iterator[None]:
     """While active, every named module's output is passed, as a numpy copy, to
     ``callback(name, array)`` in execution order (a module reports when it finishes,
-    so children come before their parent; the root is named ``""``)."""
+    so children come before their parent; the root is named ``""``). With ``copy=False``
+    the array is a read-only view of the live output, valid only until the callback returns."""
     adapter = adapter_for(model)
     removers = []
     try:
         for name, module in adapter.named_modules(model):
-            removers.append(adapter.add_output_hook(module, lambda array, name=name: callback(name, array)))
+            hook = adapter.add_output_hook(module, lambda array, name=name: callback(name, array), copy=copy)
+            removers.append(hook)
         yield
     finally:
         for remove in removers:
@@ -97,18 +101,20 @@ def capture_calls(
 @contextlib.contextmanager
 def capture_inputs(
     model: object,
-    callback: Callable[[str, np.ndarray], None],
+    callback: Callable[[str, np.ndarray], np.ndarray | None],
     select: Callable[[str, object], bool] = lambda name, module: True,
 ) -> Iterator[None]:
     """While active, each selected module's first input is passed, as a numpy copy, to
     ``callback(name, array)`` as the module is entered (parents before their children).
-    ``select(name, module)`` picks the modules, e.g. ``adapter.is_batchnorm``."""
+    ``select(name, module)`` picks the modules, e.g. ``adapter.is_batchnorm``. If the
+    callback returns an array, the module runs on it instead of its input (teacher forcing)."""
     adapter = adapter_for(model)
     removers = []
     try:
         for name, module in adapter.named_modules(model):
             if select(name, module):
-                removers.append(adapter.add_input_hook(module, lambda array, name=name: callback(name, array)))
+                hook = adapter.add_input_hook(module, lambda array, name=name: callback(name, array))
+                removers.append(hook)
         yield
     finally:
         for remove in removers:

@@ -26,6 +26,12 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu").numpy().copy()
 
 
+def _read_only(t: torch.Tensor) -> np.ndarray:
+    view = t.detach().to("cpu").numpy()  # shares memory on the CPU
+    view.flags.writeable = False
+    return view
+
+
 def _np_dtype(t: torch.Tensor) -> np.dtype:
     return np.dtype(str(t.dtype).removeprefix("torch."))
 
@@ -208,11 +214,14 @@ class TorchAdapter:
 
     @staticmethod
     def add_output_hook(
-        module: torch.nn.Module, callback: Callable[[np.ndarray], None]
+        module: torch.nn.Module, callback: Callable[[np.ndarray], None], *, copy: bool = True
     ) -> Callable[[], None]:
+        """As ``LucidAdapter.add_output_hook``: a copy, or with ``copy=False`` a read-only
+        view valid only until the callback returns (a CUDA tensor is copied to the host)."""
+
         def hook(_module: torch.nn.Module, _args: tuple, output: object) -> None:
             if isinstance(output, torch.Tensor):
-                callback(_to_numpy(output))
+                callback(_to_numpy(output) if copy else _read_only(output))
             # returns None: a value would replace the module's output
 
         return module.register_forward_hook(hook).remove
@@ -316,12 +325,21 @@ class TorchAdapter:
         return module.register_forward_pre_hook(hook).remove
 
     @staticmethod
-    def add_input_hook(module: torch.nn.Module, callback: Callable[[np.ndarray], None]) -> Callable[[], None]:
-        """Call ``callback`` with a copy of the module's first input each time it is entered."""
+    def add_input_hook(
+        module: torch.nn.Module, callback: Callable[[np.ndarray], np.ndarray | None]
+    ) -> Callable[[], None]:
+        """Call ``callback`` with a copy of the module's first input each time it is entered;
+        if it returns an array, the module runs on that instead (same dtype and device)."""
 
-        def hook(_module: torch.nn.Module, args: tuple) -> None:
-            if args and isinstance(args[0], torch.Tensor):
-                callback(_to_numpy(args[0]))
+        def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:
+            if not (args and isinstance(args[0], torch.Tensor)):
+                return None
+            first = args[0]
+            replacement = callback(_to_numpy(first))
+            if replacement is None:
+                return None  # None keeps the arguments; a tuple replaces them
+            tensor = torch.from_numpy(np.array(replacement, copy=True)).to(first)
+            return (tensor.requires_grad_(first.requires_grad), *args[1:])
 
         return module.register_forward_pre_hook(hook).remove
 

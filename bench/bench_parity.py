@@ -1,0 +1,228 @@
+"""What a layer-by-layer comparison costs, and how faithful the pair is, from one run.
+
+Per model, side by side:
+- time: ``compare`` (float32, forward, every module's output captured and compared) over
+  the time of the two bare forwards it replaces (Lucid's, then torch's, both ``no_grad``,
+  eval mode); medians of ``--repeats`` alternating runs. Target <= 1.3.
+- memory: peak resident memory of a ``compare`` at ``--mem-batch`` (8) over the peak of the
+  bigger bare forward at that batch. Each is measured in a fresh subprocess that imports
+  both frameworks and builds the model(s) it runs, as its peak resident set size (Linux:
+  ``VmHWM``, see ``peak_rss_mb``; elsewhere ``ru_maxrss``). Peak RSS is the honest measure
+  here: it sees every allocator (numpy, torch's c10 allocator, MLX, the interpreter);
+  ``tracemalloc`` only sees allocations that report to Python's tracer (numpy's do,
+  torch's and MLX's do not), so it would miss the torch side's activations entirely. RSS
+  is a process-wide high-water mark, hence one fresh process per measurement; it also
+  counts the imports and weights every process holds: printed are the imports alone and
+  the imports plus both models (a compare must hold both; a bare forward holds one), so
+  that the activation overhead can be read off; the ratio in brackets is over the
+  imports-only baseline. Target <= 1.5.
+- fidelity: in float64 every module's output within 1e-12 relative; in float32 the
+  logits within 1e-5 (weights seeded, BatchNorm statistics randomised and calibrated).
+
+PASS/FAIL per target; the exit status is 1 when any target fails. Not a test.
+
+Usage: python bench/bench_parity.py [--model NAME ...] [--size 299] [--batch 1]
+       [--mem-batch 8] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+from tabulate import tabulate
+
+warnings.filterwarnings("ignore")  # lucid.empty's harmless overflow-in-cast warnings
+
+import lucid_inception  # noqa: E402
+from lucid_inception.frameworks import adapter_for  # noqa: E402
+from parity.compare import compare  # noqa: E402
+from parity.signal import prepare_signal, seeded_input  # noqa: E402
+from parity.transfer import transfer  # noqa: E402
+
+TARGETS = {"time": 1.3, "memory": 1.5, "float64 layers": 1e-12, "float32 logits": 1e-5}
+
+
+def _pair(name: str, x: np.ndarray, *, signal: bool = True) -> tuple[object, object]:
+    source = lucid_inception.build(name, "lucid")
+    twin = lucid_inception.build(name, "torch")
+    if signal:
+        prepare_signal(source, x, seed=0)
+    transfer(source, twin)
+    return source, twin
+
+
+def _bare_forward(model: object, x: np.ndarray) -> float:
+    adapter = adapter_for(model)
+    adapter.set_training(model, False)
+    tensor = adapter.tensor(x, device="cpu")
+    start = time.perf_counter()
+    with adapter.no_grad():
+        model(tensor)
+    return time.perf_counter() - start
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB.
+
+    On Linux ``ru_maxrss`` survives ``exec``: a child forked from a 1.3 GB parent reports at
+    least 1.3 GB whatever it does. ``VmHWM`` in ``/proc/self/status`` is the same high-water
+    mark kept per address space, which ``exec`` replaces, so it is read there when present.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS
+
+
+def child(kind: str, name: str, size: int, batch: int) -> None:
+    """One memory measurement, in this (fresh) process; prints JSON."""
+    x = seeded_input(batch, size, 0)
+    # Values do not change memory: no BatchNorm calibration (its train-mode forward at a
+    # bigger batch would set the high-water mark).
+    if kind in ("compare", "pair"):
+        source, twin = _pair(name, x, signal=False)
+        if kind == "compare":
+            compare(source, twin, x)
+    elif kind in ("lucid", "torch"):
+        model = lucid_inception.build(name, kind)
+        _bare_forward(model, x)
+    elif kind != "baseline":
+        raise ValueError(f"unknown measurement {kind!r}")
+    print(json.dumps({"kind": kind, "peak_mb": peak_rss_mb()}))
+
+
+def _measure(kind: str, name: str, size: int, batch: int) -> float:
+    command = [sys.executable, __file__, "--child", kind, "--model", name, "--size", str(size)]
+    done = subprocess.run(command + ["--batch", str(batch)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory measurement {kind} of {name} failed:\n{done.stderr[-2000:]}")
+    return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
+
+
+def bench_model(name: str, size: int, batch: int, mem_batch: int, repeats: int, say) -> dict:
+    say(f"{name}: building and preparing the pair ({size}x{size})")
+    x = seeded_input(batch, size, 0)
+    source, twin = _pair(name, x)
+    say(f"{name}: timing (warm-up, then {repeats} alternating rounds)")
+    _bare_forward(source, x), _bare_forward(twin, x), compare(source, twin, x)  # warm-up
+    lucid_s, torch_s, compare_s = [], [], []
+    for _ in range(repeats):
+        lucid_s.append(_bare_forward(source, x))
+        torch_s.append(_bare_forward(twin, x))
+        start = time.perf_counter()
+        compare(source, twin, x)
+        compare_s.append(time.perf_counter() - start)
+    bare = statistics.median(lucid_s) + statistics.median(torch_s)
+    say(f"{name}: fidelity (float32 and float64 compares)")
+    f32 = compare(source, twin, x, dtype="float32")
+    f64 = compare(source, twin, x, dtype="float64")
+    logits = [r.max_rel for r in f32.rows if r.kind == "output" and r.module == ""]
+    layers64 = max(r.max_rel for r in f64.rows if r.kind == "output")
+    del source, twin
+    say(f"{name}: peak memory at batch {mem_batch} (5 fresh processes)")
+    kinds = ("baseline", "pair", "lucid", "torch", "compare")
+    peaks = {kind: _measure(kind, name, size, mem_batch) for kind in kinds}
+    bigger = max(peaks["lucid"], peaks["torch"])
+    over = (peaks["compare"] - peaks["baseline"]) / max(bigger - peaks["baseline"], 1e-9)
+    return {
+        "model": name,
+        "compare_s": statistics.median(compare_s),
+        "lucid_s": statistics.median(lucid_s),
+        "torch_s": statistics.median(torch_s),
+        "time": statistics.median(compare_s) / bare,
+        "peaks": peaks,
+        "memory": peaks["compare"] / bigger,
+        "memory_over_baseline": over,
+        "float64 layers": layers64,
+        "float32 logits": logits[-1] if logits else float("inf"),
+        "float32 ok": f32.ok,
+        "float64 ok": f64.ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", action="append", choices=lucid_inception.MODEL_NAMES)
+    parser.add_argument("--size", type=int, default=299)
+    parser.add_argument("--batch", type=int, default=1, help="batch of the timing and fidelity runs")
+    parser.add_argument("--mem-batch", type=int, default=8, help="batch of the memory runs (default 8)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.size < 75:
+        parser.error(f"--size: the smallest input every model accepts is 75, got {args.size}")
+    if args.child:
+        child(args.child, args.model[0], args.size, args.batch)
+        return 0
+
+    start = time.perf_counter()
+
+    def say(line: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+    results = [
+        bench_model(m, args.size, args.batch, args.mem_batch, args.repeats, say)
+        for m in args.model or lucid_inception.MODEL_NAMES
+    ]
+    rows = []
+    for r in results:
+        p = r["peaks"]
+        rows.append(
+            [
+                r["model"],
+                f"{r['compare_s']:.3f}",
+                f"{r['lucid_s']:.3f} + {r['torch_s']:.3f}",
+                f"{r['time']:.2f}",
+                f"{p['compare']:.0f}",
+                f"{max(p['lucid'], p['torch']):.0f} ({'lucid' if p['lucid'] >= p['torch'] else 'torch'})",
+                f"{p['baseline']:.0f} / {p['pair']:.0f}",
+                f"{r['memory']:.2f} ({r['memory_over_baseline']:.2f})",
+                f"{r['float64 layers']:.2g}",
+                f"{r['float32 logits']:.2g}",
+            ]
+        )
+    headers = [
+        "model",
+        "compare s",
+        "lucid s + torch s",
+        "time ratio",
+        "compare MB",
+        "bare MB",
+        "imports / +both models MB",
+        "mem ratio (over baseline)",
+        "f64 worst layer",
+        "f32 logits",
+    ]
+    print(
+        f"size {args.size}, batch {args.batch} (memory: batch {args.mem_batch}), "
+        f"median of {args.repeats}, {len(results)} model(s)"
+    )
+    print(tabulate(rows, headers=headers, disable_numparse=True))
+    print()
+    verdicts = []
+    for metric, target in TARGETS.items():
+        worst = max(r[metric] for r in results)
+        ok = worst <= target
+        verdicts.append(ok)
+        unit = "x" if metric in ("time", "memory") else " relative"
+        print(f"{'PASS' if ok else 'FAIL'}  {metric:<15} worst {worst:.3g}{unit}, target <= {target:g}{unit}")
+    return 0 if all(verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

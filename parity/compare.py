@@ -1,0 +1,576 @@
+"""Compare two models with the same module tree, Lucid or torch on either side, layer by layer.
+
+``compare(a, b, x)`` borrows both models (casts them to ``dtype``, moves them to
+``devices``, switches them to eval mode) and puts everything back afterwards: every
+tensor that changed is restored from a snapshot, bit for bit and in its own dtype (never
+cast back), and so are modes, devices and gradients. In between:
+
+1. **state**: every parameter and buffer must be equal; a difference is a row of the module
+   that owns the tensor.
+2. **output**: both forwards run in lock-step (``parity._lockstep``) and every named
+   module's output is compared call by call as it arrives, in execution order; a module
+   that runs on one side only fails, and an exception becomes an ``error`` row.
+3. **backward** (optional): a seeded random gradient on the logits; the input gradient and
+   every parameter's gradient are compared.
+4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
+   variance (from its captured input) and its running-statistics update are compared.
+   Side b's BatchNorms run on side a's input (teacher forcing), so that each row measures
+   one layer and not the drift of two train-mode forwards (see ``_train_rows``).
+
+Errors are relative to the larger of the two sides' max |value| (symmetric:
+``compare(a, b)`` and ``compare(b, a)`` agree); BatchNorm rows are relative to the scale of
+the BN input (``max|x|`` for means, ``max|x|^2`` for variances, see ``parity.tolerances``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import numbers
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from lucid_inception.frameworks import Adapter, adapter_for, capture_inputs, capture_outputs
+from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
+from parity._metrics import BatchStats, batch_stats, max_errors, relative
+from parity.report import Report, Row
+from parity.tolerances import Tolerance, tolerance_for
+
+__all__ = ["DeviceUnavailable", "compare"]
+
+_PHASES = {"state": 0, "forward": 1, "train": 2, "backward": 3}
+
+
+class DeviceUnavailable(RuntimeError):
+    """A requested device cannot run here; ``reason`` is the adapter's explanation."""
+
+    def __init__(self, framework: str, device: str, reason: str) -> None:
+        self.framework, self.device, self.reason = framework, device, reason
+        super().__init__(f"{framework} device {device!r} is unavailable: {reason}")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_input(x: object, dtype: str) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"x: expected a numpy float array of shape (N, C, H, W), got {type(x).__name__}")
+    if not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"x: expected a floating-point array (float32 or float64), got dtype {x.dtype}")
+    if x.ndim != 4:
+        raise ValueError(f"x: expected 4 dimensions (N, C, H, W), got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"x: expected a non-empty batch, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("x: holds NaN or infinite values; expected finite inputs")
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _check_devices(devices: object, adapters: tuple[Adapter, Adapter]) -> tuple[str, str]:
+    if not (
+        isinstance(devices, (tuple, list)) and len(devices) == 2 and all(isinstance(d, str) for d in devices)
+    ):
+        raise TypeError(f"devices: expected a pair of device names, e.g. ('cpu', 'cpu'), got {devices!r}")
+    for adapter, device in zip(adapters, devices, strict=True):
+        if device not in adapter.devices:
+            raise ValueError(f"{adapter.name} has no device {device!r}; valid: {', '.join(adapter.devices)}")
+        reason = adapter.device_unavailable(device)
+        if reason is not None:
+            raise DeviceUnavailable(adapter.name, device, reason)
+    return tuple(devices)
+
+
+def _first_names(names: list[str], n: int = 5) -> str:
+    shown = ", ".join(repr(name) for name in names[:n])
+    return shown + (f" (+{len(names) - n} more)" if len(names) > n else "")
+
+
+def _check_trees(a: object, b: object, adapters: tuple[Adapter, Adapter]) -> None:
+    names_a = [name for name, _ in adapters[0].named_modules(a)]
+    names_b = [name for name, _ in adapters[1].named_modules(b)]
+    set_a, set_b = set(names_a), set(names_b)
+    only_a = [name for name in names_a if name not in set_b]
+    only_b = [name for name in names_b if name not in set_a]
+    if only_a or only_b:
+        raise ValueError(
+            f"the models' module trees differ ({type(a).__name__} vs {type(b).__name__}): "
+            f"only in a: {_first_names(only_a) or 'none'}; only in b: {_first_names(only_b) or 'none'}"
+        )
+
+
+# ------------------------------------------------------------------- borrowing a model
+
+
+@contextlib.contextmanager
+def _borrow(
+    model: object, adapter: Adapter, dtype: str, device: str, *, grads: bool, buffers: bool
+) -> Iterator[None]:
+    """Cast, move and switch ``model`` to eval for the comparison; put everything back."""
+    modes = adapter.training_modes(model)
+    home = adapter.device(model)
+    cast = [key for key, d in adapter.dtypes(model).items() if d != np.dtype(dtype)]
+    # Only what will change is copied: tensors the cast rewrites, and (train step) buffers.
+    saved = adapter.snapshot(model, set(cast) | (set(adapter.buffer_names(model)) if buffers else set()))
+    saved_grads = adapter.parameter_grads(model) if grads else None
+    try:
+        adapter.cast(model, dtype)
+        if device != home:
+            adapter.to_device(model, device)
+        adapter.set_training(model, False)
+        if grads:
+            adapter.zero_grads(model)
+        yield
+    finally:
+        if device != home:
+            adapter.to_device(model, home)
+        if saved:
+            adapter.restore(model, saved)
+        if saved_grads is not None:
+            adapter.set_parameter_grads(model, saved_grads)
+        adapter.restore_training_modes(model, modes)
+
+
+# ------------------------------------------------------------------------- comparing
+
+
+@dataclasses.dataclass
+class _Context:
+    adapters: tuple[Adapter, Adapter]
+    models: tuple[object, object]
+    tol: Tolerance
+    dtype: str
+    devices: tuple[str, str]
+    # (sort key, row, call index or None): the key orders rows in execution order.
+    rows: list[tuple[tuple, Row, int | None]] = dataclasses.field(default_factory=list)
+
+    def add(self, key: tuple, row: Row, call: int | None = None) -> None:
+        self.rows.append((key, row, call))
+
+    def sorted_rows(self) -> list[tuple[tuple, Row, int | None]]:
+        return sorted(self.rows, key=lambda entry: entry[0])
+
+    def side(self, i: int) -> str:
+        return f"{'ab'[i]} ({self.adapters[i].name})"
+
+
+def _owner(key: str) -> str:
+    return key.rpartition(".")[0]
+
+
+def _state_rows(ctx: _Context) -> None:
+    """Every parameter and buffer equal, attributed to the module that owns it."""
+    live = [adapter.tensors(model) for adapter, model in zip(ctx.adapters, ctx.models, strict=True)]
+    keys = list(live[0]) + [key for key in live[1] if key not in live[0]]
+    by_owner: dict[str, list[str]] = defaultdict(list)
+    for key in keys:
+        by_owner[_owner(key)].append(key)
+    order = {name: i for i, (name, _) in enumerate(ctx.adapters[0].named_modules(ctx.models[0]))}
+    for owner, owned in by_owner.items():
+        problems, worst = [], (0.0, 0.0)
+        shapes: tuple = (None, None)
+        for key in owned:
+            attr = key[len(owner) + 1 :] if owner else key
+            present = [key in side for side in live]
+            if not all(present):
+                missing = "a" if not present[0] else "b"
+                problems.append(f"{attr} missing on side {missing}")
+                worst = (math.inf, math.inf)
+                continue
+            va, vb = (ctx.adapters[i].to_numpy(live[i][key]) for i in (0, 1))
+            if shapes == (None, None):
+                shapes = (tuple(va.shape), tuple(vb.shape))
+            if va.shape != vb.shape:
+                problems.append(f"{attr} shape {tuple(va.shape)} vs {tuple(vb.shape)}")
+                shapes, worst = (tuple(va.shape), tuple(vb.shape)), (math.inf, math.inf)
+            elif not np.array_equal(va, vb, equal_nan=True):
+                max_abs, max_rel, _ = max_errors(va, vb)
+                problems.append(f"{attr} differs (max abs {max_abs:.3g})")
+                if max_rel >= worst[1]:
+                    shapes, worst = (tuple(va.shape), tuple(vb.shape)), (max_abs, max_rel)
+        note = "; ".join(problems) if problems else f"{len(owned)} tensor(s) equal"
+        row = Row(owner, "state", *shapes, *worst, ctx.tol.state, not problems, note)
+        ctx.add((_PHASES["state"], order.get(owner, len(order)), 0), row)
+
+
+def _forward(ctx: _Context, xs: tuple[object, object], *, grad: bool) -> tuple[SideResult, SideResult]:
+    """Eval-mode forwards in lock-step, every named module's output compared on arrival."""
+    phase = _PHASES["forward"]
+    tol = ctx.tol.rel
+
+    def on_pair(
+        name: str, call: int, seq_a: int, seq_b: int, out_a: np.ndarray, out_b: np.ndarray, _live: int
+    ) -> None:
+        if out_a.shape != out_b.shape:
+            row = Row(
+                name, "output", out_a.shape, out_b.shape, math.inf, math.inf, tol, False, "shapes differ"
+            )
+        else:
+            max_abs, max_rel, note = max_errors(out_a, out_b)
+            row = Row(name, "output", out_a.shape, out_b.shape, max_abs, max_rel, tol, max_rel <= tol, note)
+        ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
+
+    sides = [
+        Side(
+            adapter,
+            model,
+            x,
+            grad,
+            capture=lambda event, model=model: capture_outputs(model, event, copy=False),
+            keep=lambda view: np.array(view, copy=True),  # a view is valid only inside the hook
+        )
+        for adapter, model, x in zip(ctx.adapters, ctx.models, xs, strict=True)
+    ]
+    res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
+    _unmatched_rows(ctx, (res_a, res_b), (left_a, left_b), phase, "output", "ran")
+    _error_rows(ctx, (res_a, res_b), phase, "output", "forward")
+    _number_calls(ctx, phase, "output", (res_a, res_b))
+    return res_a, res_b
+
+
+def _unmatched_rows(
+    ctx: _Context,
+    results: tuple[SideResult, SideResult],
+    leftovers: tuple[list, list],
+    phase: int,
+    kind: str,
+    verb: str,
+) -> None:
+    """A capture on one side only fails, unless the other side raised (it stopped early)."""
+    for i in (0, 1):
+        if results[1 - i].error is not None:
+            continue
+        for name, call, seq, payload in leftovers[i]:
+            counts = (results[0].calls[name], results[1].calls[name])
+            shape = getattr(payload, "shape", None)
+            shapes = (tuple(shape), None) if i == 0 else (None, tuple(shape))
+            note = (
+                f"{verb} on side {ctx.side(i)} only: side a {counts[0]} call(s), side b {counts[1]}"
+                f" (unmatched call {call + 1})"
+            )
+            ctx.add(
+                (phase, seq, seq),
+                Row(name, kind, *shapes, math.inf, math.inf, ctx.tol.for_kind(kind), False, note),
+            )
+
+
+def _error_rows(
+    ctx: _Context, results: tuple[SideResult, SideResult], phase: int, kind: str, what: str
+) -> None:
+    """An exception is located where the compared rows of this phase first fail, or, if
+    none did, at the module that raised."""
+    failing = [
+        (key, row) for key, row, _ in ctx.sorted_rows() if key[0] == phase and not row.ok and row.kind == kind
+    ]
+    for i, res in enumerate(results):
+        if res.error is None:
+            continue
+        other = results[1 - i]
+        skipped = other.emitted - res.emitted
+        note = (
+            f"side {ctx.side(i)} raised in the {what} in module {res.raised_in!r}: "
+            f"{type(res.error).__name__}: {res.error}"
+        )
+        if skipped > 0 and other.error is None:
+            note += f" ({skipped} capture(s) of the other side not compared)"
+        if failing:
+            (key, first) = failing[0]
+            module, key = first.module, (*key[:2], key[2] + 0.5)
+            note += f"; the comparisons first fail at {module!r}"
+        else:
+            module, key = res.raised_in, (phase, res.emitted, res.emitted)
+        ctx.add(key, Row(module, "error", None, None, math.inf, math.inf, ctx.tol.rel, False, note))
+
+
+def _number_calls(ctx: _Context, phase: int, kind: str, results: tuple[SideResult, SideResult]) -> None:
+    """Say "call i of n" on the rows of modules that ran more than once."""
+    total: Counter = Counter()
+    for res in results:
+        for name, n in res.calls.items():
+            total[name] = max(total[name], n)
+    for i, (key, row, call) in enumerate(ctx.rows):
+        if key[0] == phase and row.kind == kind and call is not None and total[row.module] > 1:
+            note = "; ".join(filter(None, [f"call {call + 1} of {total[row.module]}", row.note]))
+            ctx.rows[i] = (key, dataclasses.replace(row, note=note), call)
+
+
+def _gradient_rows(
+    ctx: _Context, results: tuple[SideResult, SideResult], xs: tuple[object, object], grad_seed: int
+) -> None:
+    """Backpropagate the same seeded gradient on both sides' logits; compare the input
+    gradient and every parameter's (rows in backward order: the last module first)."""
+    phase = _PHASES["backward"]
+    outputs = [res.output for res in results]
+    shapes = [tuple(getattr(out, "shape", ())) for out in outputs]
+    if shapes[0] != shapes[1]:
+        note = f"backward skipped: the outputs' shapes differ ({shapes[0]} vs {shapes[1]})"
+        ctx.add(
+            (phase, 0, 0), Row("", "input_grad", None, None, math.inf, math.inf, ctx.tol.grad, False, note)
+        )
+        return
+    upstream = np.random.default_rng(grad_seed).standard_normal(shapes[0]).astype(ctx.dtype)
+    grads: list[tuple[np.ndarray | None, dict[str, np.ndarray | None]]] = []
+    for i, (adapter, model) in enumerate(zip(ctx.adapters, ctx.models, strict=True)):
+        adapter.backward(outputs[i], upstream)
+        grads.append((adapter.grad(xs[i]), adapter.parameter_grads(model)))
+        outputs[i] = results[i].output = None  # frees this side's graph before the other's backward
+    (input_a, params_a), (input_b, params_b) = grads
+    position = results[0].first_seen
+    ctx.add((phase, math.inf, 0), _grad_row("", "input_grad", input_a, input_b, ctx, "input x"))
+    for key in list(params_a) + [k for k in params_b if k not in params_a]:
+        owner = _owner(key)
+        row = _grad_row(
+            owner,
+            "param_grad",
+            params_a.get(key),
+            params_b.get(key),
+            ctx,
+            key[len(owner) + 1 :],
+            present=(key in params_a, key in params_b),
+        )
+        # Backward order: modules that finished last in the forward get their gradient first.
+        ctx.add((phase, -position.get(owner, -1), 0), row)
+
+
+def _grad_row(
+    module: str,
+    kind: str,
+    ga: np.ndarray | None,
+    gb: np.ndarray | None,
+    ctx: _Context,
+    what: str,
+    present: tuple[bool, bool] = (True, True),
+) -> Row:
+    tol = ctx.tol.grad
+    if not all(present):
+        note = f"{what}: a parameter on side {'b' if present[1] else 'a'} only"
+        return Row(module, kind, None, None, math.inf, math.inf, tol, False, note)
+    if ga is None and gb is None:
+        return Row(
+            module, kind, None, None, 0.0, 0.0, tol, True, f"{what}: no gradient on either side (unused)"
+        )
+    if ga is None or gb is None:
+        note = f"{what}: no gradient on side {'a' if ga is None else 'b'}"
+        shapes = (None if ga is None else ga.shape, None if gb is None else gb.shape)
+        return Row(module, kind, *shapes, math.inf, math.inf, tol, False, note)
+    if ga.shape != gb.shape:
+        return Row(module, kind, ga.shape, gb.shape, math.inf, math.inf, tol, False, f"{what}: shapes differ")
+    max_abs, max_rel, note = max_errors(ga, gb)
+    note = "; ".join(filter(None, [what, note]))
+    return Row(module, kind, ga.shape, gb.shape, max_abs, max_rel, tol, max_rel <= tol, note)
+
+
+def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
+    """A train-mode forward on both sides: BatchNorm batch statistics and running updates.
+
+    In train mode a BatchNorm subtracts its batch mean, which amplifies the relative error
+    of its input: left alone, the two forwards drift apart with depth (measured: 1e-12 at
+    the last blocks in float64, 1e-4 where a batch of 2 meets a 1x1 grid), whatever the
+    frameworks do. So the comparison is local: side b's BatchNorms run on side a's input
+    (teacher forcing), and each side's batch statistics come from its own input before
+    the swap, which differs from side a's by one layer's rounding.
+    """
+    phase = _PHASES["train"]
+    tol = ctx.tol.bn
+    bns = [
+        {name: module for name, module in adapter.named_modules(model) if adapter.is_batchnorm(module)}
+        for adapter, model in zip(ctx.adapters, ctx.models, strict=True)
+    ]
+    keys = [{f"{name}.{stat}" for name in bn for stat in ("running_mean", "running_var")} for bn in bns]
+    momenta = [
+        {name: adapter.batchnorm_momentum(module) for name, module in bn.items()}
+        for adapter, bn in zip(ctx.adapters, bns, strict=True)
+    ]
+    # The statistics of the input each side's BatchNorm actually ran on, call by call.
+    seen: tuple[dict, dict] = (defaultdict(list), defaultdict(list))
+
+    def on_pair(
+        name: str, call: int, seq_a: int, seq_b: int, xa: np.ndarray, xb: np.ndarray, _live: int
+    ) -> np.ndarray:
+        own_a, own_b = batch_stats(xa), batch_stats(xb)
+        seen[0][name].append(own_a)
+        seen[1][name].append(own_a)  # side b waits in this BatchNorm's hook for side a's input
+        ctx.add((phase, min(seq_a, seq_b), seq_a), _stats_row(name, own_a, own_b, tol), call)
+        return xa
+
+    sides = [
+        Side(
+            adapter,
+            model,
+            x,
+            False,
+            capture=lambda event, adapter=adapter, model=model: capture_inputs(
+                model, event, lambda _name, module: adapter.is_batchnorm(module)
+            ),
+            lead_bytes=LEAD_BYTES if i == 0 else 0,  # side b never runs ahead: it is fed side a's inputs
+        )
+        for i, (adapter, model, x) in enumerate(zip(ctx.adapters, ctx.models, xs, strict=True))
+    ]
+    for adapter, model in zip(ctx.adapters, ctx.models, strict=True):
+        adapter.set_training(model, True)
+    try:
+        res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
+    finally:
+        for adapter, model in zip(ctx.adapters, ctx.models, strict=True):
+            adapter.set_training(model, False)
+    results = (res_a, res_b)
+    _unmatched_rows(ctx, results, (left_a, left_b), phase, "bn_batch_stats", "BatchNorm input captured")
+    _error_rows(ctx, results, phase, "bn_batch_stats", "train-mode forward")
+    _number_calls(ctx, phase, "bn_batch_stats", results)
+    if res_a.error is not None or res_b.error is not None:
+        return
+    after = [
+        adapter.snapshot(model, k) for adapter, model, k in zip(ctx.adapters, ctx.models, keys, strict=True)
+    ]
+    for name in bns[0]:
+        if name in seen[0] and name in bns[1]:  # else never called, or already a failing row
+            row = _running_row(ctx, name, seen, momenta, after)
+            ctx.add((phase, res_a.first_seen[name], math.inf), row)
+
+
+def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:
+    """Batch mean against max|x|, biased batch variance against max|x|^2 (see tolerances)."""
+    if sa.mean.shape != sb.mean.shape:
+        return Row(
+            name, "bn_batch_stats", sa.shape, sb.shape, math.inf, math.inf, tol, False, "channels differ"
+        )
+    scale = max(sa.scale, sb.scale)
+    d_mean, d_var = float(np.abs(sa.mean - sb.mean).max()), float(np.abs(sa.var - sb.var).max())
+    rel_mean, rel_var = relative(d_mean, scale), relative(d_var, scale**2)
+    worst = max(rel_mean, rel_var)
+    note = f"batch mean {rel_mean:.3g} (of max|x|), biased batch variance {rel_var:.3g} (of max|x|^2)"
+    return Row(name, "bn_batch_stats", sa.shape, sb.shape, max(d_mean, d_var), worst, tol, worst <= tol, note)
+
+
+def _running_row(
+    ctx: _Context,
+    name: str,
+    stats: tuple[dict, dict],
+    momenta: list[dict],
+    after: list[dict],
+) -> Row:
+    """Running statistics after the step, both on the biased-variance convention.
+
+    A framework whose running_var is unbiased (torch) added ``m * v * n/(n-1)`` per call
+    where a biased one (Lucid) adds ``m * v``; removing the difference ``m * v/(n-1)``
+    (decayed by later calls) from its result, with ``v`` and ``n`` from its own captured BN
+    input, makes the two comparable.
+    """
+    tol = ctx.tol.bn
+    scale = max(s.scale for side in stats for s in side[name])
+    values, notes = [], []
+    for i, adapter in enumerate(ctx.adapters):
+        momentum = momenta[i][name]
+        if momentum is None:
+            note = f"side {ctx.side(i)}: momentum None (cumulative average) is not compared"
+            return Row(name, "bn_running_update", None, None, math.inf, math.inf, tol, False, note)
+        mean = after[i][f"{name}.running_mean"].astype(np.float64)
+        var = after[i][f"{name}.running_var"].astype(np.float64)
+        if adapter.running_var_unbiased:
+            correction = np.zeros_like(var)
+            for s in stats[i][name]:
+                correction = (1 - momentum) * correction + momentum * s.var / max(s.n - 1, 1)
+            var = var - correction
+            ns = ", ".join(str(s.n) for s in stats[i][name])
+            notes.append(
+                f"side {ctx.side(i)} keeps an unbiased running_var: compared after -m*v/(n-1), n={ns}"
+            )
+        values.append((mean, var))
+    (mean_a, var_a), (mean_b, var_b) = values
+    if mean_a.shape != mean_b.shape:
+        return Row(
+            name,
+            "bn_running_update",
+            mean_a.shape,
+            mean_b.shape,
+            math.inf,
+            math.inf,
+            tol,
+            False,
+            "running statistics' shapes differ",
+        )
+    d_mean, d_var = float(np.abs(mean_a - mean_b).max()), float(np.abs(var_a - var_b).max())
+    rel_mean, rel_var = relative(d_mean, scale), relative(d_var, scale**2)
+    notes.insert(0, f"running_mean {rel_mean:.3g} (of max|x|), running_var {rel_var:.3g} (of max|x|^2)")
+    worst = max(rel_mean, rel_var)
+    return Row(
+        name,
+        "bn_running_update",
+        mean_a.shape,
+        mean_b.shape,
+        max(d_mean, d_var),
+        worst,
+        tol,
+        worst <= tol,
+        "; ".join(notes),
+    )
+
+
+# ----------------------------------------------------------------------------- entry
+
+
+def compare(
+    a: Any,
+    b: Any,
+    x: np.ndarray,
+    *,
+    dtype: str = "float32",
+    backward: bool = False,
+    train_step: bool = False,
+    devices: tuple[str, str] = ("cpu", "cpu"),
+    grad_seed: int = 0,
+) -> Report:
+    """Compare models ``a`` and ``b`` (Lucid or torch, same module tree) on input ``x``
+    (numpy, N x C x H x W), layer by layer; see the module docstring. Both models are left
+    exactly as found. Raises ``TypeError``/``ValueError`` for bad arguments and
+    ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row."""
+    tol = tolerance_for(dtype)
+    dtype = tol.dtype
+    adapters = (adapter_for(a), adapter_for(b))
+    if a is b:
+        raise ValueError("compare needs two model instances, got the same one twice (transfer into a copy)")
+    if not isinstance(grad_seed, numbers.Integral) or isinstance(grad_seed, bool):
+        raise TypeError(f"grad_seed: expected an int, got {type(grad_seed).__name__}")
+    x = _check_input(x, dtype)
+    devices = _check_devices(devices, adapters)
+    _check_trees(a, b, adapters)
+
+    ctx = _Context(adapters, (a, b), tol, dtype, devices)
+    with contextlib.ExitStack() as stack:
+        for adapter, model, device in zip(adapters, (a, b), devices, strict=True):
+            stack.enter_context(_borrow(model, adapter, dtype, device, grads=backward, buffers=train_step))
+            stack.enter_context(adapter.precise())
+        _state_rows(ctx)
+        xs = tuple(
+            adapter.tensor(x, device=device, requires_grad=backward)
+            for adapter, device in zip(adapters, devices, strict=True)
+        )
+        results = _forward(ctx, xs, grad=backward)
+        if backward and all(res.error is None for res in results):
+            _gradient_rows(ctx, results, xs, int(grad_seed))
+        del results, xs  # the graphs, before the train step
+        if train_step:
+            xs = tuple(
+                adapter.tensor(x, device=device) for adapter, device in zip(adapters, devices, strict=True)
+            )
+            _train_rows(ctx, xs)
+
+    rows = [row for _, row, _ in ctx.sorted_rows()]
+    first = next((row.module for row in rows if not row.ok), None)
+    return Report(
+        ok=first is None and all(row.ok for row in rows),
+        first_divergence=first,
+        rows=rows,
+        dtype=dtype,
+        devices=devices,
+        frameworks=(adapters[0].name, adapters[1].name),
+        model_a=type(a).__name__,
+        model_b=type(b).__name__,
+        backward=backward,
+        train_step=train_step,
+        grad_seed=int(grad_seed),
+        input_shape=tuple(x.shape),
+    )

@@ -1,0 +1,175 @@
+"""pytest plugin: the parity suite in your own CI.
+
+Installed with ``lucid-inception`` as the ``parity`` pytest11 entry point, so it is active in
+every pytest session of that environment; without ``--parity`` it only adds the options and
+the fixture below, and imports nothing heavy. (Without the entry point: ``pytest -p
+parity.pytest_plugin``.)
+
+Run the suite (one test per model x dtype x device spec)::
+
+    pytest --parity                                   # all three models, float32, 299x299
+    pytest --parity --parity-size 75                  # quick
+    pytest --parity --parity-model inception_v4 --parity-dtype float64 --parity-backward
+    pytest --parity --parity-devices lucid=cpu,torch=cuda   # skipped, with the reason, without CUDA
+    pytest --parity -m "not slow"      # generated tests are marked "parity", and "slow" at >= 299
+
+A failing test prints the same table as ``python -m parity``: verdict, first divergence,
+worst rows, liveness. Or write your own tests with the ``parity_pair`` fixture, which
+calls ``parity.signal.check_pair`` with the session's ``--parity-*`` options as defaults::
+
+    def test_my_port(parity_pair):
+        result = parity_pair("inception_resnet_v2", size=75)
+        assert result.ok, result.explain()   # or: parity_pair.check(result)
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+import pytest
+
+__all__ = ["ParityFailure", "ParityItem", "parity_pair"]
+
+_MODELS = ("inception_v4", "inception_resnet_v1", "inception_resnet_v2")
+_DTYPES = ("float32", "float64")
+
+
+def _devices(spec: str) -> tuple[str, str]:
+    from parity.cli import parse_devices
+
+    try:
+        return parse_devices(spec)
+    except argparse.ArgumentTypeError as error:
+        raise pytest.UsageError(f"--parity-devices: {error}") from None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("parity", "lucid-inception parity (Lucid models vs torch twins)")
+    group.addoption("--parity", action="store_true", help="add the parity tests (model x dtype x devices)")
+    group.addoption(
+        "--parity-model", action="append", choices=_MODELS, help="model to check, repeatable (default: all)"
+    )
+    group.addoption(
+        "--parity-dtype", action="append", choices=_DTYPES, help="dtype, repeatable (default float32)"
+    )
+    group.addoption("--parity-size", type=int, default=299, help="input size (default 299; >= 75)")
+    group.addoption("--parity-batch", type=int, default=1, help="batch size (default 1)")
+    group.addoption("--parity-seed", type=int, default=0, help="seed (default 0)")
+    group.addoption(
+        "--parity-devices",
+        action="append",
+        help="FRAMEWORK=DEVICE pairs, repeatable, e.g. lucid=cpu,torch=cuda (default all cpu)",
+    )
+    group.addoption("--parity-backward", action="store_true", help="also compare gradients (float64 runs)")
+    group.addoption("--parity-train-step", action="store_true", help="also compare a train step")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "parity: a generated Lucid-vs-torch parity test (--parity)")
+    if "slow" not in "".join(config.getini("markers")):
+        config.addinivalue_line("markers", "slow: a full-size (299x299) run")
+
+
+class ParityFailure(AssertionError):
+    """A pair that does not agree; carries the ``ParityResult``."""
+
+    def __init__(self, result: object) -> None:
+        self.result = result
+        super().__init__(result.explain())
+
+
+def _options(config: pytest.Config) -> dict:
+    size = config.getoption("parity_size")
+    if size < 75:
+        raise pytest.UsageError(f"--parity-size: the smallest input every model accepts is 75, got {size}")
+    return {
+        "size": size,
+        "batch": config.getoption("parity_batch"),
+        "seed": config.getoption("parity_seed"),
+        "train_step": config.getoption("parity_train_step"),
+    }
+
+
+class ParityItem(pytest.Item):
+    """One generated test: ``check_pair`` for a model, dtype and device pair."""
+
+    def __init__(self, *, model: str, dtype: str, devices: tuple[str, str], options: dict, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.model, self.dtype, self.devices, self.options = model, dtype, devices, options
+        self.add_marker("parity")
+        if options["size"] >= 299:
+            self.add_marker("slow")
+
+    def runtest(self) -> None:
+        from parity.signal import check_pair
+
+        result = check_pair(self.model, dtype=self.dtype, devices=self.devices, **self.options)
+        if result.skipped:
+            pytest.skip(f"skipped: {result.skipped}")
+        if not result.ok:
+            raise ParityFailure(result)
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo, style=None) -> str:
+        if isinstance(excinfo.value, ParityFailure):
+            return str(excinfo.value)
+        return super().repr_failure(excinfo, style=style)
+
+    def reportinfo(self) -> tuple:
+        return self.path, None, f"parity: {self.name}"
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    if not config.getoption("parity"):
+        return
+    base = _options(config)
+    devices = [_devices(spec) for spec in config.getoption("parity_devices") or ["lucid=cpu,torch=cpu"]]
+    dtypes = list(dict.fromkeys(config.getoption("parity_dtype") or ["float32"]))
+    backward = config.getoption("parity_backward")
+    if backward and "float64" not in dtypes:
+        dtypes.append("float64")  # gradients are compared in float64 only (see parity.tolerances)
+    for device in devices:
+        for model in config.getoption("parity_model") or _MODELS:
+            for dtype in dtypes:
+                options = dict(base, backward=backward and dtype == "float64")
+                name = f"parity[{model}-{dtype}-lucid={device[0]}-torch={device[1]}]"
+                items.append(
+                    ParityItem.from_parent(
+                        session, name=name, model=model, dtype=dtype, devices=device, options=options
+                    )
+                )
+
+
+class _PairFactory:
+    """``parity_pair(model, **overrides) -> ParityResult``; ``parity_pair.check(result)``
+    raises with the rendered table unless the pair agrees (skips when a device is absent)."""
+
+    def __init__(self, defaults: dict) -> None:
+        self.defaults = defaults
+
+    def __call__(self, model: str, **overrides: object) -> object:
+        from parity.signal import check_pair
+
+        return check_pair(model, **{**self.defaults, **overrides})
+
+    @staticmethod
+    def check(result: object) -> None:
+        if result.skipped:
+            pytest.skip(f"skipped: {result.skipped}")
+        if not result.ok:
+            raise ParityFailure(result)
+
+
+@pytest.fixture
+def parity_pair(request: pytest.FixtureRequest) -> Callable[..., object]:
+    """A ``check_pair`` with the session's ``--parity-*`` options as defaults (size 299,
+    batch 1, seed 0, float32, cpu unless given)."""
+    config = request.config
+    defaults = _options(config)
+    dtypes = config.getoption("parity_dtype")
+    if dtypes:
+        defaults["dtype"] = dtypes[0]
+    specs = config.getoption("parity_devices")
+    if specs:
+        defaults["devices"] = _devices(specs[0])
+    return _PairFactory(defaults)

@@ -1,0 +1,443 @@
+"""Does the harness catch what it claims to? Plant known faults, demand each is found
+where it was planted.
+
+Each ``Fault`` is a record (ONNX backend-test style): an id, the model, the module it is
+planted in, what it imitates, and a ``plant`` that monkeypatches one torch twin *instance*
+after a clean transfer (attributes, a shadowed ``forward``, a gradient hook, a changed
+tensor; the source files are never touched). A fault counts as found only when the
+comparison fails AND its first divergence is the planted module or inside it: "caught
+somewhere else" is a harness failure, and so is a fault nothing catches.
+
+Before any fault, each model's clean pair must pass (the control): otherwise every fault
+would be "caught" for free.
+
+Spatial faults sit in blocks whose maps are larger than 1x1 at the 75x75 self-test size
+(the C blocks are 1x1 there: a (1,3) kernel and its transpose see one tap alike).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+import lucid_inception
+from lucid_inception.frameworks import adapter_for
+from parity.compare import compare
+from parity.signal import prepare_signal, seeded_input, train_step_batch
+from parity.transfer import transfer
+
+__all__ = ["FAULTS", "Fault", "FaultResult", "SelftestReport", "run_selftest"]
+
+Plant = Callable[[object], None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault planted in the twin of ``model`` at module ``where``."""
+
+    id: str
+    model: str
+    where: str
+    what: str
+    plant: Plant
+    backward: bool = False
+    train_step: bool = False
+
+    @property
+    def needs(self) -> str:
+        return "backward" if self.backward else ("train-step" if self.train_step else "forward")
+
+    @property
+    def dtype(self) -> str:
+        # float32 gradients are dominated by ReLU / max-pool decision flips (parity.tolerances).
+        return "float64" if self.backward else "float32"
+
+    def batch(self, size: int, batch: int) -> int:
+        return max(batch, train_step_batch(size)) if self.train_step else batch
+
+
+def _module(model: object, name: str) -> object:
+    modules = dict(adapter_for(model).named_modules(model))
+    if name not in modules:
+        raise KeyError(f"{type(model).__name__} has no module {name!r} (fault catalogue out of date?)")
+    return modules[name]
+
+
+def _set(name: str, **attributes: object) -> Plant:
+    def plant(twin: object) -> None:
+        module = _module(twin, name)
+        for attribute, value in attributes.items():
+            if not hasattr(module, attribute):
+                raise AttributeError(f"{name} ({type(module).__name__}) has no attribute {attribute!r}")
+            setattr(module, attribute, value)
+
+    return plant
+
+
+def _shadow(name: str, make: Callable[[object, Callable], Callable]) -> Plant:
+    """Shadow the instance's ``forward`` with ``make(module, original_forward)``."""
+
+    def plant(twin: object) -> None:
+        module = _module(twin, name)
+        module.forward = make(module, module.forward)
+
+    return plant
+
+
+def _scale_tensor(key: str, factor: float) -> Plant:
+    """Change one tensor after the transfer, through the adapter."""
+
+    def plant(twin: object) -> None:
+        adapter = adapter_for(twin)
+        state = adapter.state(twin)
+        state[key] = (state[key] * factor).astype(state[key].dtype)
+        adapter.load_state(twin, state)
+
+    return plant
+
+
+def _swap_channels(first: int, second: int) -> Callable[[object, Callable], Callable]:
+    """Output channels [0, first) and [first, first + second) trade places: the concat of
+    branch 1 and branch 2 in the wrong order."""
+
+    def make(_module: object, original: Callable) -> Callable:
+        def forward(x):
+            y = original(x)
+            order = (
+                list(range(first, first + second))
+                + list(range(first))
+                + list(range(first + second, y.shape[1]))
+            )
+            return y[:, order]
+
+        return forward
+
+    return make
+
+
+def _identity(_module: object, _original: Callable) -> Callable:
+    return lambda x: x
+
+
+def _dropout_at_inference(module: object, _original: Callable) -> Callable:
+    keep = 1.0 - float(module.p)
+
+    def forward(x):
+        # Inverted dropout whatever the mode: what a dropout left in train mode does.
+        return x * x.new_empty(x.shape).bernoulli_(keep) / keep
+
+    return forward
+
+
+def _batch_statistics(module: object, _original: Callable) -> Callable:
+    def forward(x):
+        # BatchNorm normalising with the batch's statistics at inference (left in train mode).
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = x.var(dim=(0, 2, 3), keepdim=True, unbiased=False)
+        shape = (1, -1, 1, 1)
+        return (x - mean) / (var + module.eps).sqrt() * module.weight.reshape(shape) + module.bias.reshape(
+            shape
+        )
+
+    return forward
+
+
+def _relu_after(_module: object, original: Callable) -> Callable:
+    return lambda x: original(x).clamp(min=0)
+
+
+def _transpose_kernel(name: str) -> Plant:
+    """A (1, 7) conv becomes (7, 1): the kernel transposed, padding swapped to match."""
+
+    def plant(twin: object) -> None:
+        conv = _module(twin, name)
+        kh, kw = conv.kernel_size
+        conv.weight.data = conv.weight.data.transpose(2, 3).contiguous()
+        conv.kernel_size = (kw, kh)
+        conv.padding = (conv.padding[1], conv.padding[0])
+
+    return plant
+
+
+def _drop_bias(name: str) -> Plant:
+    def plant(twin: object) -> None:
+        _module(twin, name).bias = None  # a conv built with bias=False (the timm convention)
+
+    return plant
+
+
+def _bias_gradient(name: str, factor: float) -> Plant:
+    def plant(twin: object) -> None:
+        _module(twin, name).bias.register_hook(lambda grad: grad * factor)
+
+    return plant
+
+
+def _stem_duplicated_branch(stem: str) -> Plant:
+    """Upstream bug 1: ``concat([branch2_left(x), branch2_left(x)])``; ``branch2_right``
+    never runs (its call returns ``branch2_left``'s output)."""
+
+    def plant(twin: object) -> None:
+        left, right = _module(twin, f"{stem}.branch2_left"), _module(twin, f"{stem}.branch2_right")
+        right.forward = lambda x: left(x)
+
+    return plant
+
+
+V4, V1, V2 = "inception_v4", "inception_resnet_v1", "inception_resnet_v2"
+
+FAULTS: tuple[Fault, ...] = (
+    Fault(
+        "avgpool-stride",
+        V4,
+        "conv.1.branch1.0",
+        "AvgPool2d(3, padding=1) without stride=1: torch defaults the stride to the kernel size",
+        _set("conv.1.branch1.0", stride=3),
+    ),
+    Fault(
+        "avgpool-count-include-pad",
+        V4,
+        "conv.2.branch1.0",
+        "average pool excluding the padding from the divisor (Lucid always counts it)",
+        _set("conv.2.branch1.0", count_include_pad=False),
+    ),
+    Fault(
+        "concat-order",
+        V4,
+        "conv.3",
+        "Inception-A concat with branches 1 and 2 swapped (96 + 96 channels)",
+        _shadow("conv.3", _swap_channels(96, 96)),
+    ),
+    Fault(
+        "padding-off-by-one",
+        V4,
+        "conv.7.branch3.1",
+        "a (1,7) conv padded (0,2) instead of (0,3)",
+        _set("conv.7.branch3.1.conv", padding=(0, 2)),
+    ),
+    Fault(
+        "bn-batch-statistics",
+        V4,
+        "conv.13.branch2.0.bn",
+        "a BatchNorm normalising with batch statistics at inference (left in train mode)",
+        _shadow("conv.13.branch2.0.bn", _batch_statistics),
+    ),
+    Fault(
+        "missing-relu",
+        V1,
+        "stem.conv.4",
+        "a ConvBNReLU2d without its ReLU",
+        _shadow("stem.conv.4.relu", _identity),
+    ),
+    Fault(
+        "weight-after-transfer",
+        V1,
+        "conv.12.branch2.1.conv",
+        "a conv weight changed by 1% after the transfer",
+        _scale_tensor("conv.12.branch2.1.conv.weight", 1.01),
+    ),
+    Fault(
+        "relu-on-linear-conv",
+        V1,
+        "conv.17.conv_linear",
+        "a ReLU after the residual block's linear 1x1 (Fig. 10-13 draw it linear)",
+        _shadow("conv.17.conv_linear", _relu_after),
+    ),
+    Fault(
+        "bn-momentum",
+        V1,
+        "conv.3.branch2.0.bn",
+        "BatchNorm momentum 0.2 instead of Lucid's 0.1 (shows in the running-stat update)",
+        _set("conv.3.branch2.0.bn", momentum=0.2),
+        train_step=True,
+    ),
+    Fault(
+        "stem-duplicated-branch",
+        V2,
+        "stem.branch2_right",
+        "upstream bug 1: the stem concatenates branch2_left twice, branch2_right never runs",
+        _stem_duplicated_branch("stem"),
+    ),
+    Fault(
+        "residual-scale",
+        V2,
+        "conv.8",
+        "upstream bug 3: a residual block without scaling (1.0 instead of 0.2)",
+        _set("conv.8", scale=1.0),
+    ),
+    Fault(
+        "bn-eps",
+        V2,
+        "conv.7.branch2.1.bn",
+        "BatchNorm eps 1e-3 (the TF default) instead of 1e-5",
+        _set("conv.7.branch2.1.bn", eps=1e-3),
+    ),
+    Fault(
+        "kernel-transposed",
+        V2,
+        "conv.9.branch2.1",
+        "a (1,7) kernel built as (7,1) (weights transposed, padding swapped)",
+        _transpose_kernel("conv.9.branch2.1.conv"),
+    ),
+    Fault(
+        "conv-bias-missing",
+        V2,
+        "conv.5.branch3.0.conv",
+        "a conv built without bias (timm's convention; Lucid's ConvBNReLU2d has one)",
+        _drop_bias("conv.5.branch3.0.conv"),
+    ),
+    Fault(
+        "dropout-at-inference",
+        V2,
+        "dropout",
+        "the head's dropout active at inference (left in train mode)",
+        _shadow("dropout", _dropout_at_inference),
+    ),
+    Fault(
+        "bias-gradient",
+        V1,
+        "conv.2.conv_linear",
+        "a bias gradient 10% too large (a wrong broadcast reduction)",
+        _bias_gradient("conv.2.conv_linear", 1.1),
+        backward=True,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class FaultResult:
+    fault: Fault
+    caught: bool
+    found: str | None  # the report's first divergence
+    kind: str | None  # the kind of the first failing row
+    seconds: float
+    error: str | None = None  # the plant or compare itself failed
+
+    @property
+    def localized(self) -> bool:
+        where = self.fault.where
+        return (
+            self.caught
+            and self.found is not None
+            and (self.found == where or self.found.startswith(where + "."))
+        )
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.localized
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.fault.id,
+            "model": self.fault.model,
+            "planted_in": self.fault.where,
+            "what": self.fault.what,
+            "needs": self.fault.needs,
+            "dtype": self.fault.dtype,
+            "caught": self.caught,
+            "found": self.found,
+            "localized": self.localized,
+            "kind": self.kind,
+            "seconds": round(self.seconds, 2),
+            "error": self.error,
+        }
+
+
+@dataclass
+class SelftestReport:
+    controls: dict[str, str | None]  # "model/mode" -> None when the clean pair passed, else why not
+    results: list[FaultResult]
+    size: int
+    seed: int
+
+    @property
+    def ok(self) -> bool:
+        return all(v is None for v in self.controls.values()) and all(r.ok for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "size": self.size,
+            "seed": self.seed,
+            "controls": self.controls,
+            "faults": [r.to_dict() for r in self.results],
+        }
+
+
+def _first_failing_kind(report: object) -> str | None:
+    failures = report.failures
+    return failures[0].kind if failures else None
+
+
+class _Pair:
+    """One model's randomised Lucid source and clean twin; each fault gets a deep copy."""
+
+    def __init__(self, name: str, x: np.ndarray, seed: int) -> None:
+        self.source = lucid_inception.build(name, "lucid")
+        prepare_signal(self.source, x, seed=seed)
+        self.twin = lucid_inception.build(name, "torch")
+        transfer(self.source, self.twin)
+
+    def compare(self, twin: object, x: np.ndarray, **modes: object) -> object:
+        # compare() leaves both models exactly as it found them (train steps included).
+        return compare(self.source, twin, x, **modes)
+
+
+def _modes(fault: Fault) -> dict[str, object]:
+    return {"backward": fault.backward, "train_step": fault.train_step, "dtype": fault.dtype}
+
+
+def run_selftest(
+    faults: Sequence[Fault] = FAULTS,
+    *,
+    size: int = 75,
+    batch: int = 1,
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> SelftestReport:
+    """Plant each fault in a fresh copy of a clean twin and compare against the Lucid
+    source; ``progress`` gets one line per step."""
+    say = progress or (lambda _line: None)
+    pairs: dict[str, _Pair] = {}
+    controls: dict[str, str | None] = {}
+    results: list[FaultResult] = []
+    for fault in faults:
+        if fault.model not in pairs:
+            say(f"selftest: building {fault.model} ({size}x{size})")
+            # Prepared on the biggest input this model's faults use (they share its first images).
+            largest = max(f.batch(size, batch) for f in faults if f.model == fault.model)
+            pairs[fault.model] = _Pair(fault.model, seeded_input(largest, size, seed), seed)
+        pair = pairs[fault.model]
+        x = seeded_input(fault.batch(size, batch), size, seed)
+        control = f"{fault.model}/{fault.needs}"
+        if control not in controls:
+            say(f"selftest: control {control}")
+            report = pair.compare(pair.twin, x, **_modes(fault))
+            controls[control] = None if report.ok else f"clean pair fails at {report.first_divergence}"
+        say(f"selftest: {fault.id} ({fault.model}, {fault.where})")
+        start = time.perf_counter()
+        twin = copy.deepcopy(pair.twin)
+        try:
+            fault.plant(twin)
+            report = pair.compare(twin, x, **_modes(fault))
+        except Exception as error:  # noqa: BLE001 (a harness that raises has not localised anything)
+            results.append(
+                FaultResult(
+                    fault, False, None, None, time.perf_counter() - start, f"{type(error).__name__}: {error}"
+                )
+            )
+            continue
+        results.append(
+            FaultResult(
+                fault,
+                not report.ok,
+                report.first_divergence,
+                _first_failing_kind(report),
+                time.perf_counter() - start,
+            )
+        )
+    return SelftestReport(controls, results, size, seed)

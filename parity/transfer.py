@@ -1,0 +1,141 @@
+"""Strict weight transfer between models and checkpoint files, any framework either side.
+
+The twins share state-dict keys, so a transfer is an identity map: equal key sets
+(torch's ``num_batches_tracked`` aside), exact shapes (never a reshape: a (1, 7) kernel
+never fits a (7, 1) slot), equal dtypes, float32 or float64 only. On any problem nothing
+is written and ``StateMismatchError`` (a ``ValueError``) lists every offending key.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from lucid_inception.frameworks import ADAPTERS, Adapter, StateMismatchError, adapter_for, check_state
+
+__all__ = [
+    "StateMismatchError",
+    "TRANSFER_DTYPES",
+    "checkpoint_format",
+    "convert_checkpoint",
+    "load_checkpoint_file",
+    "save_checkpoint",
+    "transfer",
+]
+
+TRANSFER_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _dtype_problems(state: Mapping[str, object], side: str) -> list[str]:
+    return [
+        f"{key}: dtype {value.dtype} on the {side}; transfer supports float32 and float64"
+        for key, value in state.items()
+        if isinstance(value, np.ndarray) and value.dtype not in TRANSFER_DTYPES
+    ]
+
+
+def _describe(model: object, adapter: Adapter) -> str:
+    return f"{type(model).__name__} ({adapter.name})"
+
+
+def transfer(src: object, dst: object) -> None:
+    """Copy every parameter and buffer of ``src`` into ``dst`` (Lucid or torch, either
+    way). Strict and atomic: see the module docstring."""
+    src_adapter, dst_adapter = adapter_for(src), adapter_for(dst)
+    what = f"transferring {_describe(src, src_adapter)} -> {_describe(dst, dst_adapter)}"
+    state = src_adapter.state(src)
+    layout = dst_adapter.layout(dst)
+    problems = _dtype_problems(state, "source")
+    problems += [
+        f"{key}: dtype {dtype} on the destination; transfer supports float32 and float64"
+        for key, (_, dtype) in layout.items()
+        if dtype not in TRANSFER_DTYPES and key in state
+    ]
+    try:
+        check_state(layout, state, what=what, check_dtype=True)
+    except StateMismatchError as error:
+        problems = error.problems + problems
+    if problems:
+        raise StateMismatchError(what, problems)
+    dst_adapter.load_state(dst, state, what=what)
+
+
+def checkpoint_format(path: str | os.PathLike) -> Adapter:
+    """The adapter whose file format ``path``'s suffix names: ``.lcd`` (Lucid),
+    ``.pt``/``.pth`` (torch); ``ValueError`` for anything else."""
+    suffix = Path(path).suffix.lower()
+    for adapter in ADAPTERS:
+        if suffix in adapter.suffixes:
+            return adapter
+    valid = ", ".join(f"{s} ({a.name})" for a in ADAPTERS for s in a.suffixes)
+    raise ValueError(f"{os.fspath(path)}: unknown checkpoint suffix {suffix!r}; valid: {valid}")
+
+
+def _check_file_state(state: Mapping[object, object], what: str) -> dict[str, np.ndarray]:
+    """Every key a string, every value a float32/float64 array: else every problem, at once."""
+    problems = []
+    for key, value in state.items():
+        if not isinstance(key, str):
+            problems.append(f"{key!r}: key is a {type(key).__name__}, expected a str")
+        elif not isinstance(value, np.ndarray):
+            problems.append(f"{key}: a {type(value).__name__}, expected an array")
+        elif value.dtype not in TRANSFER_DTYPES:
+            problems.append(f"{key}: dtype {value.dtype}; supported: float32, float64")
+    if not state:
+        problems.append("no tensors at all")
+    if problems:
+        raise StateMismatchError(what, problems)
+    return dict(state)
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a state dict from a ``.lcd`` (``lucid.save``; a pickle, so trusted files only)
+    or ``.pt``/``.pth`` file (``torch.load(weights_only=True)``; ``num_batches_tracked``
+    dropped) as numpy arrays, checked: string keys, float32/float64 arrays."""
+    adapter = checkpoint_format(path)
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{os.fspath(path)}: no such checkpoint file")
+    return _check_file_state(adapter.load_file(path), f"reading {os.fspath(path)}")
+
+
+def _write_atomically(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write through a temporary file in the destination folder, then ``os.replace`` it
+    into place: a failure leaves no half-written file (and any old file untouched)."""
+    target = Path(path)
+    adapter = checkpoint_format(target)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{os.fspath(path)}: folder {os.fspath(folder)} does not exist")
+    # Same suffix as the target: ``lucid.save`` picks its format from it.
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=target.suffix)
+    os.close(fd)
+    try:
+        adapter.save_file(state, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: object, path: str | os.PathLike) -> None:
+    """Write ``model``'s parameters and buffers to ``path`` in the format its suffix names
+    (``.lcd`` or ``.pt``/``.pth``), whatever the model's framework."""
+    adapter = adapter_for(model)
+    state = adapter.state(model)
+    problems = _dtype_problems(state, "model")
+    if problems:
+        raise StateMismatchError(f"saving {_describe(model, adapter)} to {os.fspath(path)}", problems)
+    _write_atomically(state, path)
+
+
+def convert_checkpoint(src_path: str | os.PathLike, dst_path: str | os.PathLike) -> None:
+    """Convert a checkpoint file between ``.lcd`` and ``.pt``/``.pth`` (either way), with the
+    checks of ``load_checkpoint_file``; the destination appears whole or not at all."""
+    checkpoint_format(dst_path)  # a bad destination suffix fails before reading anything
+    if Path(src_path).resolve() == Path(dst_path).resolve():
+        raise ValueError(f"{os.fspath(src_path)}: source and destination are the same file")
+    _write_atomically(load_checkpoint_file(src_path), dst_path)

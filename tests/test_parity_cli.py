@@ -1,0 +1,223 @@
+"""python -m parity: check, selftest listing, upstream, convert, plots, exit codes, and the
+pytest plugin."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import lucid_inception
+from lucid_inception.frameworks import TorchAdapter
+from parity import cli, load_checkpoint_file, save_checkpoint
+from parity.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, main, parse_devices
+from parity.plot import PlotUnavailable, plot_reports
+from parity.selftest import FAULTS
+from parity.upstream import compare_upstream
+
+SMALL = ["--model", "inception_resnet_v1", "--size", "75", "--quiet"]
+NO_CUDA = TorchAdapter.device_unavailable("cuda")
+
+
+def test_parse_devices() -> None:
+    assert parse_devices("lucid=cpu,torch=cuda") == ("cpu", "cuda")
+    assert parse_devices("torch=cuda") == ("cpu", "cuda")
+    assert parse_devices(" lucid = gpu ") == ("gpu", "cpu")
+    for bad in ["cuda", "torch=tpu", "lucid=cuda", "jax=cpu", "torch=cpu,torch=cuda", "torch="]:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_devices(bad)
+
+
+def test_help_explains_what_is_compared_and_the_exit_codes(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for needle in [
+        "divergence",
+        "liveness",
+        "exit codes",
+        "selftest",
+        "upstream",
+        "convert",
+        "--devices",
+    ]:
+        assert needle in text
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--devices", "torch=tpu"], ["--size", "74"], ["--model", "resnet50"], ["--dtype", "float16"]],
+)
+def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == EXIT_USAGE
+    assert "error" in capsys.readouterr().err
+
+
+def test_a_meaningless_train_step_is_refused(capsys) -> None:
+    assert main([*SMALL, "--train-step"]) == EXIT_USAGE
+    assert "--batch >= 8" in capsys.readouterr().err
+
+
+def test_check_passes_writes_json_and_plot_and_reports_a_skipped_device(tmp_path: Path, capsys) -> None:
+    devices = ["--devices", "lucid=cpu,torch=cuda", "--devices", "lucid=cpu,torch=cpu"]
+    argv = [*SMALL, *devices, "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "r.png")]
+    assert main(argv) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "verdict               PASS" in out and "liveness ok" in out
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["ok"] is True and len(payload["results"]) == 2
+    compared = [r for r in payload["results"] if not r["skipped"]]
+    assert compared[0]["report"]["rows"] and compared[0]["liveness"]["ok"]
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    if NO_CUDA:
+        assert f"skipped: torch=cuda: {NO_CUDA}" in out
+        assert "PASS: 1 compared, 1 skipped" in out
+
+
+def test_check_fails_and_names_the_first_divergence(monkeypatch, capsys, tmp_path: Path) -> None:
+    """A twin whose stem lost a ReLU: exit 1, the table names where."""
+    missing_relu = next(f for f in FAULTS if f.id == "missing-relu")
+    build = lucid_inception.build
+
+    def faulty_build(name: str, framework: str = "lucid", **kwargs):
+        model = build(name, framework, **kwargs)
+        if framework == "torch":
+            missing_relu.plant(model)
+        return model
+
+    monkeypatch.setattr(lucid_inception, "build", faulty_build)
+    assert main([*SMALL, "--no-liveness", "--json", str(tmp_path / "r.json")]) == EXIT_FAIL
+    out = capsys.readouterr().out
+    assert "verdict               FAIL" in out
+    assert "first divergence      stem.conv.4.relu" in out
+    assert json.loads((tmp_path / "r.json").read_text())["results"][0]["report"]["first_divergence"] == (
+        "stem.conv.4.relu"
+    )
+
+
+def test_backward_is_compared_in_float64(monkeypatch, capsys) -> None:
+    calls = []
+    monkeypatch.setattr(
+        "parity.signal.check_pair", lambda model, **kw: calls.append(kw) or pytest.fail("stop here")
+    )
+    with pytest.raises(pytest.fail.Exception):
+        main([*SMALL, "--backward"])
+    assert "gradients are compared in float64 only" in capsys.readouterr().err
+    assert calls[0]["dtype"] == "float32" and calls[0]["backward"] is False
+
+
+def test_a_harness_error_is_exit_3(monkeypatch, capsys) -> None:
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("parity.signal.check_pair", broken)
+    assert main(SMALL) == EXIT_ERROR
+    assert "boom" in capsys.readouterr().err
+
+
+def test_selftest_lists_its_faults(capsys) -> None:
+    assert main(["selftest", "--list"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert all(f.id in out for f in FAULTS)
+    assert main(["selftest", "--fault", "no-such-fault"]) == EXIT_USAGE
+
+
+def test_convert_round_trip_and_bad_input(tmp_path: Path, capsys) -> None:
+    twin = lucid_inception.build("inception_resnet_v1", "torch")
+    save_checkpoint(twin, tmp_path / "a.pt")
+    assert main(["convert", str(tmp_path / "a.pt"), str(tmp_path / "b.lcd")]) == EXIT_OK
+    assert "wrote" in capsys.readouterr().out
+    a, b = load_checkpoint_file(tmp_path / "a.pt"), load_checkpoint_file(tmp_path / "b.lcd")
+    assert list(a) == list(b) and all(np.array_equal(a[k], b[k]) for k in a)
+    assert main(["convert", str(tmp_path / "a.pt"), str(tmp_path / "b.onnx")]) == EXIT_USAGE
+    assert main(["convert", str(tmp_path / "missing.pt"), str(tmp_path / "c.lcd")]) == EXIT_USAGE
+    assert "missing.pt" in capsys.readouterr().err
+
+
+def test_upstream_names_the_stem_bug(tmp_path: Path, capsys) -> None:
+    argv = ["upstream", "--model", "inception_resnet_v2", "--size", "75", "--quiet"]
+    assert main([*argv, "--json", str(tmp_path / "u.json")]) == EXIT_FAIL
+    out = capsys.readouterr().out
+    assert "where: stem.branch2_right" in out
+    assert "stem.branch2_right: runs in the port (1x), never upstream" in out
+    assert "stem.branch2_left: runs 2x upstream, 1x in the port" in out
+    result = json.loads((tmp_path / "u.json").read_text())["results"][0]
+    assert result["location"] == "stem.branch2_right" and result["first_divergence"].startswith(
+        "stem.branch2_"
+    )
+    # With upstream bug 3 undone the stem is still where they part.
+    assert result["unscaled"]["first_divergence"].startswith("stem.branch2_")
+
+
+def test_upstream_v4_stem_and_v1_residual_scale() -> None:
+    v4 = compare_upstream("inception_v4", size=75)
+    assert v4.scope == "conv.0" and v4.location == "conv.0.branch2_right" and not v4.agrees
+    assert v4.first_divergence.startswith("conv.0.branch2_")
+    v1 = compare_upstream("inception_resnet_v1", size=75)
+    assert v1.calls == [] and v1.first_divergence.startswith("conv.0")  # bug 3, first residual block
+    assert v1.unscaled_report.ok and "the only difference" in v1.summary()
+
+
+def test_plot_needs_matplotlib(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(PlotUnavailable, match="pip install"):
+        plot_reports([("x", object())], tmp_path / "x.png")
+
+
+def test_plot_without_matplotlib_fails_before_comparing(monkeypatch, capsys, tmp_path: Path) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setattr("parity.signal.check_pair", lambda *a, **k: pytest.fail("compared anyway"))
+    assert main([*SMALL, "--plot", str(tmp_path / "x.png")]) == EXIT_USAGE
+    assert "matplotlib" in capsys.readouterr().err
+
+
+def _plugin_args() -> list[str]:
+    registered = {ep.name for ep in importlib.metadata.entry_points(group="pytest11")}
+    return [] if "parity" in registered else ["-p", "parity.pytest_plugin"]
+
+
+def test_pytest_plugin_generates_tests_and_reports_failures(tmp_path: Path) -> None:
+    # A conftest that breaks the twin's first residual block: the generated test must fail
+    # with the parity table, and the fixture-based test must see the same.
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            import lucid_inception.twins.inception_resnet as twins
+            original = twins.ResNetV1BlockA.__init__
+            def init(self, *args, **kwargs):
+                original(self, *args, **kwargs)
+                self.scale = 0.5
+            twins.ResNetV1BlockA.__init__ = init
+            """
+        )
+    )
+    (tmp_path / "test_mine.py").write_text(
+        "def test_mine(parity_pair):\n"
+        "    result = parity_pair('inception_resnet_v1', check_liveness=False)\n"
+        "    assert not result.ok and result.report.first_divergence.startswith('conv.0')\n"
+    )
+    command = [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider", str(tmp_path)]
+    command += ["--parity", "--parity-size", "75", "--parity-model", "inception_resnet_v1", "-q"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "1 failed, 1 passed" in done.stdout
+    assert "parity[inception_resnet_v1-float32-lucid=cpu-torch=cpu]" in done.stdout
+    assert "first divergence      conv.0" in done.stdout
+
+
+def test_cli_module_runs_as_python_dash_m() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "parity", "selftest", "--list"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0 and "missing-relu" in done.stdout
+    assert cli.EXIT_FAIL == 1

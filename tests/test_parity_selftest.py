@@ -1,0 +1,62 @@
+"""parity.selftest: every planted fault is caught where it was planted, and the verdict can
+fail (a fault that changes nothing, a fault declared in the wrong place)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from parity.cli import render_selftest
+from parity.selftest import FAULTS, Fault, run_selftest
+
+# Two faults that must NOT pass: the verdict has to be able to fail.
+NOTHING = Fault(
+    "plants-nothing", "inception_resnet_v1", "conv.0", "a plant that changes nothing", lambda twin: None
+)
+MISPLACED = dataclasses.replace(
+    next(f for f in FAULTS if f.id == "missing-relu"), id="declared-elsewhere", where="conv.3"
+)
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_selftest([*FAULTS, NOTHING, MISPLACED], size=75)
+
+
+def test_the_catalogue_is_broad() -> None:
+    assert len({f.id for f in FAULTS}) == len(FAULTS) >= 12
+    assert {f.model for f in FAULTS} == {"inception_v4", "inception_resnet_v1", "inception_resnet_v2"}
+    assert any(f.backward for f in FAULTS) and any(f.train_step for f in FAULTS)
+
+
+def test_every_clean_pair_passes(report) -> None:
+    assert set(report.controls) >= {"inception_v4/forward", "inception_resnet_v1/train-step"}
+    assert all(why is None for why in report.controls.values()), report.controls
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_fault_is_caught_and_localised(report, fault: Fault) -> None:
+    result = next(r for r in report.results if r.fault is fault)
+    assert result.error is None, result.error
+    assert result.caught, f"{fault.id}: not caught"
+    assert result.localized, f"{fault.id}: planted in {fault.where}, first divergence {result.found}"
+
+
+def test_kinds_of_evidence(report) -> None:
+    kinds = {r.fault.id: r.kind for r in report.results}
+    assert kinds["bn-momentum"] == "bn_running_update"
+    assert kinds["bias-gradient"] == "param_grad"
+    assert kinds["weight-after-transfer"] == "state"
+    assert kinds["avgpool-count-include-pad"] == "output"
+
+
+def test_the_verdict_can_fail(report) -> None:
+    results = {r.fault.id: r for r in report.results}
+    assert not results["plants-nothing"].caught and not results["plants-nothing"].ok
+    misplaced = results["declared-elsewhere"]
+    assert misplaced.caught and not misplaced.localized and misplaced.found.startswith("stem.conv.4")
+    assert not report.ok
+    table = render_selftest(report)
+    assert f"FAIL: {len(FAULTS)}/{len(FAULTS) + 2} faults caught and localised" in table
+    assert "declared-elsewhere" in table and "NO" in table

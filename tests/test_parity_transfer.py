@@ -1,0 +1,226 @@
+"""parity.transfer: strict, atomic weight transfer between models and checkpoint files."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+
+import lucid
+import numpy as np
+import pytest
+import torch
+
+import lucid_inception
+from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
+from parity import StateMismatchError, transfer
+from parity.transfer import checkpoint_format, convert_checkpoint, load_checkpoint_file, save_checkpoint
+from tests.conftest import randomize_batchnorm
+
+NAME = "inception_resnet_v1"  # the smallest of the three: transfer is the same code for all
+
+
+def _random_state(model: object, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Seeded random values for every tensor, in ``dtype``, put into ``model``: nothing
+    a transfer could get right by accident (no zeros, no ones)."""
+    adapter = adapter_for(model)
+    adapter.cast(model, dtype)
+    rng = np.random.default_rng(seed)
+    state = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in adapter.state(model).items()}
+    adapter.load_state(model, state)
+    return state
+
+
+def _assert_bit_equal(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype, key
+        assert got[key].tobytes() == want[key].tobytes(), key
+
+
+# The code is the same for every model: both dtypes on the smallest, float64 on the largest
+# (the full sweep is slow).
+BIT_EXACT = [(NAME, "float32"), (NAME, "float64"), ("inception_v4", "float64")]
+BIT_EXACT += [
+    pytest.param(name, dtype, marks=pytest.mark.slow)
+    for name in lucid_inception.MODEL_NAMES
+    for dtype in ("float32", "float64")
+    if (name, dtype) not in BIT_EXACT
+]
+
+
+@pytest.mark.parametrize(("name", "dtype"), BIT_EXACT)
+def test_lucid_torch_lucid_is_bit_exact(name: str, dtype: str) -> None:
+    source = lucid_inception.build(name, "lucid")
+    want = _random_state(source, seed=1, dtype=dtype)
+    twin, back = lucid_inception.build(name, "torch"), lucid_inception.build(name, "lucid")
+    for model in (twin, back):
+        adapter_for(model).cast(model, dtype)
+    transfer(source, twin)
+    transfer(twin, back)
+    _assert_bit_equal(TorchAdapter.state(twin), want)
+    _assert_bit_equal(LucidAdapter.state(back), want)
+
+
+@pytest.mark.parametrize("frameworks", [("lucid", "lucid"), ("torch", "torch"), ("torch", "lucid")])
+def test_every_direction(frameworks: tuple[str, str]) -> None:
+    src, dst = (lucid_inception.build(NAME, fw) for fw in frameworks)
+    want = _random_state(src, seed=2)
+    transfer(src, dst)
+    _assert_bit_equal(adapter_for(dst).state(dst), want)
+    # A copy, not a view: changing the source afterwards leaves the destination alone.
+    _random_state(src, seed=3)
+    _assert_bit_equal(adapter_for(dst).state(dst), want)
+
+
+def _transpose_a_1xk_kernel(model: torch.nn.Module) -> str:
+    """Swap the kernel axes of the first (1, k) conv: a (1, 7) kernel and a (7, 1) kernel
+    hold the same number of elements, and a transfer must still refuse it."""
+    key = next(
+        k for k, v in TorchAdapter.state(model).items() if v.ndim == 4 and v.shape[2] == 1 < v.shape[3]
+    )
+    conv = model.get_submodule(key.rsplit(".", 1)[0])
+    conv.weight = torch.nn.Parameter(conv.weight.detach().permute(0, 1, 3, 2).clone())
+    return key
+
+
+def _broken_twin() -> tuple[torch.nn.Module, set[str]]:
+    """A twin with one problem of each kind; returns it and the keys the error must name."""
+    twin = lucid_inception.build(NAME, "torch")
+    stem = twin.stem.conv  # ConvBNReLU2d blocks
+    reshaped = _transpose_a_1xk_kernel(twin)
+    stem[1].bn.running_var.data = stem[1].bn.running_var.data.double()  # a dtype mismatch
+    stem[2].conv.register_parameter("bias", None)  # a missing key
+    stem[2].bn.register_buffer("extra", torch.zeros(3))  # an unexpected key
+    problems = {reshaped, "stem.conv.1.bn.running_var", "stem.conv.2.conv.bias", "stem.conv.2.bn.extra"}
+    return twin, problems
+
+
+def test_a_failed_transfer_names_every_key_and_changes_nothing() -> None:
+    twin, problems = _broken_twin()
+    dst = lucid_inception.build(NAME, "lucid")
+    before = LucidAdapter.state(dst)
+    with pytest.raises(StateMismatchError) as caught:
+        transfer(twin, dst)
+    assert isinstance(caught.value, ValueError)
+    named = {line.split(":")[0] for line in caught.value.problems}
+    assert named == problems, caught.value.problems
+    assert "nothing was changed" in str(caught.value)
+    _assert_bit_equal(LucidAdapter.state(dst), before)
+    # The same in the other direction (torch destination).
+    lucid_src = lucid_inception.build(NAME, "lucid")
+    twin_before = TorchAdapter.state(twin)
+    with pytest.raises(StateMismatchError):
+        transfer(lucid_src, twin)
+    _assert_bit_equal(TorchAdapter.state(twin), twin_before)
+
+
+def test_weight_shape_mismatch_is_never_reshaped() -> None:
+    src, dst = lucid_inception.build(NAME, "torch"), lucid_inception.build(NAME, "torch")
+    key = _transpose_a_1xk_kernel(src)
+    with pytest.raises(StateMismatchError, match=r"shape \(\d+, \d+, 7, 1\), the model has") as caught:
+        transfer(src, dst)
+    assert [line.split(":")[0] for line in caught.value.problems] == [key]
+
+
+def test_only_float32_and_float64_transfer() -> None:
+    src, dst = lucid_inception.build(NAME, "torch"), lucid_inception.build(NAME, "torch")
+    src.half()
+    dst.half()  # equal dtypes, but not a supported one
+    with pytest.raises(StateMismatchError, match="float16") as caught:
+        transfer(src, dst)
+    assert len(caught.value.problems) >= len(TorchAdapter.state(src))
+
+
+def test_num_batches_tracked_is_not_part_of_a_transfer() -> None:
+    src, dst = lucid_inception.build(NAME, "torch"), lucid_inception.build(NAME, "torch")
+    src.stem.conv[0].bn.num_batches_tracked.fill_(7)
+    transfer(src, dst)
+    assert int(dst.stem.conv[0].bn.num_batches_tracked) == 0
+
+
+# ----------------------------------------------------------------------- checkpoint files
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[object, dict[str, np.ndarray]]:
+    model = lucid_inception.build(NAME, "lucid")
+    randomize_batchnorm(model, seed=5)
+    return model, LucidAdapter.state(model)
+
+
+@pytest.mark.parametrize("suffix", [".lcd", ".pt", ".pth"])
+def test_save_and_load_round_trip(tmp_path, trained, suffix: str) -> None:
+    model, want = trained
+    path = tmp_path / f"weights{suffix}"
+    save_checkpoint(model, path)
+    _assert_bit_equal(load_checkpoint_file(path), want)
+    assert os.listdir(tmp_path) == [path.name]  # no temporary left behind
+
+
+def test_files_are_the_frameworks_own_formats(tmp_path, trained) -> None:
+    model, want = trained
+    save_checkpoint(model, tmp_path / "w.lcd")
+    _assert_bit_equal(dict(lucid.load(tmp_path / "w.lcd")), want)
+    save_checkpoint(model, tmp_path / "w.pt")
+    twin = lucid_inception.build(NAME, "torch")
+    # torch's own strict loader takes it (a missing num_batches_tracked defaults to 0).
+    twin.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    _assert_bit_equal(TorchAdapter.state(twin), want)
+
+
+def test_a_torch_state_dict_file_loads_without_num_batches_tracked(tmp_path) -> None:
+    twin = lucid_inception.build(NAME, "torch")
+    torch.save(twin.state_dict(), tmp_path / "twin.pt")
+    loaded = load_checkpoint_file(tmp_path / "twin.pt")
+    assert not any(k.endswith("num_batches_tracked") for k in loaded)
+    _assert_bit_equal(loaded, TorchAdapter.state(twin))
+
+
+def test_convert_both_ways_is_bit_exact(tmp_path, trained) -> None:
+    model, want = trained
+    save_checkpoint(model, tmp_path / "a.lcd")
+    convert_checkpoint(tmp_path / "a.lcd", tmp_path / "b.pt")
+    convert_checkpoint(tmp_path / "b.pt", tmp_path / "c.lcd")
+    _assert_bit_equal(load_checkpoint_file(tmp_path / "c.lcd"), want)
+    assert sorted(os.listdir(tmp_path)) == ["a.lcd", "b.pt", "c.lcd"]
+
+
+def test_unknown_suffix_lists_the_valid_ones(tmp_path, trained) -> None:
+    with pytest.raises(ValueError, match=r"\.lcd \(lucid\), \.pt \(torch\), \.pth \(torch\)"):
+        save_checkpoint(trained[0], tmp_path / "w.npz")
+    with pytest.raises(ValueError, match="unknown checkpoint suffix"):
+        checkpoint_format("w.safetensors")
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint_file(tmp_path / "missing.pt")
+
+
+def test_a_failed_write_leaves_nothing_half_written(tmp_path, trained, monkeypatch) -> None:
+    model, _ = trained
+    target = tmp_path / "w.pt"
+    target.write_bytes(b"the old file")
+
+    def crash(state, path) -> None:
+        with open(path, "wb") as f:
+            f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(TorchAdapter, "save_file", staticmethod(crash))
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(model, target)
+    assert target.read_bytes() == b"the old file"
+    assert os.listdir(tmp_path) == ["w.pt"]
+
+
+def test_a_bad_file_names_every_offending_key(tmp_path) -> None:
+    torch.save({"a": torch.zeros(2), "b": torch.zeros(2, dtype=torch.int32), "c": 3}, tmp_path / "bad.pt")
+    with pytest.raises(StateMismatchError) as caught:
+        convert_checkpoint(tmp_path / "bad.pt", tmp_path / "out.lcd")
+    assert [line.split(":")[0] for line in caught.value.problems] == ["b", "c"]
+    assert not (tmp_path / "out.lcd").exists()
+    (tmp_path / "junk.lcd").write_bytes(pickle.dumps([1, 2, 3]))
+    with pytest.raises(ValueError, match="junk.lcd"):
+        load_checkpoint_file(tmp_path / "junk.lcd")
+    (tmp_path / "text.pt").write_text(json.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="not a torch state dict"):
+        load_checkpoint_file(tmp_path / "text.pt")
