@@ -15,7 +15,8 @@ import lucid_inception
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
 from parity import StateMismatchError, transfer
 from parity.transfer import checkpoint_format, convert_checkpoint, load_checkpoint_file, save_checkpoint
-from tests.conftest import randomize_batchnorm
+
+from .conftest import randomize_batchnorm
 
 NAME = "inception_resnet_v1"  # the smallest of the three: transfer is the same code for all
 
