@@ -218,10 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
         "upstream",
         help="upstream lucid-dl against the port, on shared weights",
         description=(
-            "Compare upstream lucid-dl's models (built through their classes) with the corrected "
-            "port on the port's weights: the whole model for the Inception-ResNets, the stem "
-            "(conv.0) for Inception-v4, whose B blocks differ in shape upstream. Reports the first "
-            "divergence and every module that runs a different number of times on the two sides. "
+            "Compare upstream lucid-dl's own models (its factories, without their registry.json "
+            "write) with the corrected port on the port's weights: the whole model for the "
+            "Inception-ResNets, the stem (conv.0) for Inception-v4, whose B blocks differ in shape "
+            "upstream. Reports the first divergence and every module that runs a different number "
+            "of times on the two sides. "
             "Exit 1 when upstream differs from the port (expected for lucid-dl 2.9.0)."
         ),
     )
