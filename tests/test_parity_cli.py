@@ -22,6 +22,8 @@ from parity.plot import PlotUnavailable, plot_reports
 from parity.selftest import FAULTS
 from parity.upstream import compare_upstream
 
+from .conftest import patched_upstream_only, released_upstream_only
+
 SMALL = ["--model", "inception_resnet_v1", "--size", "75", "--quiet"]
 NO_CUDA = TorchAdapter.device_unavailable("cuda")
 
@@ -144,6 +146,7 @@ def test_convert_round_trip_and_bad_input(tmp_path: Path, capsys) -> None:
     assert "missing.pt" in capsys.readouterr().err
 
 
+@released_upstream_only
 def test_upstream_names_the_stem_bug(tmp_path: Path, capsys) -> None:
     argv = ["upstream", "--model", "inception_resnet_v2", "--size", "75", "--quiet"]
     assert main([*argv, "--json", str(tmp_path / "u.json")]) == EXIT_FAIL
@@ -159,6 +162,7 @@ def test_upstream_names_the_stem_bug(tmp_path: Path, capsys) -> None:
     assert result["unscaled"]["first_divergence"].startswith("stem.branch2_")
 
 
+@released_upstream_only
 def test_upstream_v4_stem_and_v1_residual_scale() -> None:
     v4 = compare_upstream("inception_v4", size=75)
     assert v4.scope == "conv.0" and v4.location == "conv.0.branch2_right" and not v4.agrees
@@ -166,6 +170,14 @@ def test_upstream_v4_stem_and_v1_residual_scale() -> None:
     v1 = compare_upstream("inception_resnet_v1", size=75)
     assert v1.calls == [] and v1.first_divergence.startswith("conv.0")  # bug 3, first residual block
     assert v1.unscaled_report.ok and "the only difference" in v1.summary()
+
+
+@patched_upstream_only
+def test_patched_upstream_agrees_with_the_port(capsys) -> None:
+    assert main(["upstream", "--size", "75", "--quiet"]) == EXIT_OK, capsys.readouterr().out
+    for name in lucid_inception.MODEL_NAMES:
+        result = compare_upstream(name, size=75)
+        assert result.agrees and result.calls == [] and result.first_divergence is None, result.summary()
 
 
 def test_plot_needs_matplotlib(monkeypatch, tmp_path: Path) -> None:
