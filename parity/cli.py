@@ -288,7 +288,7 @@ def _worst_table(rows: Sequence[object]) -> str:
         ]
         for r in rows
     ]
-    headers = ["module", "kind", "shape", "max abs", "max rel", "tol", "rel/tol", ""]
+    headers = ["module", "kind", "shape", "max abs", "max rel", "tol", "rel/tol", "verdict"]
     return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
