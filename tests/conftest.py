@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import lucid_inception
-from lucid_inception.frameworks import adapter_for, capture_outputs
 from lucid_inception.upstream import upstream_is_released, upstream_version
+from parity.signal import randomize_batchnorm  # noqa: F401  (the harness's own, for the tests)
 
 # The conformance items upstream lucid-dl 2.x fails, from SPEC.md's "What upstream Lucid
 # 2.x gets wrong", bugs 1-5. The checker and the findings catalogue are each held to it.
@@ -56,49 +56,6 @@ def _shared_model(name: str, framework: str):
 def shared_model():
     """``shared_model(name, framework)``: a cached model; tests must not change it."""
     return _shared_model
-
-
-def randomize_batchnorm(model, seed: int, calibrate_on: np.ndarray | None = None) -> None:
-    """Seeded, non-trivial BatchNorm statistics and affine parameters, so that no BN
-    layer is an identity that hides a fault in front of it.
-
-    With ``calibrate_on`` (an input batch) the running statistics are the batch
-    statistics of that input instead of random numbers: a deep randomly initialised
-    network then keeps its signal alive to the logits in eval mode (with arbitrary
-    statistics, layers far from the input see only BN biases and the logits stop
-    depending on the input).
-    """
-    adapter = adapter_for(model)
-    rng = np.random.default_rng(seed)
-    state = adapter.state(model)
-    for key, value in state.items():
-        if key.endswith("running_mean") or key.endswith("bn.bias"):
-            state[key] = rng.normal(0.0, 0.2, value.shape).astype(value.dtype)
-        elif key.endswith("running_var") or key.endswith("bn.weight"):
-            state[key] = rng.uniform(0.5, 2.0, value.shape).astype(value.dtype)
-    adapter.load_state(model, state)
-    if calibrate_on is None:
-        return
-    # BN input of the ConvBNReLU at path P is the output of P.conv.
-    prefixes = [k.removesuffix(".bn.running_mean") for k in state if k.endswith(".bn.running_mean")]
-    wanted = {f"{p}.conv" for p in prefixes}
-    seen: dict[str, np.ndarray] = {}
-    modes = adapter.training_modes(model)
-    adapter.set_training(model, True)  # BN normalises with batch statistics
-    try:
-        with (
-            adapter.no_grad(),
-            capture_outputs(model, lambda m, out: m in wanted and seen.setdefault(m, out)),
-        ):
-            model(adapter.tensor(calibrate_on))
-    finally:
-        adapter.restore_training_modes(model, modes)
-    state = adapter.state(model)
-    for p in prefixes:
-        conv_out = seen[f"{p}.conv"]
-        state[f"{p}.bn.running_mean"] = conv_out.mean(axis=(0, 2, 3)).astype(conv_out.dtype)
-        state[f"{p}.bn.running_var"] = conv_out.var(axis=(0, 2, 3)).astype(conv_out.dtype)
-    adapter.load_state(model, state)
 
 
 def image(shape: tuple[int, ...], seed: int = 0, dtype: str = "float32") -> np.ndarray:

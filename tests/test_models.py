@@ -115,7 +115,7 @@ def test_lucid_and_twin_agree_on_shared_weights(name: str) -> None:
 def test_stem_branch2_right_changes_the_output(name: str, framework: str) -> None:
     model = lucid_inception.build(name, framework)
     x = image((1, 3, 75, 75), seed=3)
-    randomize_batchnorm(model, seed=3, calibrate_on=image((4, 3, 75, 75), seed=30))
+    randomize_batchnorm(model, seed=3, calibration=image((4, 3, 75, 75), seed=30))
     adapter = adapter_for(model)
     stem = "conv.0" if name == "inception_v4" else "stem"
 
