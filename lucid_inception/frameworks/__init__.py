@@ -58,6 +58,24 @@ def adapter_for(model: object) -> Adapter:
 
 
 @contextlib.contextmanager
+def _hooks_on_every_module(
+    model: object, install: Callable[[Adapter, str, object], list[Callable[[], None]]]
+) -> Iterator[Adapter]:
+    """Call ``install(adapter, name, module)`` for every named module (it returns the
+    functions that remove what it registered); remove everything on exit, even when the
+    body raises."""
+    adapter = adapter_for(model)
+    removers: list[Callable[[], None]] = []
+    try:
+        for name, module in adapter.named_modules(model):
+            removers += install(adapter, name, module)
+        yield adapter
+    finally:
+        for remove in removers:
+            remove()
+
+
+@contextlib.contextmanager
 def capture_outputs(
     model: object, callback: Callable[[str, np.ndarray], None], *, copy: bool = True
 ) -> Iterator[None]:
@@ -65,16 +83,12 @@ def capture_outputs(
     ``callback(name, array)`` in execution order (a module reports when it finishes,
     so children come before their parent; the root is named ``""``). With ``copy=False``
     the array is a read-only view of the live output, valid only until the callback returns."""
-    adapter = adapter_for(model)
-    removers = []
-    try:
-        for name, module in adapter.named_modules(model):
-            hook = adapter.add_output_hook(module, lambda array, name=name: callback(name, array), copy=copy)
-            removers.append(hook)
+
+    def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
+        return [adapter.add_output_hook(module, lambda array: callback(name, array), copy=copy)]
+
+    with _hooks_on_every_module(model, install):
         yield
-    finally:
-        for remove in removers:
-            remove()
 
 
 @contextlib.contextmanager
@@ -83,19 +97,12 @@ def capture_calls(
 ) -> Iterator[None]:
     """As ``capture_outputs``, with the inputs too: ``callback(name, inputs, output)``
     gets numpy copies of a module's tensor arguments and of its output after each call."""
-    adapter = adapter_for(model)
-    removers = []
-    try:
-        for name, module in adapter.named_modules(model):
-            removers.append(
-                adapter.add_call_hook(
-                    module, lambda inputs, output, name=name: callback(name, inputs, output)
-                )
-            )
+
+    def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
+        return [adapter.add_call_hook(module, lambda inputs, output: callback(name, inputs, output))]
+
+    with _hooks_on_every_module(model, install):
         yield
-    finally:
-        for remove in removers:
-            remove()
 
 
 @contextlib.contextmanager
@@ -108,17 +115,14 @@ def capture_inputs(
     ``callback(name, array)`` as the module is entered (parents before their children).
     ``select(name, module)`` picks the modules, e.g. ``adapter.is_batchnorm``. If the
     callback returns an array, the module runs on it instead of its input (teacher forcing)."""
-    adapter = adapter_for(model)
-    removers = []
-    try:
-        for name, module in adapter.named_modules(model):
-            if select(name, module):
-                hook = adapter.add_input_hook(module, lambda array, name=name: callback(name, array))
-                removers.append(hook)
+
+    def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
+        if not select(name, module):
+            return []
+        return [adapter.add_input_hook(module, lambda array: callback(name, array))]
+
+    with _hooks_on_every_module(model, install):
         yield
-    finally:
-        for remove in removers:
-            remove()
 
 
 @contextlib.contextmanager
@@ -126,7 +130,6 @@ def track_modules(model: object) -> Iterator[list[str]]:
     """While active, the yielded list holds the names of the modules entered and not yet
     returned, outermost first. When a forward raises, the list is left holding the path to
     the module that raised: its last entry."""
-    adapter = adapter_for(model)
     stack: list[str] = []
 
     def leave(name: str) -> None:
@@ -136,12 +139,11 @@ def track_modules(model: object) -> Iterator[list[str]]:
             if stack.pop() == name:
                 break
 
-    removers = []
-    try:
-        for name, module in adapter.named_modules(model):
-            removers.append(adapter.add_pre_hook(module, lambda name=name: stack.append(name)))
-            removers.append(adapter.add_post_hook(module, lambda name=name: leave(name)))
+    def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
+        return [
+            adapter.add_pre_hook(module, lambda: stack.append(name)),
+            adapter.add_post_hook(module, lambda: leave(name)),
+        ]
+
+    with _hooks_on_every_module(model, install):
         yield stack
-    finally:
-        for remove in removers:
-            remove()
