@@ -114,10 +114,12 @@ def _borrow(
     home = adapter.device(model)
     cast = [key for key, d in adapter.dtypes(model).items() if d != np.dtype(dtype)]
     # Only what will change is copied: tensors the cast rewrites, and (train step) buffers.
-    saved = adapter.snapshot(model, set(cast) | (set(adapter.buffer_names(model)) if buffers else set()))
+    changing = set(cast) | (set(adapter.buffer_names(model)) if buffers else set())
+    saved = adapter.snapshot(model, changing) if changing else {}
     saved_grads = adapter.parameter_grads(model) if grads else None
     try:
-        adapter.cast(model, dtype)
+        if cast:
+            adapter.cast(model, dtype)
         if device != home:
             adapter.to_device(model, device)
         adapter.set_training(model, False)
@@ -180,7 +182,7 @@ def _state_rows(ctx: _Context) -> None:
                 problems.append(f"{attr} missing on side {missing}")
                 worst = (math.inf, math.inf)
                 continue
-            va, vb = (ctx.adapters[i].to_numpy(live[i][key]) for i in (0, 1))
+            va, vb = (ctx.adapters[i].read_only(live[i][key]) for i in (0, 1))
             if shapes == (None, None):
                 shapes = (tuple(va.shape), tuple(vb.shape))
             if va.shape != vb.shape:

@@ -199,15 +199,16 @@ def randomize_weights(model: object, seed: int) -> int:
 def verify_equal_state(a: object, b: object) -> list[str]:
     """Keys whose values differ between two models (exactly, after promoting both to
     float64); an empty list when the states are equal. Key-set differences are listed too."""
-    sa, sb = adapter_for(a).state(a), adapter_for(b).state(b)
+    sa, sb = adapter_for(a).state_views(a), adapter_for(b).state_views(b)
     problems = [f"{k}: only in the first model" for k in sa if k not in sb]
     problems += [f"{k}: only in the second model" for k in sb if k not in sa]
     for key in sa.keys() & sb.keys():
-        va, vb = sa[key].astype(np.float64), sb[key].astype(np.float64)
+        va, vb = sa[key], sb[key]
         if va.shape != vb.shape:
             problems.append(f"{key}: shape {va.shape} vs {vb.shape}")
-        elif not np.array_equal(va, vb):
-            problems.append(f"{key}: max |difference| {np.max(np.abs(va - vb)):.3g}")
+        elif not np.array_equal(va, vb):  # compares in the promoted dtype
+            difference = va.astype(np.float64) - vb.astype(np.float64)
+            problems.append(f"{key}: max |difference| {np.max(np.abs(difference)):.3g}")
     return sorted(problems)
 
 

@@ -47,7 +47,9 @@ def transfer(src: object, dst: object) -> None:
     way). Strict and atomic: see the module docstring."""
     src_adapter, dst_adapter = adapter_for(src), adapter_for(dst)
     what = f"transferring {_describe(src, src_adapter)} -> {_describe(dst, dst_adapter)}"
-    state = src_adapter.state(src)
+    # Views, not copies: the destination makes whatever copies it needs, so a transfer
+    # never holds a third copy of the weights.
+    state = src_adapter.state_views(src)
     layout = dst_adapter.layout(dst)
     problems = _dtype_problems(state, "source")
     problems += [

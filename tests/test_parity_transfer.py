@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import tracemalloc
+import warnings
 
 import lucid
 import numpy as np
@@ -63,7 +65,9 @@ def test_lucid_torch_lucid_is_bit_exact(name: str, dtype: str) -> None:
     _assert_bit_equal(LucidAdapter.state(back), want)
 
 
-@pytest.mark.parametrize("frameworks", [("lucid", "lucid"), ("torch", "torch"), ("torch", "lucid")])
+@pytest.mark.parametrize(
+    "frameworks", [("lucid", "lucid"), ("torch", "torch"), ("torch", "lucid"), ("lucid", "torch")]
+)
 def test_every_direction(frameworks: tuple[str, str]) -> None:
     src, dst = (lucid_inception.build(NAME, fw) for fw in frameworks)
     want = _random_state(src, seed=2)
@@ -72,6 +76,39 @@ def test_every_direction(frameworks: tuple[str, str]) -> None:
     # A copy, not a view: changing the source afterwards leaves the destination alone.
     _random_state(src, seed=3)
     _assert_bit_equal(adapter_for(dst).state(dst), want)
+
+
+@pytest.mark.parametrize("source", ["lucid", "torch"])
+def test_a_transfer_into_torch_holds_no_copy_of_the_weights(source: str) -> None:
+    """The source is read through views and a torch destination copies straight into its
+    tensors: the numpy memory a transfer allocates is a small fraction of the weights
+    (a whole-state copy, as before, would be all of them)."""
+    src, dst = lucid_inception.build(NAME, source), lucid_inception.build(NAME, "torch")
+    _random_state(src, seed=4)
+    weights = sum(v.nbytes for v in adapter_for(src).state_views(src).values())
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # e.g. torch's warning about read-only arrays
+            transfer(src, dst)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.05 * weights, f"transfer allocated {peak / 2**20:.1f} MiB for {weights / 2**20:.0f} MiB"
+    _assert_bit_equal(TorchAdapter.state(dst), adapter_for(src).state(src))
+
+
+def test_state_views_are_read_only_views_of_the_live_tensors() -> None:
+    for framework in ("lucid", "torch"):
+        model = lucid_inception.build(NAME, framework)
+        adapter = adapter_for(model)
+        live, views = adapter.tensors(model), adapter.state_views(model)
+        assert list(views) == list(live)
+        for key, view in views.items():
+            assert not view.flags.writeable, key
+            assert np.shares_memory(view, adapter.read_only(live[key])), key
+        with pytest.raises(ValueError, match="read-only"):
+            next(iter(views.values()))[...] = 0
 
 
 def _transpose_a_1xk_kernel(model: torch.nn.Module) -> str:

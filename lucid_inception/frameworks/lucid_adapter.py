@@ -148,6 +148,13 @@ class LucidAdapter:
         return {k: _to_numpy(t.data) for k, t in cls.tensors(model).items()}
 
     @classmethod
+    def state_views(cls, model: lnn.Module) -> dict[str, np.ndarray]:
+        """Read-only views of every parameter and buffer (copies from an MLX device), for
+        reading the state without a second copy of the weights in memory. Valid until the
+        model's tensors change."""
+        return {k: _read_only(t.data) for k, t in cls.tensors(model).items()}
+
+    @classmethod
     def load_state(
         cls,
         model: lnn.Module,
@@ -244,6 +251,11 @@ class LucidAdapter:
     @staticmethod
     def to_numpy(t: lucid.Tensor) -> np.ndarray:
         return _to_numpy(t.data)
+
+    @staticmethod
+    def read_only(t: lucid.Tensor) -> np.ndarray:
+        """A read-only numpy view of a CPU tensor (a copy from an MLX device)."""
+        return _read_only(t.data)
 
     @staticmethod
     def no_grad() -> contextlib.AbstractContextManager:

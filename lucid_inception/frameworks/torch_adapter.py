@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 
 import numpy as np
@@ -109,6 +110,11 @@ class TorchAdapter:
         return {k: _to_numpy(t) for k, t in cls.tensors(model).items()}
 
     @classmethod
+    def state_views(cls, model: torch.nn.Module) -> dict[str, np.ndarray]:
+        """As ``LucidAdapter.state_views`` (a CUDA tensor is copied to the host)."""
+        return {k: _read_only(t) for k, t in cls.tensors(model).items()}
+
+    @classmethod
     def load_state(
         cls,
         model: torch.nn.Module,
@@ -124,10 +130,15 @@ class TorchAdapter:
             k: (tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch."))) for k, t in live.items()
         }
         check_state(expected, state, what=what, check_dtype=not cast, hint=hint)
-        new = {k: torch.from_numpy(np.array(state[k], dtype=expected[k][1], copy=True)) for k in live}
-        with torch.no_grad():
+        # Every conversion (dtype, byte order, layout) happens before the first write, so
+        # nothing is half-written; an array already in the model's dtype and C order is
+        # read in place: loading holds no second copy of the weights.
+        sources = {k: np.ascontiguousarray(state[k], dtype=expected[k][1]) for k in live}
+        with torch.no_grad(), warnings.catch_warnings():
+            # from_numpy warns about read-only arrays (state views): they are only read here.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             for key, tensor in live.items():
-                tensor.copy_(new[key])
+                tensor.copy_(torch.from_numpy(sources[key]))
 
     @classmethod
     def layout(cls, model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -201,6 +212,11 @@ class TorchAdapter:
     @staticmethod
     def to_numpy(t: torch.Tensor) -> np.ndarray:
         return _to_numpy(t)
+
+    @staticmethod
+    def read_only(t: torch.Tensor) -> np.ndarray:
+        """As ``LucidAdapter.read_only`` (a CUDA tensor is copied to the host)."""
+        return _read_only(t)
 
     @staticmethod
     def no_grad() -> contextlib.AbstractContextManager:
