@@ -196,7 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
         default="random",
         help="BatchNorm statistics: 'random' (default: mean ~ N(0, 0.2), var ~ U(0.5, 2)) or "
         "'calibrated' (the same draws in units of each channel's measured scale: unit gain at "
-        "every layer; a stress test of the tolerances, see parity/signal.py)",
+        "every layer, like a trained network; see parity/signal.py). An untrained network with "
+        "unit gain amplifies any rounding ~1.5x per block, so 'calibrated' implies --local",
+    )
+    check.add_argument(
+        "--local",
+        action="store_true",
+        help="compare module by module on the same input: every torch module runs on the Lucid "
+        "module's input, after that input is compared with the one torch computed itself. Rows "
+        "then measure one step each, not the error carried from the layers before. Forward and "
+        "train step only (no --backward)",
     )
 
     selftest = sub.add_parser(
@@ -211,6 +220,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     _add_common(selftest, 75)
+    selftest.add_argument(
+        "--local",
+        action="store_true",
+        help="compare module by module on the same input (as check --local); faults that need a "
+        "backward run as given",
+    )
     selftest.add_argument("--fault", action="append", metavar="ID", help="run only this fault, repeatable")
     selftest.add_argument("--list", action="store_true", help="list the faults and exit")
 
@@ -321,6 +336,7 @@ def render_result(result: object, top: int) -> str:
         ["verdict", "PASS" if result.ok else "FAIL"],
         ["first divergence", first or "-"],
         ["input", "x".join(map(str, report.input_shape)) or f"{result.batch}x3x{result.size}x{result.size}"],
+        ["compared", "locally (each module on the Lucid side's input)" if report.local else "as given"],
         ["rows compared", f"{len(report.rows)} ({len(report.failures)} out of tolerance)"],
         ["logits max rel / tol", f"{_num(logits[-1].max_rel)} / {_num(logits[-1].tol)}" if logits else "-"],
         ["worst output max rel", _num(max((r.max_rel for r in outputs), default=0.0))],
@@ -400,6 +416,20 @@ def _run_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.signal == "calibrated" and not args.local:
+        args.local = True
+        print(
+            "note: --signal calibrated compares locally (--local): with unit gain an untrained "
+            "network amplifies any rounding ~1.5x per block (parity/tolerances.py)",
+            file=sys.stderr,
+        )
+    if args.local and args.backward:
+        print(
+            "error: --backward needs the twin's whole graph, which --local cuts at every module "
+            "(--signal calibrated implies --local): run the gradients without them",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     say = _progress(args.quiet)
     models = args.model or list(MODELS)
     dtypes = list(dict.fromkeys(args.dtype or ["float32"]))
@@ -426,6 +456,7 @@ def _run_check(args: argparse.Namespace) -> int:
             seed=args.seed,
             check_liveness=not args.no_liveness,
             signal=args.signal,
+            local=args.local,
             progress=lambda line, prefix=prefix, dtype=dtype: say(f"{prefix}{line} [{dtype}]"),
         )
         if result.skipped:
@@ -448,6 +479,8 @@ def _run_check(args: argparse.Namespace) -> int:
                 "seed": args.seed,
                 "backward": args.backward,
                 "train_step": args.train_step,
+                "local": args.local,
+                "signal": args.signal,
                 "results": [r.to_dict() for r in results],
             },
         )
@@ -498,7 +531,7 @@ def render_selftest(report: object) -> str:
     found = sum(r.ok for r in report.results)
     lines.append(
         f"{'PASS' if report.ok else 'FAIL'}: {found}/{len(report.results)} faults caught and localised "
-        f"({report.size}x{report.size}, seed {report.seed})"
+        f"({report.size}x{report.size}, seed {report.seed}{', compared locally' if report.local else ''})"
     )
     return "\n".join(lines)
 
@@ -526,7 +559,12 @@ def _run_selftest(args: argparse.Namespace) -> int:
         print("no fault selected", file=sys.stderr)
         return EXIT_USAGE
     report = run_selftest(
-        faults, size=args.size, batch=args.batch, seed=args.seed, progress=_progress(args.quiet)
+        faults,
+        size=args.size,
+        batch=args.batch,
+        seed=args.seed,
+        local=args.local,
+        progress=_progress(args.quiet),
     )
     print(render_selftest(report))
     if args.json is not None:

@@ -9,7 +9,9 @@ cast back), and so are modes, devices and gradients. In between:
    that owns the tensor.
 2. **output**: both forwards run in lock-step (``parity._lockstep``) and every named
    module's output is compared call by call as it arrives, in execution order; a module
-   that runs on one side only fails, and an exception becomes an ``error`` row.
+   that runs on one side only fails, and an exception becomes an ``error`` row. With
+   ``local=True`` every module of side b runs on side a's input for the same call
+   (teacher forcing, see ``_forward``): each row then measures that module alone.
 3. **backward** (optional): a seeded random gradient on the logits; the input gradient and
    every parameter's gradient are compared.
 4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
@@ -198,22 +200,48 @@ def _state_rows(ctx: _Context) -> None:
         ctx.add((_PHASES["state"], order.get(owner, len(order)), 0), row)
 
 
-def _forward(ctx: _Context, xs: tuple[object, object], *, grad: bool) -> tuple[SideResult, SideResult]:
-    """Eval-mode forwards in lock-step, every named module's output compared on arrival."""
+def _forward(
+    ctx: _Context, xs: tuple[object, object], *, grad: bool, local: bool = False
+) -> tuple[SideResult, SideResult]:
+    """Eval-mode forwards in lock-step, every named module's output compared on arrival.
+
+    ``local``: side b's modules each run on a copy of side a's input for the same call
+    (their first argument), so a row measures one step's own error instead of the error
+    carried from every layer before it. That is what a chaotic network needs (calibrated
+    BatchNorm statistics amplify any rounding ~1.5x per block, see ``parity.tolerances``).
+    The input side b computed for itself is compared before it is replaced (an ``input``
+    row): code between modules (a residual sum and its scale, a concat) feeds the next
+    module's input, and forcing that input alone would hide a fault there. The price:
+    side b's modules no longer share input tensors, so a fault that only shows through
+    aliasing (an in-place op on a tensor a skip connection still reads) is invisible; the
+    default, as-given forward sees it. Events are ``(kind, module)`` pairs here: side b
+    waits at every module's entry for side a's input (``lead_bytes=0``) and runs on what
+    ``on_pair`` returns.
+    """
     phase = _PHASES["forward"]
     tol = ctx.tol.rel
 
     def on_pair(
-        name: str, call: int, seq_a: int, seq_b: int, out_a: np.ndarray, out_b: np.ndarray, _live: int
-    ) -> None:
+        name: Any, call: int, seq_a: int, seq_b: int, out_a: np.ndarray, out_b: np.ndarray, _live: int
+    ) -> np.ndarray | None:
+        kind, name = name if local else ("output", name)
         if out_a.shape != out_b.shape:
-            row = Row(
-                name, "output", out_a.shape, out_b.shape, math.inf, math.inf, tol, False, "shapes differ"
-            )
+            row = Row(name, kind, out_a.shape, out_b.shape, math.inf, math.inf, tol, False, "shapes differ")
         else:
             max_abs, max_rel, note = max_errors(out_a, out_b)
-            row = Row(name, "output", out_a.shape, out_b.shape, max_abs, max_rel, tol, max_rel <= tol, note)
+            row = Row(name, kind, out_a.shape, out_b.shape, max_abs, max_rel, tol, max_rel <= tol, note)
         ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
+        return out_a if kind == "input" else None  # side b's module runs on side a's input
+
+    def capture(model: object, event: Any) -> contextlib.AbstractContextManager:
+        if not local:
+            return capture_outputs(model, event, copy=False)
+        stack = contextlib.ExitStack()
+        stack.enter_context(capture_inputs(model, lambda name, array: event(("input", name), array)))
+        stack.enter_context(
+            capture_outputs(model, lambda name, array: event(("output", name), array), copy=False)
+        )
+        return stack
 
     sides = [
         Side(
@@ -221,16 +249,29 @@ def _forward(ctx: _Context, xs: tuple[object, object], *, grad: bool) -> tuple[S
             model,
             x,
             grad,
-            capture=lambda event, model=model: capture_outputs(model, event, copy=False),
+            capture=lambda event, model=model: capture(model, event),
             keep=lambda view: np.array(view, copy=True),  # a view is valid only inside the hook
+            lead_bytes=0 if local and i == 1 else LEAD_BYTES,
         )
-        for adapter, model, x in zip(ctx.adapters, ctx.models, xs, strict=True)
+        for i, (adapter, model, x) in enumerate(zip(ctx.adapters, ctx.models, xs, strict=True))
     ]
     res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
+    if local:  # rows name modules: (kind, module) events become module names
+        left_a, left_b = (_module_events(left, "output") for left in (left_a, left_b))
+        for res in (res_a, res_b):
+            res.calls = Counter({name: n for (kind, name), n in res.calls.items() if kind == "output"})
+            res.first_seen = {name: seq for (kind, name), seq in res.first_seen.items() if kind == "output"}
     _unmatched_rows(ctx, (res_a, res_b), (left_a, left_b), phase, "output", "ran")
     _error_rows(ctx, (res_a, res_b), phase, "output", "forward")
     _number_calls(ctx, phase, "output", (res_a, res_b))
+    if local:
+        _number_calls(ctx, phase, "input", (res_a, res_b))
     return res_a, res_b
+
+
+def _module_events(leftovers: list[tuple[Any, int, int, Any]], kind: str) -> list[tuple[str, int, int, Any]]:
+    """The unmatched ``(kind, module)`` events of one kind, named by their module."""
+    return [(name[1], call, seq, kept) for name, call, seq, kept in leftovers if name[0] == kind]
 
 
 def _unmatched_rows(
@@ -524,10 +565,13 @@ def compare(
     train_step: bool = False,
     devices: tuple[str, str] = ("cpu", "cpu"),
     grad_seed: int = 0,
+    local: bool = False,
 ) -> Report:
     """Compare models ``a`` and ``b`` (Lucid or torch, same module tree) on input ``x``
     (numpy, N x C x H x W), layer by layer; see the module docstring. Both models are left
-    exactly as found. Raises ``TypeError``/``ValueError`` for bad arguments and
+    exactly as found. ``local=True`` compares each module on the same input (see
+    ``_forward``); it cannot be combined with ``backward`` (side b's graph is cut at every
+    module). Raises ``TypeError``/``ValueError`` for bad arguments and
     ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row."""
     tol = tolerance_for(dtype)
     dtype = tol.dtype
@@ -536,6 +580,8 @@ def compare(
         raise ValueError("compare needs two model instances, got the same one twice (transfer into a copy)")
     if not isinstance(grad_seed, numbers.Integral) or isinstance(grad_seed, bool):
         raise TypeError(f"grad_seed: expected an int, got {type(grad_seed).__name__}")
+    if local and backward:
+        raise ValueError("local=True cuts side b's graph at every module: compare gradients without it")
     x = _check_input(x, dtype)
     devices = _check_devices(devices, adapters)
     _check_trees(a, b, adapters)
@@ -550,7 +596,7 @@ def compare(
             adapter.tensor(x, device=device, requires_grad=backward)
             for adapter, device in zip(adapters, devices, strict=True)
         )
-        results = _forward(ctx, xs, grad=backward)
+        results = _forward(ctx, xs, grad=backward, local=bool(local))
         if backward and all(res.error is None for res in results):
             _gradient_rows(ctx, results, xs, int(grad_seed))
         del results, xs  # the graphs, before the train step
@@ -573,6 +619,7 @@ def compare(
         model_b=type(b).__name__,
         backward=backward,
         train_step=train_step,
+        local=bool(local),
         grad_seed=int(grad_seed),
         input_shape=tuple(x.shape),
     )

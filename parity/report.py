@@ -1,7 +1,8 @@
 """What ``compare`` returns: one ``Row`` per compared quantity, in execution order.
 
 Kinds of row: ``state`` (a module's parameters and buffers before any forward),
-``output`` (a module's output, call by call), ``error`` (an exception in a forward),
+``output`` (a module's output, call by call), ``input`` (with ``local``: the input side b's
+module computed for itself, before side a's replaced it), ``error`` (an exception in a forward),
 ``bn_batch_stats`` and ``bn_running_update`` (train step), ``input_grad`` and
 ``param_grad`` (backward). ``first_divergence`` names the module of the first failing row.
 """
@@ -16,6 +17,7 @@ __all__ = ["KINDS", "Report", "Row"]
 KINDS: tuple[str, ...] = (
     "state",
     "output",
+    "input",
     "input_grad",
     "param_grad",
     "bn_batch_stats",
@@ -88,6 +90,7 @@ class Report:
     # Added beyond the team contract: the options the comparison ran with.
     backward: bool = False
     train_step: bool = False
+    local: bool = False  # each module compared on the same input (teacher forcing)
     grad_seed: int = 0
     input_shape: tuple[int, ...] = field(default_factory=tuple)
 
@@ -116,6 +119,7 @@ class Report:
             "model_b": self.model_b,
             "backward": self.backward,
             "train_step": self.train_step,
+            "local": self.local,
             "grad_seed": self.grad_seed,
             "input_shape": list(self.input_shape),
             "rows": [row.to_dict() for row in self.rows],
@@ -134,6 +138,7 @@ class Report:
             model_b=data["model_b"],
             backward=data.get("backward", False),
             train_step=data.get("train_step", False),
+            local=data.get("local", False),
             grad_seed=data.get("grad_seed", 0),
             input_shape=tuple(data.get("input_shape", ())),
         )

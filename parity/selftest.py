@@ -353,6 +353,7 @@ class SelftestReport:
     results: list[FaultResult]
     size: int
     seed: int
+    local: bool = False
 
     @property
     def ok(self) -> bool:
@@ -363,6 +364,7 @@ class SelftestReport:
             "ok": self.ok,
             "size": self.size,
             "seed": self.seed,
+            "local": self.local,
             "controls": self.controls,
             "faults": [r.to_dict() for r in self.results],
         }
@@ -387,8 +389,14 @@ class _Pair:
         return compare(self.source, twin, x, **modes)
 
 
-def _modes(fault: Fault) -> dict[str, object]:
-    return {"backward": fault.backward, "train_step": fault.train_step, "dtype": fault.dtype}
+def _modes(fault: Fault, local: bool) -> dict[str, object]:
+    # A backward needs side b's whole graph, which a local compare cuts: those faults run as given.
+    return {
+        "backward": fault.backward,
+        "train_step": fault.train_step,
+        "dtype": fault.dtype,
+        "local": local and not fault.backward,
+    }
 
 
 def run_selftest(
@@ -397,10 +405,12 @@ def run_selftest(
     size: int = 75,
     batch: int = 1,
     seed: int = 0,
+    local: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> SelftestReport:
     """Plant each fault in a fresh copy of a clean twin and compare against the Lucid
-    source; ``progress`` gets one line per step."""
+    source (``local``: module by module on the same inputs, see ``parity.compare``; faults
+    that need a backward run as given); ``progress`` gets one line per step."""
     say = progress or (lambda _line: None)
     pairs: dict[str, _Pair] = {}
     controls: dict[str, str | None] = {}
@@ -416,14 +426,14 @@ def run_selftest(
         control = f"{fault.model}/{fault.needs}"
         if control not in controls:
             say(f"selftest: control {control}")
-            report = pair.compare(pair.twin, x, **_modes(fault))
+            report = pair.compare(pair.twin, x, **_modes(fault, local))
             controls[control] = None if report.ok else f"clean pair fails at {report.first_divergence}"
         say(f"selftest: {fault.id} ({fault.model}, {fault.where})")
         start = time.perf_counter()
         twin = copy.deepcopy(pair.twin)
         try:
             fault.plant(twin)
-            report = pair.compare(twin, x, **_modes(fault))
+            report = pair.compare(twin, x, **_modes(fault, local))
         except Exception as error:  # noqa: BLE001 (a harness that raises has not localised anything)
             results.append(
                 FaultResult(
@@ -440,4 +450,4 @@ def run_selftest(
                 time.perf_counter() - start,
             )
         )
-    return SelftestReport(controls, results, size, seed)
+    return SelftestReport(controls, results, size, seed, local)

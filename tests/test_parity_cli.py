@@ -118,6 +118,21 @@ def test_backward_is_compared_in_float64(monkeypatch, capsys) -> None:
     assert calls[0]["dtype"] == "float32" and calls[0]["backward"] is False
 
 
+def test_calibrated_statistics_compare_locally_and_pass(capsys, tmp_path: Path) -> None:
+    argv = ["--model", "inception_v4", "--size", "75", "--quiet", "--signal", "calibrated", "--no-liveness"]
+    assert main([*argv, "--json", str(tmp_path / "r.json")]) == EXIT_OK
+    captured = capsys.readouterr()
+    assert "--signal calibrated compares locally (--local)" in captured.err
+    assert "compared              locally (each module on the Lucid side's input)" in captured.out
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["local"] is True and payload["results"][0]["report"]["local"] is True
+
+
+def test_local_and_backward_are_a_usage_error(capsys) -> None:
+    assert main([*SMALL, "--local", "--backward"]) == EXIT_USAGE
+    assert "--backward needs the twin's whole graph" in capsys.readouterr().err
+
+
 def test_a_harness_error_is_exit_3(monkeypatch, capsys) -> None:
     def broken(*_args, **_kwargs):
         raise RuntimeError("boom")

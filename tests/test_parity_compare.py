@@ -20,6 +20,7 @@ from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
 from lucid_inception.upstream import upstream_is_released
 from parity import TOLERANCES, DeviceUnavailable, Report, Row, compare, transfer
 from parity.report import KINDS
+from parity.signal import prepare_signal
 from parity.tolerances import K_MAX, tolerance_for
 
 from .conftest import image, randomize_batchnorm, released_upstream_only
@@ -365,6 +366,53 @@ def test_models_are_left_exactly_as_found(fixed_lucid) -> None:
         _assert_same(before[0], _everything(a))
         _assert_same(before[1], _everything(b))
     assert LucidAdapter.dtypes(a)["stem.conv.0.bn.running_var"] == np.float64
+
+
+# ----------------------------------------------------------------------- local mode
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_local_compares_a_chaotic_network_one_step_at_a_time(dtype: str) -> None:
+    """Calibrated BatchNorm statistics give untrained Inception-v4 unit gain, and any rounding
+    then grows ~1.5x per block: as given, a faithful pair ends far over the per-layer budget.
+    Locally every row measures one step and the same pair passes with room to spare."""
+    a = lucid_inception.build("inception_v4", "lucid")
+    x = image((1, 3, 75, 75), seed=5)
+    prepare_signal(a, x, seed=0, signal="calibrated")
+    b = lucid_inception.build("inception_v4", "torch")
+    transfer(a, b)
+    as_given = compare(a, b, x, dtype=dtype)
+    assert not as_given.ok and as_given.worst(1, "output")[0].max_rel > 10 * tolerance_for(dtype).rel
+    local = compare(a, b, x, dtype=dtype, local=True)
+    assert local.ok and local.local, local.worst(3)
+    assert local.worst(1, "output")[0].max_rel < 0.5 * tolerance_for(dtype).rel
+    # Every module that ran has an output row and an input row (side b's own input).
+    outputs = {r.module for r in as_given.rows if r.kind == "output"}
+    assert {r.module for r in local.rows if r.kind == "output"} == outputs
+    assert {r.module for r in local.rows if r.kind == "input"} == outputs
+
+
+def test_local_sees_a_fault_between_modules_at_the_next_input() -> None:
+    """A residual sum without its scale is code between modules: its result is the input of
+    the block's ReLU, compared before side a's replaces it."""
+    a, b = fresh_pair("inception_resnet_v2")
+    b.conv[8].scale = 1.0
+    report = compare(a, b, X, dtype="float64", local=True)
+    assert report.first_divergence == "conv.8.relu"
+    assert first_failing(report, "input").module == "conv.8.relu"
+    # Every module before the fault, and every later step on its own, agrees.
+    failing = {r.module for r in report.failures}
+    assert failing <= {"conv.8", "conv.8.relu"}, failing
+
+
+def test_local_leaves_the_models_as_found_and_refuses_a_backward() -> None:
+    a, b = shared_pair(SMALL)
+    before = _everything(a), _everything(b)
+    assert compare(a, b, X, local=True, train_step=True).ok
+    _assert_same(before[0], _everything(a))
+    _assert_same(before[1], _everything(b))
+    with pytest.raises(ValueError, match="local=True cuts side b's graph"):
+        compare(a, b, X, local=True, backward=True)
 
 
 # ---------------------------------------------------------------------- bad arguments

@@ -60,3 +60,20 @@ def test_the_verdict_can_fail(report) -> None:
     table = render_selftest(report)
     assert f"FAIL: {len(FAULTS)}/{len(FAULTS) + 2} faults caught and localised" in table
     assert "declared-elsewhere" in table and "NO" in table
+
+
+@pytest.fixture(scope="module")
+def local_report():
+    return run_selftest(FAULTS, size=75, local=True)
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=[f.id for f in FAULTS])
+def test_a_local_compare_catches_and_localises_every_fault_too(local_report, fault: Fault) -> None:
+    """Comparing module by module on the same inputs must not blind the harness: a fault in
+    code between modules (the residual scale) shows in the next module's input row."""
+    assert local_report.local and all(why is None for why in local_report.controls.values())
+    result = next(r for r in local_report.results if r.fault is fault)
+    assert result.error is None, result.error
+    assert result.ok, f"{fault.id}: planted in {fault.where}, first divergence {result.found}"
+    if fault.id == "residual-scale":
+        assert (result.found, result.kind) == ("conv.8.relu", "input")
