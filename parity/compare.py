@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import numbers
 from collections import Counter, defaultdict
@@ -38,7 +39,7 @@ import numpy as np
 
 from lucid_inception.frameworks import Adapter, adapter_for, capture_inputs, capture_outputs
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
-from parity._metrics import BatchStats, batch_stats, max_errors, relative
+from parity._metrics import BatchStats, batch_stats, largest, max_errors, relative
 from parity.report import Report, Row
 from parity.tolerances import Tolerance, tolerance_for
 
@@ -480,12 +481,14 @@ def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:
         return Row(
             name, "bn_batch_stats", sa.shape, sb.shape, math.inf, math.inf, tol, False, "channels differ"
         )
-    scale = max(sa.scale, sb.scale)
+    scale = largest(sa.scale, sb.scale)
     d_mean, d_var = float(np.abs(sa.mean - sb.mean).max()), float(np.abs(sa.var - sb.var).max())
     rel_mean, rel_var = relative(d_mean, scale), relative(d_var, scale**2)
-    worst = max(rel_mean, rel_var)
+    worst = largest(rel_mean, rel_var)  # a NaN fails the row
     note = f"batch mean {rel_mean:.3g} (of max|x|), biased batch variance {rel_var:.3g} (of max|x|^2)"
-    return Row(name, "bn_batch_stats", sa.shape, sb.shape, max(d_mean, d_var), worst, tol, worst <= tol, note)
+    return Row(
+        name, "bn_batch_stats", sa.shape, sb.shape, largest(d_mean, d_var), worst, tol, worst <= tol, note
+    )
 
 
 def _running_row(
@@ -503,7 +506,7 @@ def _running_row(
     input, makes the two comparable.
     """
     tol = ctx.tol.bn
-    scale = max(s.scale for side in stats for s in side[name])
+    scale = functools.reduce(largest, (s.scale for side in stats for s in side[name]))
     values, notes = [], []
     for i, adapter in enumerate(ctx.adapters):
         momentum = momenta[i][name]
@@ -538,13 +541,13 @@ def _running_row(
     d_mean, d_var = float(np.abs(mean_a - mean_b).max()), float(np.abs(var_a - var_b).max())
     rel_mean, rel_var = relative(d_mean, scale), relative(d_var, scale**2)
     notes.insert(0, f"running_mean {rel_mean:.3g} (of max|x|), running_var {rel_var:.3g} (of max|x|^2)")
-    worst = max(rel_mean, rel_var)
+    worst = largest(rel_mean, rel_var)  # a NaN fails the row
     return Row(
         name,
         "bn_running_update",
         mean_a.shape,
         mean_b.shape,
-        max(d_mean, d_var),
+        largest(d_mean, d_var),
         worst,
         tol,
         worst <= tol,

@@ -513,7 +513,16 @@ def test_report_round_trips_through_json_and_ranks_the_worst() -> None:
     assert [r.module for r in report.worst(3)] in (["y", "z", "x"], ["z", "y", "x"])
     assert [r.module for r in report.worst(kind="output")] == ["y", "x"]
     assert [r.module for r in report.failures] == ["y", "z"]
-    kinds = {"state", "output", "input_grad", "param_grad", "bn_batch_stats", "bn_running_update", "error"}
+    kinds = {
+        "state",
+        "output",
+        "input",
+        "input_grad",
+        "param_grad",
+        "bn_batch_stats",
+        "bn_running_update",
+        "error",
+    }
     assert set(KINDS) == kinds
     with pytest.raises(ValueError, match="unknown row kind"):
         report.worst(kind="grad")

@@ -1,0 +1,123 @@
+"""parity._metrics.max_errors: exact against a plain numpy reference in every layout the two
+frameworks hand over, NaN and inf handled, and no temporary the size of the inputs."""
+
+from __future__ import annotations
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from parity._metrics import _BLOCK, max_errors
+
+
+def reference(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    max_abs = float(np.abs(a - b).max()) if a.size else 0.0
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max())) if a.size else 0.0
+    return max_abs, (max_abs / scale if scale else 0.0)
+
+
+def nhwc_as_nchw(x: np.ndarray) -> np.ndarray:
+    """``x``'s values in NHWC memory, seen as NCHW: the layout of Lucid's conv outputs."""
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def pair(shape: tuple[int, ...], seed: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal(shape).astype(dtype)
+    return a, (a + rng.standard_normal(shape) * 1e-3).astype(dtype)
+
+
+LAYOUTS = {
+    "both C order": lambda a, b: (a, b),
+    "NHWC vs NCHW": lambda a, b: (nhwc_as_nchw(a), b),
+    "NCHW vs NHWC": lambda a, b: (a, nhwc_as_nchw(b)),
+    "both NHWC": lambda a, b: (nhwc_as_nchw(a), nhwc_as_nchw(b)),
+    "reversed and sliced views": lambda a, b: (a[:, ::-1], b[:, ::-1]),
+}
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("shape", [(2, 64, 37, 37), (1, 384, 35, 35), (3, 5, 1, 1), (1, 1536, 8, 8)])
+def test_every_layout_gives_the_reference_values(layout: str, shape: tuple[int, ...]) -> None:
+    a, b = LAYOUTS[layout](*pair(shape, seed=sum(shape)))
+    assert a.shape == b.shape == shape
+    max_abs, max_rel, note = max_errors(a, b)
+    want_abs, want_rel = reference(a, b)
+    assert (max_abs, note) == (pytest.approx(want_abs, rel=0, abs=0), "")
+    assert max_rel == pytest.approx(want_rel, rel=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3 * _BLOCK + 5,), (1000,), (2, 0, 3)])
+def test_odd_shapes(shape: tuple[int, ...]) -> None:
+    a, b = pair(shape, seed=1, dtype="float64")
+    max_abs, max_rel, _ = max_errors(a, b)
+    assert (max_abs, max_rel) == pytest.approx(reference(a, b), rel=1e-12)
+
+
+def test_the_worst_element_anywhere_is_found() -> None:
+    """A single differing element, in every block position of a strided pair."""
+    base = np.random.default_rng(2).standard_normal((1, 96, 35, 35)).astype(np.float32)
+    for flat in (0, 1, _BLOCK - 1, _BLOCK, base.size // 2, base.size - 1):
+        b = base.copy()
+        b.flat[flat] += 0.5
+        assert max_errors(nhwc_as_nchw(base), b)[0] == pytest.approx(0.5, rel=1e-6), flat
+
+
+def test_symmetric_and_mixed_dtypes_say_so() -> None:
+    a, b = pair((2, 8, 5, 5), seed=3)
+    assert max_errors(a, b)[:2] == max_errors(b, a)[:2]
+    _, _, note = max_errors(a, b.astype(np.float64))
+    assert note == "dtypes differ: float32 vs float64"
+
+
+def test_nan_and_inf() -> None:
+    a, b = pair((1, 4, 6, 6), seed=4, dtype="float64")
+    a[0, 1, 2, 3] = b[0, 1, 2, 3] = np.nan
+    a[0, 2, 0, 0] = b[0, 2, 0, 0] = np.inf
+    max_abs, _, note = max_errors(a, b)
+    assert math.isfinite(max_abs) and "equal non-finite values left out (2 vs 2" in note
+    b[0, 2, 0, 0] = -np.inf
+    assert max_errors(a, b)[:2] == (math.inf, math.inf)
+    big = np.full((3,), 3e38, dtype=np.float32)
+    assert max_errors(big, -big)[2] == "the difference overflows"
+
+
+@pytest.mark.parametrize("where", [0, _BLOCK + 7, -1])
+@pytest.mark.parametrize("side", [0, 1])
+def test_a_nan_on_one_side_is_never_lost(where: int, side: int) -> None:
+    """Wherever it is (past the first block too) and whichever side holds it."""
+    arrays = list(pair((2, 3 * _BLOCK), seed=6))
+    arrays[side].flat[where] = np.nan
+    max_abs, max_rel, note = max_errors(*arrays)
+    assert (max_abs, max_rel) == (math.inf, math.inf) and "non-finite values differ" in note
+
+
+def test_no_temporary_grows_with_the_input() -> None:
+    """64 MiB a side in mismatched layouts (flattening one side would copy all of it)."""
+    a, b = pair((1, 256, 256, 256), seed=5)
+    a = nhwc_as_nchw(a)
+    tracemalloc.start()
+    try:
+        max_errors(a, b)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * _BLOCK * a.itemsize, f"peak {peak / 2**20:.1f} MiB"
+
+
+def test_a_nan_batch_statistic_fails_its_row() -> None:
+    """BatchNorm rows take the worse of mean and variance: a NaN in either must fail."""
+    from parity._metrics import batch_stats
+    from parity.compare import _stats_row
+
+    x = np.random.default_rng(7).standard_normal((4, 3, 5, 5))
+    clean = batch_stats(x)
+    for field in ("mean", "var"):
+        broken = batch_stats(x)
+        getattr(broken, field)[1] = np.nan
+        row = _stats_row("bn", clean, broken, tol=1e-6)
+        assert not row.ok and math.isnan(row.max_rel), field
+    assert _stats_row("bn", clean, batch_stats(x), tol=1e-6).ok
