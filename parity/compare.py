@@ -263,7 +263,7 @@ def _forward(
             res.calls = Counter({name: n for (kind, name), n in res.calls.items() if kind == "output"})
             res.first_seen = {name: seq for (kind, name), seq in res.first_seen.items() if kind == "output"}
     _unmatched_rows(ctx, (res_a, res_b), (left_a, left_b), phase, "output", "ran")
-    _error_rows(ctx, (res_a, res_b), phase, "output", "forward")
+    _error_rows(ctx, (res_a, res_b), phase, "forward")
     _number_calls(ctx, phase, "output", (res_a, res_b))
     if local:
         _number_calls(ctx, phase, "input", (res_a, res_b))
@@ -301,13 +301,13 @@ def _unmatched_rows(
             )
 
 
-def _error_rows(
-    ctx: _Context, results: tuple[SideResult, SideResult], phase: int, kind: str, what: str
-) -> None:
-    """An exception is located where the compared rows of this phase first fail, or, if
-    none did, at the module that raised."""
+def _error_rows(ctx: _Context, results: tuple[SideResult, SideResult], phase: int, what: str) -> None:
+    """An exception is located where the compared rows of this phase (outputs, or local
+    inputs) first fail, or, if none did, at the module that raised."""
     failing = [
-        (key, row) for key, row, _ in ctx.sorted_rows() if key[0] == phase and not row.ok and row.kind == kind
+        (key, row)
+        for key, row, _ in ctx.sorted_rows()
+        if key[0] == phase and not row.ok and row.kind != "error"
     ]
     for i, res in enumerate(results):
         if res.error is None:
@@ -462,7 +462,7 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
             adapter.set_training(model, False)
     results = (res_a, res_b)
     _unmatched_rows(ctx, results, (left_a, left_b), phase, "bn_batch_stats", "BatchNorm input captured")
-    _error_rows(ctx, results, phase, "bn_batch_stats", "train-mode forward")
+    _error_rows(ctx, results, phase, "train-mode forward")
     _number_calls(ctx, phase, "bn_batch_stats", results)
     if res_a.error is not None or res_b.error is not None:
         return

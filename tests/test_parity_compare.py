@@ -405,6 +405,20 @@ def test_local_sees_a_fault_between_modules_at_the_next_input() -> None:
     assert failing <= {"conv.8", "conv.8.relu"}, failing
 
 
+def test_local_locates_an_exception_at_a_failing_input_row() -> None:
+    a, b = fresh_pair("inception_resnet_v2")
+    b.conv[8].scale = 1.0
+
+    def broken(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("planted")
+
+    b.conv[9].forward = broken
+    report = compare(a, b, X, dtype="float64", local=True)
+    assert report.first_divergence == "conv.8.relu"
+    error = first_failing(report, "error")
+    assert error.module == "conv.8.relu" and "in module 'conv.9'" in error.note
+
+
 def test_local_leaves_the_models_as_found_and_refuses_a_backward() -> None:
     a, b = shared_pair(SMALL)
     before = _everything(a), _everything(b)
