@@ -60,3 +60,20 @@ def shared_model():
 
 def image(shape: tuple[int, ...], seed: int = 0, dtype: str = "float32") -> np.ndarray:
     return np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+
+
+def plant_in_every_twin(monkeypatch: pytest.MonkeyPatch, fault_id: str) -> None:
+    """Make ``lucid_inception.build`` plant the selftest fault ``fault_id`` in every torch
+    twin it builds: for code that builds its own pairs (the CLI, the bench scripts)."""
+    from parity.selftest import FAULTS
+
+    fault = next(f for f in FAULTS if f.id == fault_id)
+    build = lucid_inception.build
+
+    def faulty_build(name: str, framework: str = "lucid", **kwargs):
+        model = build(name, framework, **kwargs)
+        if framework == "torch":
+            fault.plant(model)
+        return model
+
+    monkeypatch.setattr(lucid_inception, "build", faulty_build)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-import lucid_inception
 from lucid_inception.frameworks import TorchAdapter
-from parity.selftest import FAULTS
+
+from .conftest import plant_in_every_twin
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_parity.py"
 SMALL = ["--model", "inception_resnet_v1", "--size", "75", "--batch", "1"]
@@ -50,16 +50,7 @@ def test_cpu_pairs_run_and_pass(gpu_parity, capsys) -> None:
 
 
 def test_a_fault_fails_the_table_and_the_exit_status(gpu_parity, monkeypatch, capsys) -> None:
-    missing_relu = next(f for f in FAULTS if f.id == "missing-relu")
-    build = lucid_inception.build
-
-    def faulty_build(name: str, framework: str = "lucid", **kwargs):
-        model = build(name, framework, **kwargs)
-        if framework == "torch":
-            missing_relu.plant(model)
-        return model
-
-    monkeypatch.setattr(lucid_inception, "build", faulty_build)
+    plant_in_every_twin(monkeypatch, "missing-relu")
     assert gpu_parity.main([*SMALL, "--pair", "lucid:cpu-torch:cpu", "--dtype", "float32"]) == 1
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("inception"))
     assert row.split()[3:5] == ["FAIL", "stem.conv.4.relu"]

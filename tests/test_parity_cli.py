@@ -22,7 +22,7 @@ from parity.plot import PlotUnavailable, plot_reports
 from parity.selftest import FAULTS
 from parity.upstream import compare_upstream
 
-from .conftest import patched_upstream_only, released_upstream_only
+from .conftest import patched_upstream_only, plant_in_every_twin, released_upstream_only
 
 SMALL = ["--model", "inception_resnet_v1", "--size", "75", "--quiet"]
 NO_CUDA = TorchAdapter.device_unavailable("cuda")
@@ -88,16 +88,7 @@ def test_check_passes_writes_json_and_plot_and_reports_a_skipped_device(tmp_path
 
 def test_check_fails_and_names_the_first_divergence(monkeypatch, capsys, tmp_path: Path) -> None:
     """A twin whose stem lost a ReLU: exit 1, the table names where."""
-    missing_relu = next(f for f in FAULTS if f.id == "missing-relu")
-    build = lucid_inception.build
-
-    def faulty_build(name: str, framework: str = "lucid", **kwargs):
-        model = build(name, framework, **kwargs)
-        if framework == "torch":
-            missing_relu.plant(model)
-        return model
-
-    monkeypatch.setattr(lucid_inception, "build", faulty_build)
+    plant_in_every_twin(monkeypatch, "missing-relu")
     assert main([*SMALL, "--no-liveness", "--json", str(tmp_path / "r.json")]) == EXIT_FAIL
     out = capsys.readouterr().out
     assert "verdict               FAIL" in out
