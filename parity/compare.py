@@ -234,15 +234,17 @@ def _forward(
         ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
         return out_a if kind == "input" else None  # side b's module runs on side a's input
 
-    def capture(model: object, event: Any) -> contextlib.AbstractContextManager:
+    @contextlib.contextmanager
+    def capture(model: object, event: Any) -> Iterator[None]:
         if not local:
-            return capture_outputs(model, event, copy=False)
-        stack = contextlib.ExitStack()
-        stack.enter_context(capture_inputs(model, lambda name, array: event(("input", name), array)))
-        stack.enter_context(
-            capture_outputs(model, lambda name, array: event(("output", name), array), copy=False)
-        )
-        return stack
+            with capture_outputs(model, event, copy=False):
+                yield
+            return
+        with (
+            capture_inputs(model, lambda name, array: event(("input", name), array)),
+            capture_outputs(model, lambda name, array: event(("output", name), array), copy=False),
+        ):
+            yield
 
     sides = [
         Side(

@@ -419,6 +419,28 @@ def test_local_locates_an_exception_at_a_failing_input_row() -> None:
     assert error.module == "conv.8.relu" and "in module 'conv.9'" in error.note
 
 
+def _hook_count(model) -> int:
+    if isinstance(model, torch.nn.Module):
+        return sum(len(m._forward_pre_hooks) + len(m._forward_hooks) for m in model.modules())
+    return sum(len(m._forward_hooks) + ("forward" in vars(m)) for _, m in LucidAdapter.named_modules(model))
+
+
+def test_a_failure_while_hooking_is_a_row_and_leaves_no_hook_behind(monkeypatch) -> None:
+    """Local mode installs input hooks, then output hooks: if the second fails, the first
+    must come off again."""
+    a, b = shared_pair(SMALL)
+    before = _hook_count(a), _hook_count(b)
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("no output hooks today")
+
+    monkeypatch.setattr(importlib.import_module("parity.compare"), "capture_outputs", refuse)
+    report = compare(a, b, X, local=True)
+    errors = [row for row in report.rows if row.kind == "error"]
+    assert len(errors) == 2 and all("no output hooks today" in row.note for row in errors)
+    assert (_hook_count(a), _hook_count(b)) == before
+
+
 def test_local_leaves_the_models_as_found_and_refuses_a_backward() -> None:
     a, b = shared_pair(SMALL)
     before = _everything(a), _everything(b)
