@@ -3,12 +3,12 @@
 Per model, side by side:
 - time: ``compare`` (float32, forward, every module's output captured and compared) over
   the time of the two bare forwards it replaces (Lucid's, then torch's, both ``no_grad``,
-  eval mode); medians of ``--repeats`` alternating runs. Target <= 1.3. Where the time
-  goes (Inception-v4, 299 px, batch 1, this project's 2-core machine, 2026-11-30, each
-  conv call timed inside and outside a compare): of the ~0.5 s a compare adds, reading
-  every output of both sides takes ~0.1 s, the state check (both models' weights) ~0.05 s,
-  and the frameworks' own kernels slow down while they alternate: torch's convolutions
-  by ~50% (+0.1 s), Lucid's by ~10%, whether torch runs on the calling thread or not.
+  eval mode); medians of ``--repeats`` alternating runs. Target <= 1.3. ``--breakdown``
+  times the parts in both (Inception-v4, 299 px, batch 1, this project's 2-core machine,
+  2026-11-30: of the ~0.5 s a compare adds, comparing outputs takes 0.11 s, the state check
+  0.06 s, the hooks' own work ~0.03 s; the rest is the two frameworks computing ~40% slower
+  in the lock-step than alone (torch's convolutions +0.08 s), whether torch runs on the
+  calling thread or not and however often the sides take turns).
 - memory: peak resident memory of a ``compare`` at ``--mem-batch`` (8) over the peak of the
   bigger bare forward at that batch. Each is measured in a fresh subprocess that imports
   both frameworks and builds the model(s) it runs, as its peak resident set size (Linux:
@@ -33,6 +33,7 @@ Usage: python bench/bench_parity.py [--model NAME ...] [--size 299] [--batch 1]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 from tabulate import tabulate
@@ -117,6 +119,73 @@ def _measure(kind: str, name: str, size: int, batch: int) -> float:
     return float(json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"])
 
 
+@contextlib.contextmanager
+def _timing(totals: dict[str, float]) -> Iterator[None]:
+    """While active, add the seconds spent in each framework's convolution kernels (Lucid's
+    are numpy ``tensordot`` calls, torch's ``F.conv2d``) and in the compare's own work
+    (``max_errors``, the state check) to ``totals``. For ``--breakdown`` only: the
+    headline ratios are measured without these wrappers."""
+    import torch.nn.modules.conv as torch_conv  # the module whose ``F`` torch's Conv2d calls
+
+    compare_module = sys.modules["parity.compare"]  # ``parity.compare`` names the function too
+    targets = [
+        (np, "tensordot", "Lucid convolutions"),
+        (torch_conv.F, "conv2d", "torch convolutions"),
+        (compare_module, "max_errors", "comparing outputs"),
+        (compare_module, "_state_rows", "state check"),
+    ]
+    originals = [getattr(owner, attr) for owner, attr, _ in targets]
+
+    def timed(fn, label):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+
+        return wrapper
+
+    for (owner, attr, label), original in zip(targets, originals, strict=True):
+        setattr(owner, attr, timed(original, label))
+    try:
+        yield
+    finally:
+        for (owner, attr, _), original in zip(targets, originals, strict=True):
+            setattr(owner, attr, original)
+
+
+def breakdown(name: str, size: int, batch: int, repeats: int) -> list[list[str]]:
+    """Seconds per part, bare forwards against a compare (medians of alternating runs)."""
+    x = seeded_input(batch, size, 0)
+    source, twin = _pair(name, x, signal=False)
+    runs: dict[str, list[dict[str, float]]] = {"bare": [], "compare": []}
+    compare(source, twin, x)  # warm-up
+    for _ in range(repeats):
+        for mode in runs:
+            totals: dict[str, float] = {}
+            with _timing(totals):
+                start = time.perf_counter()
+                if mode == "bare":
+                    _bare_forward(source, x), _bare_forward(twin, x)
+                else:
+                    compare(source, twin, x)
+                totals["total"] = time.perf_counter() - start
+            runs[mode].append(totals)
+    labels = ["Lucid convolutions", "torch convolutions", "comparing outputs", "state check"]
+    table = []
+    for label in [*labels, "everything else", "total"]:
+        row = [name, label]
+        for mode in runs:
+            if label == "everything else":
+                values = [r["total"] - sum(r.get(k, 0.0) for k in labels) for r in runs[mode]]
+            else:
+                values = [r.get(label, 0.0) for r in runs[mode]]
+            row.append(f"{statistics.median(values):.3f}")
+        table.append(row)
+    return table
+
+
 def bench_model(name: str, size: int, batch: int, mem_batch: int, repeats: int, say) -> dict:
     say(f"{name}: building and preparing the pair ({size}x{size})")
     x = seeded_input(batch, size, 0)
@@ -167,6 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="batch of the timing and fidelity runs")
     parser.add_argument("--mem-batch", type=int, default=8, help="batch of the memory runs (default 8)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the parts (convolution kernels, comparing outputs, state check) in "
+        "bare forwards and in a compare, per model",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size < 75:
@@ -219,6 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(tabulate(rows, headers=headers, disable_numparse=True))
     print()
+    if args.breakdown:
+        say("breakdown: timing the parts (bare forwards against a compare)")
+        parts = [
+            row
+            for m in args.model or lucid_inception.MODEL_NAMES
+            for row in breakdown(m, args.size, args.batch, args.repeats)
+        ]
+        print(f"\nwhere the time goes (seconds, median of {args.repeats}):")
+        print(tabulate(parts, headers=["model", "part", "bare forwards", "compare"], disable_numparse=True))
+        print()
     verdicts = []
     for metric, target in TARGETS.items():
         worst = max(r[metric] for r in results)
