@@ -12,6 +12,7 @@ Run the suite (one test per model x dtype x device spec)::
     pytest --parity --parity-model inception_v4 --parity-dtype float64 --parity-backward
     pytest --parity --parity-devices lucid=cpu,torch=cuda   # skipped, with the reason, without CUDA
     pytest --parity -m "not slow"      # generated tests are marked "parity", and "slow" at >= 299
+    pytest --parity --parity-signal calibrated        # trained-like statistics, compared locally
 
 A failing test prints the same table as ``python -m parity``: verdict, first divergence,
 worst rows, liveness. Or write your own tests with the ``parity_pair`` fixture, which
@@ -63,6 +64,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption("--parity-backward", action="store_true", help="also compare gradients (float64 runs)")
     group.addoption("--parity-train-step", action="store_true", help="also compare a train step")
+    group.addoption(
+        "--parity-signal",
+        choices=("random", "calibrated"),
+        default="random",
+        help="BatchNorm statistics, as python -m parity --signal ('calibrated' implies --parity-local)",
+    )
+    group.addoption(
+        "--parity-local",
+        action="store_true",
+        help="compare module by module on the same input, as python -m parity --local",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,11 +95,20 @@ def _options(config: pytest.Config) -> dict:
     size = config.getoption("parity_size")
     if size < 75:
         raise pytest.UsageError(f"--parity-size: the smallest input every model accepts is 75, got {size}")
+    signal = config.getoption("parity_signal")
+    local = config.getoption("parity_local") or signal == "calibrated"  # as the CLI does
+    if local and config.getoption("parity_backward"):
+        raise pytest.UsageError(
+            "--parity-backward needs the twin's whole graph, which --parity-local cuts at every "
+            "module (--parity-signal calibrated implies --parity-local)"
+        )
     return {
         "size": size,
         "batch": config.getoption("parity_batch"),
         "seed": config.getoption("parity_seed"),
         "train_step": config.getoption("parity_train_step"),
+        "signal": signal,
+        "local": local,
     }
 
 

@@ -233,6 +233,24 @@ def test_pytest_plugin_generates_tests_and_reports_failures(tmp_path: Path) -> N
     assert "first divergence      conv.0" in done.stdout
 
 
+def test_pytest_plugin_compares_a_calibrated_signal_locally(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider", str(tmp_path)]
+    command += ["--parity", "--parity-size", "75", "--parity-model", "inception_v4", "-q"]
+    done = subprocess.run(
+        [*command, "--parity-signal", "calibrated"], capture_output=True, text=True, cwd=tmp_path, timeout=600
+    )
+    assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    refused = subprocess.run(
+        [*command, "--parity-local", "--parity-backward"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
+    assert refused.returncode == pytest.ExitCode.USAGE_ERROR
+    assert "--parity-backward needs the twin's whole graph" in refused.stderr
+
+
 def test_cli_module_runs_as_python_dash_m() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "parity", "selftest", "--list"], capture_output=True, text=True, timeout=300
