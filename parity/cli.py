@@ -406,7 +406,7 @@ def _run_check(args: argparse.Namespace) -> int:
         except PlotUnavailable as error:
             print(f"error: --plot: {error}", file=sys.stderr)
             return EXIT_USAGE
-    from parity.signal import last_map_side, train_step_batch
+    from parity.signal import compares_locally, last_map_side, train_step_batch
 
     if args.train_step and args.batch < train_step_batch(args.size):
         side = last_map_side(args.size)
@@ -416,20 +416,18 @@ def _run_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    if args.signal == "calibrated" and not args.local:
-        args.local = True
+    try:
+        local = compares_locally(args.signal, args.local, args.backward)
+    except ValueError as error:
+        print(f"error: --backward with --local or --signal calibrated: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    if local and not args.local:
         print(
             "note: --signal calibrated compares locally (--local): with unit gain an untrained "
             "network amplifies any rounding ~1.5x per block (parity/tolerances.py)",
             file=sys.stderr,
         )
-    if args.local and args.backward:
-        print(
-            "error: --backward needs the twin's whole graph, which --local cuts at every module "
-            "(--signal calibrated implies --local): run the gradients without them",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    args.local = local
     say = _progress(args.quiet)
     models = args.model or list(MODELS)
     dtypes = list(dict.fromkeys(args.dtype or ["float32"]))

@@ -95,13 +95,17 @@ def _options(config: pytest.Config) -> dict:
     size = config.getoption("parity_size")
     if size < 75:
         raise pytest.UsageError(f"--parity-size: the smallest input every model accepts is 75, got {size}")
+    from parity.signal import compares_locally
+
     signal = config.getoption("parity_signal")
-    local = config.getoption("parity_local") or signal == "calibrated"  # as the CLI does
-    if local and config.getoption("parity_backward"):
-        raise pytest.UsageError(
-            "--parity-backward needs the twin's whole graph, which --parity-local cuts at every "
-            "module (--parity-signal calibrated implies --parity-local)"
+    try:
+        local = compares_locally(
+            signal, config.getoption("parity_local"), config.getoption("parity_backward")
         )
+    except ValueError as error:
+        raise pytest.UsageError(
+            f"--parity-backward with --parity-local or --parity-signal calibrated: {error}"
+        ) from None
     return {
         "size": size,
         "batch": config.getoption("parity_batch"),

@@ -41,6 +41,7 @@ __all__ = [
     "last_map_side",
     "train_step_batch",
     "check_pair",
+    "compares_locally",
     "device_skip_reason",
     "knockout",
     "knockout_blocks",
@@ -477,6 +478,20 @@ def device_skip_reason(devices: tuple[str, str]) -> str | None:
     return "; ".join(reasons) or None
 
 
+def compares_locally(signal: str, local: bool, backward: bool) -> bool:
+    """Whether a check compares module by module: when asked, and always for the
+    calibrated signal (with unit gain an untrained network amplifies any rounding ~1.5x
+    per block, see ``SIGNALS``). ``ValueError`` when that meets a backward, which needs
+    the twin's whole graph. One rule for ``check_pair``, the CLI and the pytest plugin."""
+    local = bool(local) or signal == "calibrated"
+    if local and backward:
+        raise ValueError(
+            "a backward needs the twin's whole graph, which a local comparison cuts at every "
+            "module (the calibrated signal always compares locally)"
+        )
+    return local
+
+
 def check_pair(
     name: str,
     *,
@@ -494,10 +509,10 @@ def check_pair(
 ) -> ParityResult:
     """Build the Lucid model ``name`` and its torch twin, seed the Lucid weights and
     randomise its BatchNorms (``prepare_signal``), transfer Lucid -> twin, verify the
-    states are equal, compare layer by layer (``local``: each module on the Lucid side's
-    input, see ``parity.compare``) and prove liveness on the twin. ``devices`` is (Lucid
-    device, torch device); an absent one gives a result with ``skipped`` set to the
-    reason, before anything is built."""
+    states are equal, compare layer by layer (``local``, implied by the calibrated signal:
+    each module on the Lucid side's input, see ``compares_locally``) and prove liveness on
+    the twin. ``devices`` is (Lucid device, torch device); an absent one gives a result
+    with ``skipped`` set to the reason, before anything is built."""
     if name not in lucid_inception.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(lucid_inception.MODEL_NAMES)}")
     if dtype not in TOLERANCES:
@@ -508,10 +523,7 @@ def check_pair(
             f"see >= 8 values per channel and the last map is {last_map_side(size)}x{last_map_side(size)}; "
             f"got batch {batch}"
         )
-    if local and backward:
-        raise ValueError(
-            "local comparisons cut the twin's graph at every module: no backward with local=True"
-        )
+    local = compares_locally(signal, local, backward)
     devices = (devices[0], devices[1])
     say = progress or (lambda _line: None)
     start = time.perf_counter()

@@ -121,7 +121,11 @@ def test_calibrated_statistics_compare_locally_and_pass(capsys, tmp_path: Path) 
 
 def test_local_and_backward_are_a_usage_error(capsys) -> None:
     assert main([*SMALL, "--local", "--backward"]) == EXIT_USAGE
-    assert "--backward needs the twin's whole graph" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        "error: --backward with --local or --signal calibrated: a backward needs the twin's whole graph"
+        in err
+    )
 
 
 def test_a_harness_error_is_exit_3(monkeypatch, capsys) -> None:
@@ -248,7 +252,10 @@ def test_pytest_plugin_compares_a_calibrated_signal_locally(tmp_path: Path) -> N
         timeout=600,
     )
     assert refused.returncode == pytest.ExitCode.USAGE_ERROR
-    assert "--parity-backward needs the twin's whole graph" in refused.stderr
+    assert (
+        "--parity-backward with --parity-local or --parity-signal calibrated: a backward needs"
+        in refused.stderr
+    )
 
 
 def test_cli_module_runs_as_python_dash_m() -> None:

@@ -172,3 +172,18 @@ def test_check_pair_skips_an_absent_device_with_its_reason() -> None:
     result = check_pair("inception_resnet_v1", size=SIZE, devices=("cpu", "cuda"))
     assert result.skipped and "torch=cuda" in result.skipped and reason in result.skipped
     assert result.ok and result.report is None  # not a failure, not silence
+
+
+def test_one_rule_decides_local_comparisons() -> None:
+    """``compares_locally`` is what check_pair, the CLI and the plugin all apply."""
+    from parity.signal import compares_locally
+
+    assert compares_locally("random", False, False) is False
+    assert compares_locally("random", True, False) is True
+    assert compares_locally("calibrated", False, False) is True
+    with pytest.raises(ValueError, match="a backward needs the twin's whole graph"):
+        compares_locally("calibrated", False, True)
+    with pytest.raises(ValueError, match="a backward needs the twin's whole graph"):
+        check_pair("inception_resnet_v1", size=75, signal="calibrated", backward=True, dtype="float64")
+    result = check_pair("inception_resnet_v1", size=75, signal="calibrated", check_liveness=False)
+    assert result.ok and result.report.local
