@@ -1,42 +1,49 @@
 """Run two forwards in lock-step, pairing what their hooks capture as it comes.
 
-Each side runs on its own thread, but only one runs at a time, so the two frameworks never
-compete for the cores. A side's hooks report events ``(module name, payload)``, paired
-across the sides by ``(name, call index)``; the side that completes a pair compares right
-there (``on_pair``). A side that is ahead keeps copies of its unpaired payloads, up to
-``lead_bytes``; at that point it stops *inside its hook*, holding the live payload, and
-hands the turn over: the other side then compares against the live array, which cannot
-change while its forward waits, and no copy is made. So a large output (the stem's) is
-never copied and the sides take turns module by module, while small ones (the last
-blocks') are copied and compared in batches, which spares most turns. A turn costs more
-than the hand-over itself (30 us): after each call OpenBLAS's idle workers spin for up to
-2^28 cycles, taking a core from torch when it runs next (``OPENBLAS_THREAD_TIMEOUT=4`` in
-the environment, read when numpy loads, cuts torch's time in a batch-8 Inception-v4
-compare from 2.6 s to 1.7 s; it is 1.4 s alone). Peak memory is about one forward's peak,
-plus the other's paused live tensors, plus ``lead_bytes``.
+Both sides run on the calling thread, each in its own greenlet (a call stack that can be
+paused and resumed), one at a time. A side's hooks report events ``(module name,
+payload)``, paired across the sides by ``(name, call index)``; the side that completes a
+pair compares right there (``on_pair``). A side that is ahead keeps copies of its unpaired
+payloads, up to ``lead_bytes``; at that point it pauses *inside its hook*, holding the live
+payload, and the other side resumes: it compares against the live array, which cannot
+change while its forward is paused, and no copy is made. So a large output (the stem's)
+is never copied, while small ones (the last blocks') are copied and compared in batches.
+
+Why one thread: with a thread per side (this module until 2026-11-30), torch's forward
+ran ~50% slower on a thread of its own than on the main thread, and a thread hand-over
+costs ~30 us against ~1 us for a greenlet switch; a batch-1 Inception-v4 compare took
+1.81x the bare forwards with threads, 1.51x with greenlets (2 cores, one run). What
+the two sides still share: the thread's framework state (torch's grad mode and autocast,
+Lucid's global grad flag). The harness sets it the same for both sides; a model that
+changes it inside its own forward changes it for the other side too while it is paused.
+One more shared resource a turn can cost: after each call numpy's OpenBLAS keeps its idle
+workers spinning for up to 2^28 cycles, taking a core from torch when it runs next
+(``OPENBLAS_THREAD_TIMEOUT=4`` in the environment before numpy loads stops it: the
+``python -m parity`` entry points set it). Peak memory is about one forward's peak, plus
+the other's paused live tensors, plus ``lead_bytes``.
 
 ``on_pair``'s result is what side b's hook returns, whether side b completed the pair or
 was waiting for side a: the train step uses it to feed side b's BatchNorms side a's input
 (side b then gets ``lead_bytes=0``: it always waits for side a).
 
-A side that raises is stopped there (``track_modules`` tells which module raised); the
-other side then runs alone to its end.
+A side that raises is stopped there (``module_that_raised`` reads which module from the
+traceback); the other side then runs alone to its end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lucid_inception.frameworks import Adapter, track_modules
+import greenlet
+
+from lucid_inception.frameworks import Adapter, module_that_raised
 
 __all__ = ["LEAD_BYTES", "Event", "Shape", "Side", "SideResult", "guarded", "run_lockstep"]
 
-_POLL_S = 0.05  # how often a waiting thread looks whether the run was cancelled
 # How far (in bytes of kept copies) a side may run ahead of the other: outputs at most this
 # size are copied and compared in batches, bigger ones are compared in place, one by one.
 LEAD_BYTES = 32 << 20
@@ -80,7 +87,7 @@ class SideResult:
 
 
 class _Stopped(BaseException):
-    """Raised inside a hook to unwind a side when the run is cancelled (BaseException, so
+    """Thrown into a paused side to unwind it when the run is cancelled (BaseException, so
     that model code catching ``Exception`` cannot swallow it)."""
 
 
@@ -107,43 +114,6 @@ def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return hook
 
 
-class _Relay:
-    """The turn: which side may run. A side that finished gives the turn away for good."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._turn = 0
-        self._done = [False, False]
-        self.cancelled = False
-
-    def wait(self, i: int) -> None:
-        with self._cond:
-            while self._turn != i and not self._done[1 - i] and not self.cancelled:
-                self._cond.wait(_POLL_S)
-            if self.cancelled:
-                raise _Stopped
-
-    def hand_over(self, i: int) -> None:
-        with self._cond:
-            self._turn = 1 - i
-            self._cond.notify_all()
-        self.wait(i)
-
-    def other_done(self, i: int) -> bool:
-        return self._done[1 - i]
-
-    def finish(self, i: int) -> None:
-        with self._cond:
-            self._done[i] = True
-            self._turn = 1 - i
-            self._cond.notify_all()
-
-    def cancel(self) -> None:
-        with self._cond:
-            self.cancelled = True
-            self._cond.notify_all()
-
-
 def _grad_mode(side: Side) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext() if side.grad else side.adapter.no_grad()
 
@@ -154,17 +124,24 @@ def run_lockstep(
     on_pair: Callable[[str, int, int, int, Any, Any, int], Any],
 ) -> tuple[SideResult, SideResult, list[tuple[str, int, int, Any]], list[tuple[str, int, int, Any]]]:
     """Run both sides. ``on_pair(name, call, seq_a, seq_b, payload_a, payload_b, live)``
-    is called for every key both sides reported, on the thread of side ``live`` (the one
-    that arrived second, whose payload is the live one). Returns the two results and each
+    is called for every key both sides reported, inside the hook of side ``live`` (the
+    one that arrived second, whose payload is the live one). Returns the two results and each
     side's unmatched events ``(name, call, seq, kept payload or Shape)``."""
     sides = (side_a, side_b)
     results = (SideResult(), SideResult())
     pending: tuple[dict, dict] = ({}, {})
-    relay = _Relay()
     failures: list[BaseException] = []
+    runners: list[greenlet.greenlet] = []
 
     ahead = [0, 0]  # bytes of kept copies each side holds
     delivered: dict[tuple[str, int], Any] = {}  # on_pair results for side b's waiting hook
+
+    def other_done(i: int) -> bool:
+        return runners[1 - i].dead
+
+    def hand_over(i: int) -> None:
+        if not other_done(i):
+            runners[1 - i].switch()
 
     def pair(i: int, key: tuple[str, int], seq: int, payload: Any) -> Any:
         other_seq, other_payload, other_bytes = pending[1 - i].pop(key)
@@ -186,7 +163,7 @@ def run_lockstep(
                     delivered[key] = outcome
                 return None
             return outcome
-        if relay.other_done(i):  # nobody will pair it: keep the shape only
+        if other_done(i):  # nobody will pair it: keep the shape only
             pending[i][key] = (seq, Shape(tuple(payload.shape)), 0)
             return None
         size = int(getattr(payload, "nbytes", 0))
@@ -194,10 +171,8 @@ def run_lockstep(
             pending[i][key] = (seq, sides[i].keep(payload), size)
             ahead[i] += size
             return None
-        # Wait here, holding the live payload, while the other side catches up; copy it
-        # only if the other side did not pair it meanwhile.
         pending[i][key] = (seq, payload, 0)
-        relay.hand_over(i)
+        hand_over(i)
         if key in pending[i]:
             pending[i][key] = (seq, sides[i].keep(payload), size)
             ahead[i] += size
@@ -207,44 +182,35 @@ def run_lockstep(
     def work(i: int) -> None:
         side, res = sides[i], results[i]
         try:
-            relay.wait(i)
             try:
                 hook = guarded(lambda name, payload: event(i, name, payload))
-                # torch's no_grad is per thread: enter it here (Lucid's global flag is also
-                # set by the caller, so that the threads' exits cannot clear it early).
-                with _grad_mode(side), track_modules(side.model) as path, side.capture(hook):
+                with side.capture(hook):
                     try:
                         res.output = side.model(side.x)
                     except Exception as error:  # reported as a row, never raised
                         res.error = error
-                        res.raised_in = path[-1] if path else ""
+                        res.raised_in = module_that_raised(side.model, error)
             except Exception as error:  # installing or removing the hooks failed
                 res.error, res.raised_in = error, ""
         except _Stopped:
             pass
         except _HookFailure as failure:
             failures.append(failure.error)
-            relay.cancel()
-        finally:
-            relay.finish(i)
+        # Returning resumes the caller (the runners' parent).
 
-    threads = [
-        threading.Thread(target=work, args=(i,), daemon=True, name=f"parity-{'ab'[i]}") for i in (0, 1)
-    ]
+    # Side a starts; a side that finishes returns here and the other resumes where it
+    # paused (or starts), then runs alone to its end.
+    runners += [greenlet.greenlet(lambda i=i: work(i)) for i in (0, 1)]
     with contextlib.ExitStack() as stack:
         for side in sides:
             stack.enter_context(_grad_mode(side))
-        for thread in threads:
-            thread.start()
         try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(_POLL_S)  # in slices, so that Ctrl-C gets through
-        except BaseException:
-            relay.cancel()
-            for thread in threads:
-                thread.join()
-            raise
+            while not failures and not all(runner.dead for runner in runners):
+                next(runner for runner in runners if not runner.dead).switch()
+        finally:  # a harness bug or Ctrl-C: unwind a paused side through its hooks' exits
+            for runner in runners:
+                if runner:  # started and not finished
+                    runner.throw(_Stopped)
     if failures:
         raise failures[0]
     leftovers = tuple(

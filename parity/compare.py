@@ -166,6 +166,12 @@ def _owner(key: str) -> str:
     return key.rpartition(".")[0]
 
 
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal values, NaN equal to NaN. ``equal_nan=True`` costs numpy two ``isnan`` passes
+    and a masked copy; plain equality is tried first (half the time of the state check)."""
+    return np.array_equal(a, b) or np.array_equal(a, b, equal_nan=True)
+
+
 def _state_rows(ctx: _Context) -> None:
     """Every parameter and buffer equal, attributed to the module that owns it."""
     live = [adapter.tensors(model) for adapter, model in zip(ctx.adapters, ctx.models, strict=True)]
@@ -191,7 +197,7 @@ def _state_rows(ctx: _Context) -> None:
             if va.shape != vb.shape:
                 problems.append(f"{attr} shape {tuple(va.shape)} vs {tuple(vb.shape)}")
                 shapes, worst = (tuple(va.shape), tuple(vb.shape)), (math.inf, math.inf)
-            elif not np.array_equal(va, vb, equal_nan=True):
+            elif not _equal(va, vb):
                 max_abs, max_rel, _ = max_errors(va, vb)
                 problems.append(f"{attr} differs (max abs {max_abs:.3g})")
                 if max_rel >= worst[1]:

@@ -114,6 +114,20 @@ def test_a_changed_running_var_is_named_by_its_batchnorm() -> None:
     assert "running_var differs" in first_failing(report, "state").note
 
 
+def test_the_state_check_counts_nan_equal_to_nan_and_nothing_else() -> None:
+    """Plain equality is tried first; NaN (never equal to itself) must then still match."""
+    a, b = fresh_pair()
+    a.fc.bias.data[3] = np.nan
+    with torch.no_grad():
+        b.fc.bias[3] = float("nan")
+    rows = {row.module: row for row in compare(a, b, X, dtype="float64").rows if row.kind == "state"}
+    assert rows["fc"].ok, rows["fc"].note
+    with torch.no_grad():
+        b.fc.bias[3] = 0.0
+    rows = {row.module: row for row in compare(a, b, X, dtype="float64").rows if row.kind == "state"}
+    assert not rows["fc"].ok and "bias differs" in rows["fc"].note
+
+
 def test_a_changed_batchnorm_eps_is_found_by_the_forward() -> None:
     a, b = fresh_pair()
     b.conv[2].branch3[1].bn.eps = 1e-3  # not a tensor: the state rows cannot see it
@@ -439,6 +453,35 @@ def test_a_failure_while_hooking_is_a_row_and_leaves_no_hook_behind(monkeypatch)
     errors = [row for row in report.rows if row.kind == "error"]
     assert len(errors) == 2 and all("no output hooks today" in row.note for row in errors)
     assert (_hook_count(a), _hook_count(b)) == before
+
+
+@pytest.mark.parametrize("side", [0, 1])
+def test_ctrl_c_in_either_forward_unwinds_both_and_leaves_them_as_found(side: int, monkeypatch) -> None:
+    """The sides take turns on the calling thread: Ctrl-C while one runs must also unwind
+    the other, paused inside a hook in the middle of its forward (no lead: the sides take
+    turns at every module, so the other side is always paused mid-forward)."""
+    monkeypatch.setattr(importlib.import_module("parity.compare"), "LEAD_BYTES", 0)
+    a, b = fresh_pair()
+    before = _everything(a), _everything(b), _hook_count(a), _hook_count(b)
+    grad_modes = torch.is_grad_enabled(), lucid.grad_enabled()
+    calls = []
+
+    def interrupted(x: object) -> object:
+        calls.append(x)
+        raise KeyboardInterrupt
+
+    (a, b)[side].conv[8].forward = interrupted  # deep in the model: the other side is mid-forward
+    with pytest.raises(KeyboardInterrupt) as caught:
+        compare(a, b, X, dtype="float64")
+    assert len(calls) == 1
+    del (a, b)[side].conv[8].forward
+    assert (_hook_count(a), _hook_count(b)) == before[2:], "a paused side was left hooked"
+    del caught  # its traceback holds the runners' frames
+    after = _everything(a), _everything(b), _hook_count(a), _hook_count(b)
+    assert before[2:] == after[2:]
+    _assert_same(before[0], after[0])
+    _assert_same(before[1], after[1])
+    assert (torch.is_grad_enabled(), lucid.grad_enabled()) == grad_modes
 
 
 def test_local_leaves_the_models_as_found_and_refuses_a_backward() -> None:

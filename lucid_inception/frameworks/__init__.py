@@ -28,7 +28,7 @@ __all__ = [
     "capture_inputs",
     "capture_outputs",
     "check_state",
-    "track_modules",
+    "module_that_raised",
 ]
 
 Adapter = type[LucidAdapter] | type[TorchAdapter]
@@ -125,25 +125,22 @@ def capture_inputs(
         yield
 
 
-@contextlib.contextmanager
-def track_modules(model: object) -> Iterator[list[str]]:
-    """While active, the yielded list holds the names of the modules entered and not yet
-    returned, outermost first. When a forward raises, the list is left holding the path to
-    the module that raised: its last entry."""
-    stack: list[str] = []
+def module_that_raised(model: object, error: BaseException) -> str:
+    """The name of the innermost of ``model``'s modules that ``error`` propagated out of
+    (``""``, the root's name, when none is found).
 
-    def leave(name: str) -> None:
-        # Pop down to this module: entries above it belong to children that raised inside
-        # a forward which caught the exception.
-        while stack:
-            if stack.pop() == name:
-                break
-
-    def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
-        return [
-            adapter.add_pre_hook(module, lambda: stack.append(name)),
-            adapter.add_post_hook(module, lambda: leave(name)),
-        ]
-
-    with _hooks_on_every_module(model, install):
-        yield stack
+    Read from the traceback: every module call, Lucid's ``Module.__call__`` and torch's
+    ``Module._call_impl`` alike (and a ``forward`` called directly), runs in a frame whose
+    ``self`` is the module. A child that raised inside a forward which caught the exception
+    is not on the traceback, so it is not blamed. Costs nothing until a forward raises,
+    where hooks on every module would cost every call.
+    """
+    names = {id(module): name for name, module in adapter_for(model).named_modules(model)}
+    found = ""
+    trace = error.__traceback__
+    while trace is not None:  # outermost frame first: the last match is the innermost
+        owner = trace.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in names:
+            found = names[id(owner)]
+        trace = trace.tb_next
+    return found

@@ -115,8 +115,25 @@ class LucidAdapter:
 
     @staticmethod
     def tensors(model: lnn.Module) -> dict[str, lucid.Tensor]:
-        """Parameters and buffers by state-dict name, in state-dict order."""
-        return dict(model.state_dict(keep_vars=True))
+        """Parameters and buffers by state-dict name, in state-dict order: what
+        ``model.state_dict(keep_vars=True)`` returns, in linear time. Lucid's own rescans
+        every key gathered so far at each module (10 ms for Inception-v4, run twice per
+        compare); this walk drops the same keys, a module's ``_state_dict_pass_attr``,
+        once per module. A model whose modules override ``state_dict`` gets theirs."""
+        if any(type(m).state_dict is not lnn.Module.state_dict for _, m in LucidAdapter.named_modules(model)):
+            return dict(model.state_dict(keep_vars=True))
+        found: dict[str, lucid.Tensor] = {}
+
+        def walk(prefix: str, module: lnn.Module) -> None:
+            for name, tensor in (*module._parameters.items(), *module._buffers.items()):
+                found[prefix + name] = tensor
+            for name, child in module._modules.items():
+                walk(f"{prefix}{name}.", child)
+            for key in module._state_dict_pass_attr:  # Lucid deletes these keys, at any depth
+                found.pop(key, None)
+
+        walk("", model)
+        return found
 
     @classmethod
     def parameter_names(cls, model: lnn.Module) -> list[str]:
