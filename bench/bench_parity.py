@@ -50,9 +50,9 @@ warnings.filterwarnings("ignore")  # lucid.empty's harmless overflow-in-cast war
 
 import lucid_inception  # noqa: E402
 from lucid_inception.frameworks import adapter_for  # noqa: E402
-from parity.compare import compare  # noqa: E402
+from parity.comparison import compare  # noqa: E402
 from parity.signal import prepare_signal, seeded_input  # noqa: E402
-from parity.transfer import transfer  # noqa: E402
+from parity.weights import transfer  # noqa: E402
 
 TARGETS = {"time": 1.3, "memory": 1.5, "float64 layers": 1e-12, "float32 logits": 1e-5}
 
@@ -127,7 +127,7 @@ def _timing(totals: dict[str, float]) -> Iterator[None]:
     headline ratios are measured without these wrappers."""
     import torch.nn.modules.conv as torch_conv  # the module whose ``F`` torch's Conv2d calls
 
-    compare_module = sys.modules["parity.compare"]  # ``parity.compare`` names the function too
+    compare_module = sys.modules["parity.comparison"]
     targets = [
         (np, "tensordot", "Lucid convolutions"),
         (torch_conv.F, "conv2d", "torch convolutions"),

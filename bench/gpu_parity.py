@@ -31,9 +31,9 @@ warnings.filterwarnings("ignore")  # lucid.empty's harmless overflow-in-cast war
 
 import lucid_inception  # noqa: E402
 from lucid_inception.frameworks import ADAPTERS  # noqa: E402
-from parity.compare import compare  # noqa: E402
+from parity.comparison import compare  # noqa: E402
 from parity.signal import prepare_signal, seeded_input  # noqa: E402
-from parity.transfer import transfer  # noqa: E402
+from parity.weights import transfer  # noqa: E402
 
 DEFAULT_PAIRS = ("lucid:cpu-torch:cuda", "torch:cpu-torch:cuda", "lucid:gpu-torch:cuda")
 DTYPES = ("float32", "float64")

@@ -13,12 +13,30 @@ Lucid or torch on either side.
 
 from __future__ import annotations
 
-from lucid_inception.frameworks import StateMismatchError
-from parity.compare import DeviceUnavailable, compare
-from parity.report import KINDS, Report, Row
-from parity.tolerances import DTYPES, TOLERANCES, Tolerance, tolerance_for
-from parity.transfer import convert_checkpoint, load_checkpoint_file, save_checkpoint, transfer
+import importlib
+from typing import TYPE_CHECKING, Any
 
+# Public name -> the module that defines it, imported on first use: ``import parity`` loads
+# neither numpy nor torch nor Lucid. The pytest plugin is imported by every pytest session
+# of an environment that has this package (1.5 s and torch's memory, for nothing, without
+# ``--parity``), and ``python -m parity`` must set OpenBLAS's idle-thread timeout before
+# numpy loads (see ``parity/__main__.py``).
+_EXPORTS = {
+    "DTYPES": "parity.tolerances",
+    "DeviceUnavailable": "parity.comparison",
+    "KINDS": "parity.report",
+    "Report": "parity.report",
+    "Row": "parity.report",
+    "StateMismatchError": "lucid_inception.frameworks",
+    "TOLERANCES": "parity.tolerances",
+    "Tolerance": "parity.tolerances",
+    "compare": "parity.comparison",
+    "convert_checkpoint": "parity.weights",
+    "load_checkpoint_file": "parity.weights",
+    "save_checkpoint": "parity.weights",
+    "tolerance_for": "parity.tolerances",
+    "transfer": "parity.weights",
+}
 __all__ = [
     "DTYPES",
     "DeviceUnavailable",
@@ -35,3 +53,23 @@ __all__ = [
     "tolerance_for",
     "transfer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'parity' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # once: later lookups do not come back here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from lucid_inception.frameworks import StateMismatchError
+    from parity.comparison import DeviceUnavailable, compare
+    from parity.report import KINDS, Report, Row
+    from parity.tolerances import DTYPES, TOLERANCES, Tolerance, tolerance_for
+    from parity.weights import convert_checkpoint, load_checkpoint_file, save_checkpoint, transfer

@@ -593,7 +593,7 @@ def _run_upstream(args: argparse.Namespace) -> int:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from parity.transfer import convert_checkpoint, load_checkpoint_file
+    from parity.weights import convert_checkpoint, load_checkpoint_file
 
     try:
         convert_checkpoint(args.src, args.dst)

@@ -26,9 +26,9 @@ import numpy as np
 
 import lucid_inception
 from lucid_inception.frameworks import adapter_for
-from parity.compare import compare
+from parity.comparison import compare
 from parity.signal import prepare_signal, seeded_input, train_step_batch
-from parity.transfer import transfer
+from parity.weights import transfer
 
 __all__ = ["FAULTS", "Fault", "FaultResult", "SelftestReport", "run_selftest"]
 
@@ -409,7 +409,7 @@ def run_selftest(
     progress: Callable[[str], None] | None = None,
 ) -> SelftestReport:
     """Plant each fault in a fresh copy of a clean twin and compare against the Lucid
-    source (``local``: module by module on the same inputs, see ``parity.compare``; faults
+    source (``local``: module by module on the same inputs, see ``parity.comparison``; faults
     that need a backward run as given); ``progress`` gets one line per step."""
     say = progress or (lambda _line: None)
     pairs: dict[str, _Pair] = {}

@@ -26,9 +26,9 @@ import numpy as np
 
 import lucid_inception
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_inputs
-from parity.compare import DeviceUnavailable, compare
+from parity.comparison import DeviceUnavailable, compare
 from parity.tolerances import TOLERANCES
-from parity.transfer import transfer
+from parity.weights import transfer
 
 __all__ = [
     "LIVENESS_FACTOR",

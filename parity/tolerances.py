@@ -27,7 +27,7 @@ parameter gradients are in addition sums over all N*H*W positions, whose random-
 terms cancel so that the result is small next to its terms (``x 2``). BatchNorm
 statistics (``bn``) are computed, in float64, from each side's captured BN input, which
 differs from the other side's by one layer's error ``dx <= rel * max|x|`` (the train step
-feeds both BatchNorms the same input, see ``parity.compare``): the batch mean by at most
+feeds both BatchNorms the same input, see ``parity.comparison``): the batch mean by at most
 ``rel`` in units of ``max|x|``, the batch variance (``2 * cov(x, dx)``) by at most
 ``2 * rel`` in units of ``max|x|^2``; running statistics move by ``momentum`` times that.
 

@@ -26,9 +26,9 @@ import numpy as np
 import lucid_inception
 from lucid_inception.frameworks import adapter_for, capture_outputs
 from lucid_inception.upstream import build_upstream, upstream_version
-from parity.compare import compare
+from parity.comparison import compare
 from parity.signal import prepare_signal, seeded_input, verify_equal_state
-from parity.transfer import transfer
+from parity.weights import transfer
 
 __all__ = [
     "UPSTREAM_SCOPE",

@@ -264,3 +264,48 @@ def test_cli_module_runs_as_python_dash_m() -> None:
     )
     assert done.returncode == 0 and "missing-relu" in done.stdout
     assert cli.EXIT_FAIL == 1
+
+
+# ------------------------------------------------------------------- package and process
+
+
+def _run_python(code: str, **env: str) -> str:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_importing_parity_or_its_pytest_plugin_loads_no_framework() -> None:
+    """Every pytest session of the environment imports the plugin; ``python -m parity``
+    must set OpenBLAS's timeout before numpy loads."""
+    loaded = _run_python(
+        "import sys, parity, parity.pytest_plugin; "
+        "print(sorted(m for m in ('numpy', 'torch', 'lucid', 'mlx') if m in sys.modules))"
+    )
+    assert loaded == "[]"
+
+
+def test_the_package_exports_resolve_even_after_the_submodule_is_imported() -> None:
+    import parity
+    import parity.comparison  # binds the attribute ``comparison``, not ``compare``
+
+    assert set(parity.__all__) == set(parity._EXPORTS)
+    for name in parity.__all__:
+        assert getattr(parity, name) is getattr(importlib.import_module(parity._EXPORTS[name]), name)
+    assert callable(parity.compare) and parity.compare.__module__ == "parity.comparison"
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        parity.nothing  # noqa: B018
+
+
+def test_python_m_parity_quiets_openblas_unless_the_user_chose() -> None:
+    run_cli = (
+        "import os, runpy, sys; sys.argv = ['parity', '--help']\n"
+        "try:\n    runpy.run_module('parity', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))"
+    )
+    assert _run_python(run_cli).splitlines()[-1] == "4"
+    assert _run_python(run_cli, OPENBLAS_THREAD_TIMEOUT="9").splitlines()[-1] == "9"

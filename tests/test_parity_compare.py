@@ -1,6 +1,7 @@
-"""parity.compare: faithful pairs agree layer by layer; planted faults are named where they
-are; gradients (and Lucid 2.9.0's broadcast-gradient bug) and train steps; models are left
-exactly as found; bad arguments fail clearly. 75 px inputs unless marked slow."""
+"""parity.compare (parity/comparison.py): faithful pairs agree layer by layer; planted
+faults are named where they are; gradients (and Lucid 2.9.0's broadcast-gradient bug) and
+train steps; models are left exactly as found; bad arguments fail clearly. 75 px inputs
+unless marked slow."""
 
 from __future__ import annotations
 
@@ -196,7 +197,7 @@ def test_a_bug_in_the_harness_is_raised_not_reported(monkeypatch) -> None:
     def bug(*_args: object) -> None:
         raise ZeroDivisionError("harness bug")
 
-    monkeypatch.setattr(importlib.import_module("parity.compare"), "max_errors", bug)
+    monkeypatch.setattr(importlib.import_module("parity.comparison"), "max_errors", bug)
     with pytest.raises(ZeroDivisionError, match="harness bug"):
         compare(a, b, X)
     assert all("forward" not in vars(m) for _, m in LucidAdapter.named_modules(a))
@@ -448,7 +449,7 @@ def test_a_failure_while_hooking_is_a_row_and_leaves_no_hook_behind(monkeypatch)
     def refuse(*_args, **_kwargs):
         raise RuntimeError("no output hooks today")
 
-    monkeypatch.setattr(importlib.import_module("parity.compare"), "capture_outputs", refuse)
+    monkeypatch.setattr(importlib.import_module("parity.comparison"), "capture_outputs", refuse)
     report = compare(a, b, X, local=True)
     errors = [row for row in report.rows if row.kind == "error"]
     assert len(errors) == 2 and all("no output hooks today" in row.note for row in errors)
@@ -460,7 +461,7 @@ def test_ctrl_c_in_either_forward_unwinds_both_and_leaves_them_as_found(side: in
     """The sides take turns on the calling thread: Ctrl-C while one runs must also unwind
     the other, paused inside a hook in the middle of its forward (no lead: the sides take
     turns at every module, so the other side is always paused mid-forward)."""
-    monkeypatch.setattr(importlib.import_module("parity.compare"), "LEAD_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module("parity.comparison"), "LEAD_BYTES", 0)
     a, b = fresh_pair()
     before = _everything(a), _everything(b), _hook_count(a), _hook_count(b)
     grad_modes = torch.is_grad_enabled(), lucid.grad_enabled()

@@ -111,7 +111,7 @@ def test_no_temporary_grows_with_the_input() -> None:
 def test_a_nan_batch_statistic_fails_its_row() -> None:
     """BatchNorm rows take the worse of mean and variance: a NaN in either must fail."""
     from parity._metrics import batch_stats
-    from parity.compare import _stats_row
+    from parity.comparison import _stats_row
 
     x = np.random.default_rng(7).standard_normal((4, 3, 5, 5))
     clean = batch_stats(x)

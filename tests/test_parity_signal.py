@@ -22,7 +22,7 @@ from parity.signal import (
     verify_equal_state,
 )
 from parity.tolerances import TOLERANCES
-from parity.transfer import transfer
+from parity.weights import transfer
 
 SIZE = 75
 TOL = TOLERANCES["float32"].rel

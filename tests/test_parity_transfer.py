@@ -1,4 +1,4 @@
-"""parity.transfer: strict, atomic weight transfer between models and checkpoint files."""
+"""parity.transfer (parity/weights.py): strict, atomic weight transfer between models and checkpoint files."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 import lucid_inception
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
 from parity import StateMismatchError, transfer
-from parity.transfer import checkpoint_format, convert_checkpoint, load_checkpoint_file, save_checkpoint
+from parity.weights import checkpoint_format, convert_checkpoint, load_checkpoint_file, save_checkpoint
 
 from .conftest import randomize_batchnorm
 
