@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gc
 import math
 import numbers
 from collections import Counter, defaultdict
@@ -103,6 +104,24 @@ def _check_trees(a: object, b: object, adapters: tuple[Adapter, Adapter]) -> Non
             f"the models' module trees differ ({type(a).__name__} vs {type(b).__name__}): "
             f"only in a: {_first_names(only_a) or 'none'}; only in b: {_first_names(only_b) or 'none'}"
         )
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while comparing, as ``timeit`` does.
+
+    A full collection scans every tracked object (~220,000 with torch and Lucid loaded:
+    ~0.1 s), and what a compare allocates (rows, views, hooks) triggers one about every
+    third compare: 4% of a batch-1 Inception-v4 compare on average, 14% when it lands.
+    That garbage is freed by reference counting; any cycles are collected afterwards."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 # ------------------------------------------------------------------- borrowing a model
@@ -599,6 +618,7 @@ def compare(
 
     ctx = _Context(adapters, (a, b), tol, dtype, devices)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_collector_paused())
         for adapter, model, device in zip(adapters, (a, b), devices, strict=True):
             stack.enter_context(_borrow(model, adapter, dtype, device, grads=backward, buffers=train_step))
             stack.enter_context(adapter.precise())

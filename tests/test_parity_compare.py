@@ -203,6 +203,29 @@ def test_a_bug_in_the_harness_is_raised_not_reported(monkeypatch) -> None:
     assert all("forward" not in vars(m) for _, m in LucidAdapter.named_modules(a))
 
 
+@pytest.mark.parametrize("enabled", [True, False])
+def test_the_garbage_collector_is_off_while_comparing_and_put_back(enabled: bool, monkeypatch) -> None:
+    import gc
+
+    a, b = shared_pair(SMALL)
+    comparison = importlib.import_module("parity.comparison")
+    seen = []
+
+    def spy(*args: object) -> tuple:
+        seen.append(gc.isenabled())
+        return max_errors(*args)
+
+    max_errors = comparison.max_errors
+    monkeypatch.setattr(comparison, "max_errors", spy)
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert compare(a, b, X).ok
+        assert gc.isenabled() == enabled
+    finally:
+        gc.enable()
+    assert seen and not any(seen)
+
+
 def test_an_exception_after_a_divergence_is_located_at_the_divergence() -> None:
     a, b = fresh_pair()
     b.stem.conv[1].bn.eps = 1e-2
