@@ -46,7 +46,9 @@ from collections.abc import Iterator
 
 from parity.__main__ import quiet_openblas_workers
 
-quiet_openblas_workers()  # as ``python -m parity`` does: before numpy loads
+# As ``python -m parity`` does, before numpy loads; not in the child that times numpy's default.
+if "--numpy-default" not in sys.argv:
+    quiet_openblas_workers()
 
 import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
@@ -120,7 +122,8 @@ def child(kind: str, name: str, size: int, batch: int, repeats: int) -> None:
     """One measurement in this (fresh) process: peak memory of ``kind``, or ``time``; prints JSON."""
     x = seeded_input(batch, size, 0)
     if kind == "time":
-        print(json.dumps(time_pair(*_pair(name, x), x, repeats)))
+        timed = time_pair(*_pair(name, x), x, repeats)
+        print(json.dumps(timed | {"OPENBLAS_THREAD_TIMEOUT": os.environ.get("OPENBLAS_THREAD_TIMEOUT")}))
         return
     # Values do not change memory: no BatchNorm calibration (its train-mode forward at a
     # bigger batch would set the high-water mark).
@@ -137,10 +140,10 @@ def child(kind: str, name: str, size: int, batch: int, repeats: int) -> None:
 
 
 def _run_child(
-    kind: str, name: str, size: int, batch: int, repeats: int = 1, env: dict | None = None
+    kind: str, name: str, size: int, batch: int, repeats: int = 1, env: dict | None = None, *flags: str
 ) -> dict:
     command = [sys.executable, __file__, "--child", kind, "--model", name, "--size", str(size)]
-    command += ["--batch", str(batch), "--repeats", str(repeats)]
+    command += ["--batch", str(batch), "--repeats", str(repeats), *flags]
     done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"measurement {kind} of {name} failed:\n{done.stderr[-2000:]}")
@@ -154,7 +157,7 @@ def _measure(kind: str, name: str, size: int, batch: int) -> float:
 def _time_with_numpy_default(name: str, size: int, batch: int, repeats: int) -> dict[str, float]:
     """``time_pair`` in a fresh process whose numpy OpenBLAS keeps its idle-thread timeout."""
     env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_THREAD_TIMEOUT"}
-    return _run_child("time", name, size, batch, repeats, env)
+    return _run_child("time", name, size, batch, repeats, env, "--numpy-default")
 
 
 @contextlib.contextmanager
@@ -278,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         "bare forwards and in a compare, per model",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--numpy-default", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.size < 75:
         parser.error(f"--size: the smallest input every model accepts is 75, got {args.size}")

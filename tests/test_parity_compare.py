@@ -106,6 +106,43 @@ def test_a_changed_weight_is_named_by_its_owner() -> None:
     assert first_failing(report, "output").module == owner
 
 
+def test_a_container_returning_its_last_childs_tensor_reuses_that_row() -> None:
+    a, b = shared_pair(SMALL)
+    rows = {row.module: row for row in compare(a, b, X, dtype="float64").rows if row.kind == "output"}
+    container, child = rows["stem.conv.0"], rows["stem.conv.0.relu"]
+    assert container.note.startswith("the output of 'stem.conv.0.relu' again")
+    assert (container.max_abs, container.max_rel, container.ok) == (child.max_abs, child.max_rel, child.ok)
+    assert child.max_abs > 0  # a real comparison, whose numbers were reused
+
+
+def test_a_tensor_changed_in_place_after_its_child_returned_is_compared_again() -> None:
+    """torch bumps a tensor's version on every in-place op: the container's output is the
+    child's tensor, but no longer its values."""
+    a, b = fresh_pair()
+    block = b.stem.conv[0]
+    inner = block.forward
+
+    def scaled(x: torch.Tensor) -> torch.Tensor:
+        y = inner(x)
+        return y.mul_(1.001)
+
+    block.forward = scaled
+    report = compare(a, b, X, dtype="float64")
+    assert report.first_divergence == "stem.conv.0"
+    assert "again" not in first_failing(report, "output").note
+
+
+def test_a_copy_on_one_side_of_a_repeated_tensor_is_compared_in_full() -> None:
+    a, b = fresh_pair()
+    block = b.stem.conv[0]
+    inner = block.forward
+    block.forward = lambda x: inner(x).clone()  # same values, another tensor: side a repeats, b does not
+    report = compare(a, b, X, dtype="float64")
+    assert report.ok
+    row = next(row for row in report.rows if row.module == "stem.conv.0" and row.kind == "output")
+    assert "again" not in row.note and row.max_abs > 0
+
+
 def test_a_changed_running_var_is_named_by_its_batchnorm() -> None:
     a, b = fresh_pair()
     with torch.no_grad():

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.lucid_adapter import LucidAdapter
 from lucid_inception.frameworks.state import StateMismatchError, check_state
 from lucid_inception.frameworks.torch_adapter import TorchAdapter
@@ -21,6 +22,7 @@ __all__ = [
     "Adapter",
     "LucidAdapter",
     "StateMismatchError",
+    "TensorState",
     "TorchAdapter",
     "LAYER_KINDS",
     "adapter_for",
@@ -77,15 +79,19 @@ def _hooks_on_every_module(
 
 @contextlib.contextmanager
 def capture_outputs(
-    model: object, callback: Callable[[str, np.ndarray], None], *, copy: bool = True
+    model: object, callback: Callable[..., None], *, copy: bool = True, identity: bool = False
 ) -> Iterator[None]:
     """While active, every named module's output is passed, as a numpy copy, to
     ``callback(name, array)`` in execution order (a module reports when it finishes,
     so children come before their parent; the root is named ``""``). With ``copy=False``
-    the array is a read-only view of the live output, valid only until the callback returns."""
+    the array is a read-only view of the live output, valid only until the callback returns;
+    with ``identity``, ``callback(name, array, state)`` also gets its ``TensorState``."""
 
     def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
-        return [adapter.add_output_hook(module, lambda array: callback(name, array), copy=copy)]
+        def report(*args: object) -> None:
+            callback(name, *args)
+
+        return [adapter.add_output_hook(module, report, copy=copy, identity=identity)]
 
     with _hooks_on_every_module(model, install):
         yield

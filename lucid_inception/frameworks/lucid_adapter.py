@@ -20,6 +20,7 @@ import numpy as np
 from lucid.nn.modules.norm import _BatchNorm
 from lucid.types import to_numeric_type
 
+from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.state import KeyHint, check_state
 
 __all__ = ["LucidAdapter"]
@@ -287,15 +288,20 @@ class LucidAdapter:
 
     @staticmethod
     def add_output_hook(
-        module: lnn.Module, callback: Callable[[np.ndarray], None], *, copy: bool = True
+        module: lnn.Module, callback: Callable[..., None], *, copy: bool = True, identity: bool = False
     ) -> Callable[[], None]:
         """Call ``callback`` with a copy of the module's output after each call; returns
         the function that removes the hook. With ``copy=False`` the callback gets a
-        read-only view of the live array, valid only until it returns (the forward waits)."""
+        read-only view of the live array, valid only until it returns (the forward waits);
+        with ``identity`` it also gets the output's ``TensorState``."""
 
         def hook(_module: lnn.Module, _args: tuple, output: object) -> None:
             if isinstance(output, lucid.Tensor):
-                callback(_to_numpy(output.data) if copy else _read_only(output.data))
+                array = _to_numpy(output.data) if copy else _read_only(output.data)
+                if identity:
+                    callback(array, TensorState(output, id(output.data)))
+                else:
+                    callback(array)
 
         return module.register_forward_hook(hook)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 import numpy as np
 import torch
 
+from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.state import KeyHint, check_state
 
 __all__ = ["TorchAdapter"]
@@ -230,14 +231,23 @@ class TorchAdapter:
 
     @staticmethod
     def add_output_hook(
-        module: torch.nn.Module, callback: Callable[[np.ndarray], None], *, copy: bool = True
+        module: torch.nn.Module,
+        callback: Callable[..., None],
+        *,
+        copy: bool = True,
+        identity: bool = False,
     ) -> Callable[[], None]:
         """As ``LucidAdapter.add_output_hook``: a copy, or with ``copy=False`` a read-only
-        view valid only until the callback returns (a CUDA tensor is copied to the host)."""
+        view valid only until the callback returns (a CUDA tensor is copied to the host);
+        with ``identity`` the callback also gets the output's ``TensorState``."""
 
         def hook(_module: torch.nn.Module, _args: tuple, output: object) -> None:
             if isinstance(output, torch.Tensor):
-                callback(_to_numpy(output) if copy else _read_only(output))
+                array = _to_numpy(output) if copy else _read_only(output)
+                if identity:
+                    callback(array, TensorState(output, output._version))
+                else:
+                    callback(array)
             # returns None: a value would replace the module's output
 
         return module.register_forward_hook(hook).remove
