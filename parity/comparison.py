@@ -231,8 +231,10 @@ class _Repeat:
     """An output that is, unchanged, the tensor of the same side's previous output event
     ``of`` (a container returning its last child's output: a quarter of Inception's
     outputs). When both sides repeat the same event, its row is reused instead of
-    comparing the same two arrays again. ``array``: the values (a view valid while the
-    tensor is, or a kept copy)."""
+    comparing the same two arrays again (except at the root). ``array``: the values (a
+    view valid while the tensor is, or a kept copy). Lucid keeps no version counter: a
+    value written into the tensor in place (``t[i] = v``) by the container after its child
+    returned is seen at the next module, or at the root, not at the container."""
 
     of: tuple[Any, int]
     array: np.ndarray
@@ -273,12 +275,14 @@ class _ForwardCapture:
 
     @contextlib.contextmanager
     def capture(self, event: Any) -> Iterator[None]:
-        def output(name: str, view: np.ndarray, state: TensorState) -> Any:
-            name = ("output", name) if self.local else name
+        def output(module: str, view: np.ndarray, state: TensorState) -> Any:
+            name = ("output", module) if self.local else module
             key = (name, self.calls[name])
             self.calls[name] += 1
             last, self.last = self.last, (state, key, view)
-            if last is not None and state.same_as(last[0]):
+            # The root's output is always compared in full, from its live values: an
+            # in-place change nothing else saw (Lucid keeps no version counter) ends there.
+            if module != "" and last is not None and state.same_as(last[0]):
                 return event(name, _Repeat(last[1], last[2]))  # the earlier view: same tensor
             return event(name, view)
 

@@ -132,6 +132,23 @@ def test_a_tensor_changed_in_place_after_its_child_returned_is_compared_again() 
     assert "again" not in first_failing(report, "output").note
 
 
+def test_the_root_output_is_compared_in_full_even_when_it_repeats() -> None:
+    """Lucid has no version counter: a value written in place into the logits after ``fc``
+    returned is invisible to the repeat check, so the root never reuses a row."""
+    a, b = fresh_pair()
+    inner = type(a).forward
+
+    def written_into(x: lucid.Tensor) -> lucid.Tensor:
+        logits = inner(a, x)
+        logits[0, 3] = logits[0, 3] * 1.01  # Lucid's __setitem__ writes into logits.data
+        return logits
+
+    a.forward = written_into
+    report = compare(a, b, X, dtype="float64")
+    assert report.first_divergence == ""
+    assert all(row.ok for row in report.rows if row.module != "")
+
+
 def test_a_copy_on_one_side_of_a_repeated_tensor_is_compared_in_full() -> None:
     a, b = fresh_pair()
     block = b.stem.conv[0]
