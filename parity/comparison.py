@@ -279,11 +279,14 @@ class _ForwardCapture:
             name = ("output", module) if self.local else module
             key = (name, self.calls[name])
             self.calls[name] += 1
-            last, self.last = self.last, (state, key, view)
+            last = self.last
             # The root's output is always compared in full, from its live values: an
             # in-place change nothing else saw (Lucid keeps no version counter) ends there.
             if module != "" and last is not None and state.same_as(last[0]):
-                return event(name, _Repeat(last[1], last[2]))  # the earlier view: same tensor
+                self.last = (state, key, last[2])  # the first view of the tensor, for ``keep``
+                return event(name, _Repeat(last[1], last[2]))
+            self.last = (state, key, view)
+            self.last_kept = None  # a copy of an earlier tensor: no later repeat needs it
             return event(name, view)
 
         with contextlib.ExitStack() as stack:
