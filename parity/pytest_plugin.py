@@ -26,6 +26,7 @@ calls ``parity.signal.check_pair`` with the session's ``--parity-*`` options as 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -79,6 +80,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "parity: a generated Lucid-vs-torch parity test (--parity)")
+    if config.getoption("parity") and "numpy" not in sys.modules:
+        # As ``python -m parity`` does (see parity/__main__.py); once numpy has loaded,
+        # OpenBLAS has read its setting and only the environment of the run can change it.
+        from parity.__main__ import quiet_openblas_workers
+
+        quiet_openblas_workers()
     if "slow" not in "".join(config.getini("markers")):
         config.addinivalue_line("markers", "slow: a full-size (299x299) run")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -258,6 +259,18 @@ def test_pytest_plugin_compares_a_calibrated_signal_locally(tmp_path: Path) -> N
     )
 
 
+def test_pytest_plugin_quiets_openblas_only_for_a_parity_session(tmp_path: Path) -> None:
+    (tmp_path / "test_env.py").write_text(
+        "import os\ndef test_env():\n    print('TIMEOUT=' + str(os.environ.get('OPENBLAS_THREAD_TIMEOUT')))\n"
+    )
+    command = [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider", str(tmp_path)]
+    command += ["-q", "-s", "-k", "test_env"]
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    for extra, seen in (([], "TIMEOUT=None"), (["--parity"], "TIMEOUT=4")):
+        done = subprocess.run([*command, *extra], capture_output=True, text=True, cwd=tmp_path, env=env)
+        assert done.returncode == 0 and seen in done.stdout, done.stdout[-2000:] + done.stderr[-2000:]
+
+
 def test_cli_module_runs_as_python_dash_m() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "parity", "selftest", "--list"], capture_output=True, text=True, timeout=300
@@ -270,8 +283,6 @@ def test_cli_module_runs_as_python_dash_m() -> None:
 
 
 def _run_python(code: str, **env: str) -> str:
-    import os
-
     environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"} | env
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=environ, check=True
