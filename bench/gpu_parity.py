@@ -27,6 +27,10 @@ import warnings
 
 from tabulate import tabulate
 
+from parity.__main__ import quiet_openblas_workers
+
+quiet_openblas_workers()  # as ``python -m parity`` does, before numpy loads
+
 warnings.filterwarnings("ignore")  # lucid.empty's harmless overflow-in-cast warnings
 
 import lucid_inception  # noqa: E402
