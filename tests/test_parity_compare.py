@@ -245,15 +245,27 @@ def test_an_exception_is_a_row_at_the_module_that_raised(side: int) -> None:
     assert relu.forward is broken  # Lucid's pre-hook wrapper put the patched forward back
 
 
-def test_a_bug_in_the_harness_is_raised_not_reported(monkeypatch) -> None:
+@pytest.mark.parametrize("lead", [None, 0])
+def test_a_bug_in_the_harness_is_raised_not_reported(lead: int | None, monkeypatch) -> None:
+    """Raised from whichever side compares; with no lead the other side is paused in the
+    middle of its forward, and must be unwound too."""
     a, b = shared_pair(SMALL)
+    before = _hook_count(a), _hook_count(b)
+    comparison = importlib.import_module("parity.comparison")
+    if lead is not None:
+        monkeypatch.setattr(comparison, "LEAD_BYTES", lead)
+    calls = []
 
     def bug(*_args: object) -> None:
-        raise ZeroDivisionError("harness bug")
+        calls.append(1)
+        if len(calls) == 20:  # deep in the model
+            raise ZeroDivisionError("harness bug")
+        return 0.0, 0.0, ""
 
-    monkeypatch.setattr(importlib.import_module("parity.comparison"), "max_errors", bug)
+    monkeypatch.setattr(comparison, "max_errors", bug)
     with pytest.raises(ZeroDivisionError, match="harness bug"):
         compare(a, b, X)
+    assert (_hook_count(a), _hook_count(b)) == before
     assert all("forward" not in vars(m) for _, m in LucidAdapter.named_modules(a))
 
 
