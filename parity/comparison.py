@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from lucid_inception.frameworks import Adapter, TensorState, adapter_for, capture_inputs, capture_outputs
+from lucid_inception.frameworks import Adapter, adapter_for, capture_inputs
+from parity._capture import ForwardCapture, Repeat, event_module
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
 from parity._metrics import BatchStats, batch_stats, largest, max_errors, relative
 from parity.report import Report, Row
@@ -228,79 +229,6 @@ def _state_rows(ctx: _Context) -> None:
         ctx.add((_PHASES["state"], order.get(owner, len(order)), 0), row)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Repeat:
-    """An output that is, unchanged, the tensor of the same side's previous output event
-    ``of`` (a container returning its last child's output: a quarter of Inception's
-    outputs). When both sides repeat the same event, its row is reused instead of
-    comparing the same two arrays again (except at the root). ``array``: the values (a
-    view valid while the tensor is, or a kept copy). Lucid keeps no version counter: a
-    value written into the tensor in place (``t[i] = v``) by the container after its child
-    returned is seen at the next module, or at the root, not at the container."""
-
-    of: tuple[Any, int]
-    array: np.ndarray
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.array.shape
-
-    @property
-    def nbytes(self) -> int:
-        return self.array.nbytes
-
-
-def _event_module(name: Any) -> str:
-    return name[1] if isinstance(name, tuple) else name
-
-
-class _ForwardCapture:
-    """One side's hooks for ``_forward``: outputs (and, ``local``, inputs) as lock-step
-    events, an output that repeats the previous one's tensor as a ``_Repeat``."""
-
-    def __init__(self, model: object, local: bool) -> None:
-        self.model, self.local = model, local
-        self.calls: Counter = Counter()
-        self.last: tuple[TensorState, tuple[Any, int], np.ndarray] | None = None
-        self.last_kept: tuple[np.ndarray, np.ndarray] | None = None  # (view, its copy)
-
-    def keep(self, payload: Any) -> Any:
-        """A payload that outlives its hook: a copy (a view is valid only inside the hook);
-        a repeat of the payload kept last shares that copy."""
-        if isinstance(payload, _Repeat):
-            kept = self.last_kept
-            if kept is not None and kept[0] is payload.array:
-                return _Repeat(payload.of, kept[1])
-            return _Repeat(payload.of, np.array(payload.array, copy=True))
-        self.last_kept = (payload, np.array(payload, copy=True))
-        return self.last_kept[1]
-
-    @contextlib.contextmanager
-    def capture(self, event: Any) -> Iterator[None]:
-        def output(module: str, view: np.ndarray, state: TensorState) -> Any:
-            name = ("output", module) if self.local else module
-            key = (name, self.calls[name])
-            self.calls[name] += 1
-            last = self.last
-            # The root's output is always compared in full, from its live values: an
-            # in-place change nothing else saw (Lucid keeps no version counter) ends there.
-            if module != "" and last is not None and state.same_as(last[0]):
-                self.last = (state, key, last[2])  # the first view of the tensor, for ``keep``
-                return event(name, _Repeat(last[1], last[2]))
-            self.last = (state, key, view)
-            self.last_kept = None  # a copy of an earlier tensor: no later repeat needs it
-            return event(name, view)
-
-        with contextlib.ExitStack() as stack:
-            if self.local:
-                stack.enter_context(
-                    capture_inputs(self.model, lambda name, array: event(("input", name), array))
-                )
-            stack.enter_context(capture_outputs(self.model, output, copy=False, identity=True))
-            yield
-        self.last = self.last_kept = None  # the tensor and copy they hold
-
-
 def _forward(
     ctx: _Context, xs: tuple[object, object], *, grad: bool, local: bool = False
 ) -> tuple[SideResult, SideResult]:
@@ -327,14 +255,14 @@ def _forward(
         name: Any, call: int, seq_a: int, seq_b: int, out_a: Any, out_b: Any, _live: int
     ) -> np.ndarray | None:
         kind, module = name if local else ("output", name)
-        if isinstance(out_a, _Repeat) and isinstance(out_b, _Repeat) and out_a.of == out_b.of in compared:
+        if isinstance(out_a, Repeat) and isinstance(out_b, Repeat) and out_a.of == out_b.of in compared:
             earlier = compared[out_a.of]  # the very same two arrays: the same numbers
             note = "; ".join(
-                filter(None, [f"the output of {_event_module(out_a.of[0])!r} again", earlier.note])
+                filter(None, [f"the output of {event_module(out_a.of[0])!r} again", earlier.note])
             )
             row = dataclasses.replace(earlier, module=module, note=note)
         else:
-            out_a, out_b = (out.array if isinstance(out, _Repeat) else out for out in (out_a, out_b))
+            out_a, out_b = (out.array if isinstance(out, Repeat) else out for out in (out_a, out_b))
             if out_a.shape != out_b.shape:
                 row = Row(
                     module, kind, out_a.shape, out_b.shape, math.inf, math.inf, tol, False, "shapes differ"
@@ -358,7 +286,7 @@ def _forward(
             lead_bytes=0 if local and i == 1 else LEAD_BYTES,
         )
         for i, (adapter, model, x, capture) in enumerate(
-            zip(ctx.adapters, ctx.models, xs, (_ForwardCapture(m, local) for m in ctx.models), strict=True)
+            zip(ctx.adapters, ctx.models, xs, (ForwardCapture(m, local) for m in ctx.models), strict=True)
         )
     ]
     res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)

@@ -538,7 +538,7 @@ def test_a_failure_while_hooking_is_a_row_and_leaves_no_hook_behind(monkeypatch)
     def refuse(*_args, **_kwargs):
         raise RuntimeError("no output hooks today")
 
-    monkeypatch.setattr(importlib.import_module("parity.comparison"), "capture_outputs", refuse)
+    monkeypatch.setattr(importlib.import_module("parity._capture"), "capture_outputs", refuse)
     report = compare(a, b, X, local=True)
     errors = [row for row in report.rows if row.kind == "error"]
     assert len(errors) == 2 and all("no output hooks today" in row.note for row in errors)
