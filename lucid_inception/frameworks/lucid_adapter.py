@@ -378,16 +378,6 @@ class LucidAdapter:
         return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod
-    def add_post_hook(module: lnn.Module, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` each time the module returns, whatever it returns."""
-        return module.register_forward_hook(lambda _module, _args, _output: callback())
-
-    @staticmethod
-    def add_pre_hook(module: lnn.Module, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` each time the module is entered, before its forward runs."""
-        return _add_forward_pre_hook(module, lambda _args: callback())
-
-    @staticmethod
     def add_input_hook(
         module: lnn.Module, callback: Callable[[np.ndarray], np.ndarray | None]
     ) -> Callable[[], None]:

@@ -333,24 +333,6 @@ class TorchAdapter:
         return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod
-    def add_post_hook(module: torch.nn.Module, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` each time the module returns, whatever it returns."""
-
-        def hook(_module: torch.nn.Module, _args: tuple, _output: object) -> None:
-            callback()  # returns None: a value would replace the module's output
-
-        return module.register_forward_hook(hook).remove
-
-    @staticmethod
-    def add_pre_hook(module: torch.nn.Module, callback: Callable[[], None]) -> Callable[[], None]:
-        """Call ``callback()`` each time the module is entered, before its forward runs."""
-
-        def hook(_module: torch.nn.Module, _args: tuple) -> None:
-            callback()  # returns None: a value would replace the module's input
-
-        return module.register_forward_pre_hook(hook).remove
-
-    @staticmethod
     def add_input_hook(
         module: torch.nn.Module, callback: Callable[[np.ndarray], np.ndarray | None]
     ) -> Callable[[], None]:
