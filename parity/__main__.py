@@ -15,8 +15,9 @@ def quiet_openblas_workers(environ: MutableMapping[str, str] = os.environ) -> No
     After each call OpenBLAS keeps its workers spinning for up to 2^28 cycles (the
     default, ``OPENBLAS_THREAD_TIMEOUT=28``); a compare alternates Lucid (numpy, OpenBLAS)
     and torch module by module, so the spinners take a core from torch all along: on this
-    project's 2-core machine a batch-1 Inception-v4 compare took 1.81x the bare forwards
-    with the default and 1.41x with 4 (the bare forwards themselves did not slow down).
+    project's 2-core machine a batch-1 Inception-v4 compare took 1.80x the bare forwards
+    with the default and 1.30x with 4 (``bench/bench_parity.py``, one run; with the default
+    even a bare torch forward right after a Lucid one runs slower).
     OpenBLAS reads the variable once, when numpy loads: it must be set before that, which
     is why ``import parity`` loads no numpy.
     """
