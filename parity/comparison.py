@@ -189,15 +189,17 @@ def _owner(key: str) -> str:
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal values, NaN equal to NaN. ``equal_nan=True`` costs numpy two ``isnan`` passes
-    and a masked copy; plain equality is tried first (half the time of the state check)."""
-    return np.array_equal(a, b) or np.array_equal(a, b, equal_nan=True)
+    """Equal values of two equal-shape arrays, NaN equal to NaN. ``equal_nan=True`` costs
+    numpy two ``isnan`` passes and a masked copy, so plain equality is tried first (half
+    the time of the state check), without ``array_equal``'s checks (~3 us a tensor)."""
+    return bool((a == b).all()) or np.array_equal(a, b, equal_nan=True)
 
 
 def _state_rows(ctx: _Context) -> None:
     """Every parameter and buffer equal, attributed to the module that owns it."""
-    live = [adapter.tensors(model) for adapter, model in zip(ctx.adapters, ctx.models, strict=True)]
-    keys = list(live[0]) + [key for key in live[1] if key not in live[0]]
+    live_a, live_b = (adapter.tensors(model) for adapter, model in zip(ctx.adapters, ctx.models, strict=True))
+    read_a, read_b = (adapter.read_only for adapter in ctx.adapters)
+    keys = list(live_a) + [key for key in live_b if key not in live_a]
     by_owner: dict[str, list[str]] = defaultdict(list)
     for key in keys:
         by_owner[_owner(key)].append(key)
@@ -207,13 +209,11 @@ def _state_rows(ctx: _Context) -> None:
         shapes: tuple = (None, None)
         for key in owned:
             attr = key[len(owner) + 1 :] if owner else key
-            present = [key in side for side in live]
-            if not all(present):
-                missing = "a" if not present[0] else "b"
-                problems.append(f"{attr} missing on side {missing}")
+            if key not in live_a or key not in live_b:
+                problems.append(f"{attr} missing on side {'a' if key not in live_a else 'b'}")
                 worst = (math.inf, math.inf)
                 continue
-            va, vb = (ctx.adapters[i].read_only(live[i][key]) for i in (0, 1))
+            va, vb = read_a(live_a[key]), read_b(live_b[key])
             if shapes == (None, None):
                 shapes = (tuple(va.shape), tuple(vb.shape))
             if va.shape != vb.shape:
