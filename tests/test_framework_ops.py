@@ -1,4 +1,4 @@
-"""Differential conformance of the Lucid ops the models use, against torch (conformance/ops.py).
+"""Differential conformance of the Lucid ops the models use, against torch (conformance/ops/).
 
 Every case must come out exactly as declared for the installed Lucid version; planted bugs
 (monkeypatched Lucid ops, wrong declarations) must be caught.
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conformance import ops
+from conformance.ops.known import version_matches
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter
 
 VERSION = ops.lucid_version()
@@ -180,7 +181,7 @@ def test_wrong_torch_reference_is_caught() -> None:
     ],
 )
 def test_version_specs(spec: str, version: str, want: bool) -> None:
-    assert ops._version_matches(spec, version) is want
+    assert version_matches(spec, version) is want
 
 
 def test_bad_arguments_raise_clear_errors() -> None:
@@ -193,7 +194,7 @@ def test_bad_arguments_raise_clear_errors() -> None:
     with pytest.raises(ValueError, match="conv2d_1x1"):
         ops.select_cases("no_such_case*")
     with pytest.raises(ValueError, match="version spec"):
-        ops._version_matches("~=2.9", "2.9.0")
+        version_matches("~=2.9", "2.9.0")
 
 
 def test_cuda_reference_refused_without_cuda() -> None:

@@ -1,0 +1,212 @@
+"""Running cases and judging them against their declared deviations."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from conformance.ops.cases import CASES
+from conformance.ops.known import DTYPE_KNOWN, KNOWN, Known, lucid_version
+from conformance.ops.records import (
+    DTYPES,
+    LUCID_DEVICES,
+    TOLERANCE,
+    TORCH_DEVICES,
+    Check,
+    OpCase,
+    OpResult,
+    Stat,
+)
+from lucid_inception.frameworks import TorchAdapter
+
+
+def _compare(name: str, got: np.ndarray, ref: np.ndarray | Stat, dtype: str) -> Check:
+    dtype_ok = True
+    note = ""
+    if isinstance(ref, Stat):
+        value = float(np.asarray(got))
+        err = abs(value - ref.value)
+        rel = err / abs(ref.value) if ref.value else (0.0 if err == 0 else math.inf)
+        ok = math.isfinite(err) and err <= ref.bound
+        note = f"{value:.6g} vs {ref.value:.6g}, bound {ref.bound:.3g} ({ref.basis})"
+        return Check(name, err, rel, ref.bound, "abs", ok, True, note)
+    tol = TOLERANCE[dtype]
+    if got.dtype != np.dtype(dtype):
+        dtype_ok = False
+        note = f"Lucid gave {got.dtype}, expected {dtype}"
+    if got.shape != ref.shape:
+        return Check(
+            name, math.inf, math.inf, tol, "rel", False, dtype_ok,
+            f"shape {got.shape} != torch {ref.shape}",
+        )  # fmt: skip
+    if got.size == 0:
+        return Check(name, 0.0, 0.0, tol, "rel", True, dtype_ok, note)
+    g64, r64 = got.astype(np.float64), ref.astype(np.float64)
+    if not np.all(np.isfinite(g64)):
+        return Check(
+            name, math.inf, math.inf, tol, "rel", False, dtype_ok,
+            "non-finite values in Lucid's result",
+        )  # fmt: skip
+    max_abs = float(np.max(np.abs(g64 - r64)))
+    scale = float(np.max(np.abs(r64)))
+    # Relative to the largest reference magnitude; a zero reference only matches zero.
+    max_rel = max_abs / scale if scale > 0 else (0.0 if max_abs == 0 else math.inf)
+    return Check(name, max_abs, max_rel, tol, "rel", max_rel <= tol, dtype_ok, note)
+
+
+def _expected_verdict(known: Sequence[Known]) -> str:
+    if not known:
+        return "pass"
+    return "known-bug" if any(k.kind == "bug" for k in known) else "convention"
+
+
+def run_case(
+    case: OpCase,
+    dtype: str = "float32",
+    lucid_device: str = "cpu",
+    torch_device: str = "cpu",
+    version: str | None = None,
+) -> OpResult:
+    """Run one case at one dtype and give its verdict against its declared expectations."""
+    _check_choice("dtype", dtype, DTYPES)
+    _check_choice("lucid_device", lucid_device, LUCID_DEVICES)
+    _check_choice("torch_device", torch_device, TORCH_DEVICES)
+    version = version or lucid_version()
+    for known_id in case.expect:
+        if known_id not in KNOWN:
+            raise ValueError(
+                f"case {case.name!r} expects unknown deviation {known_id!r}; known: {', '.join(KNOWN)}"
+            )
+    in_force = [KNOWN[i] for i in case.expect if KNOWN[i].applies(version, lucid_device, dtype)]
+    dtype_known = [KNOWN[i] for i in DTYPE_KNOWN if KNOWN[i].applies(version, lucid_device, dtype)]
+
+    def result(checks: Sequence[Check], known: Sequence[Known], verdict: str, msg: str):
+        return OpResult(
+            case=case.name,
+            op=case.op,
+            dtype=dtype,
+            lucid_device=lucid_device,
+            torch_device=torch_device,
+            lucid_version=version,
+            checks=tuple(checks),
+            expected=tuple(k.id for k in known),
+            expected_verdict=_expected_verdict(known),
+            verdict=verdict,
+            message=msg,
+        )
+
+    try:
+        data = case.make(np.random.default_rng(case.seed), dtype)
+        with warnings.catch_warnings():
+            # lucid.empty casts uninitialised float64 memory when building modules
+            # (harmless: every parameter is overwritten from `data`).
+            warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+            got = case.lucid(data, lucid_device)
+        # Lucid's "_"-prefixed observations (dropout's mask) go to the reference side.
+        observed = {k: v for k, v in got.items() if k.startswith("_")}
+        ref = case.torch({**data, **observed}, torch_device)
+    except Exception as e:  # reported as a verdict, with the exception text
+        return result((), in_force, "error", f"{type(e).__name__}: {e}")
+
+    got = {k: v for k, v in got.items() if k not in observed}
+    if set(got) != set(ref):
+        msg = f"quantities differ: Lucid {sorted(got)}, torch {sorted(ref)}"
+        return result((), in_force, "error", msg)
+    checks = [_compare(q, got[q], ref[q], dtype) for q in ref]
+
+    # Device/dtype-level deviations (mlx-float32) come first: errors measured at the wrong
+    # precision say nothing about the op, so the case's own expectations are not judged.
+    if dtype_known:
+        ids = ", ".join(k.id for k in dtype_known)
+        wrong = [c.quantity for c in checks if not c.dtype_ok]
+        if wrong:
+            return result(checks, dtype_known, "convention", f"as declared: {ids}")
+        return result(checks, dtype_known, "unexpected-pass", f"declared {ids}, dtype kept")
+
+    failing = {c.quantity for c in checks if not (c.ok and c.dtype_ok)}
+    declared: set[str] = set()
+    for k in in_force:
+        declared.update(case.expect[k.id])
+    unknown_q = declared - {c.quantity for c in checks}
+    if unknown_q:
+        msg = f"expectations name quantities the case lacks: {sorted(unknown_q)}"
+        return result(checks, in_force, "error", msg)
+    ids = ", ".join(k.id for k in in_force)
+    if not in_force:
+        if failing:
+            return result(checks, in_force, "fail", _describe(checks))
+        return result(checks, in_force, "pass", "")
+    if failing == declared:
+        return result(checks, in_force, _expected_verdict(in_force), f"as declared: {ids}")
+    if not failing:
+        msg = f"declared {ids} on {_fmt_set(declared)}, but everything agrees"
+        return result(checks, in_force, "unexpected-pass", msg)
+    msg = f"declared {ids} on {_fmt_set(declared)}; measured: {_describe(checks)}"
+    return result(checks, in_force, "fail", msg)
+
+
+def _describe(checks: Iterable[Check]) -> str:
+    """The failing quantities with why, in the case's order (first failure first)."""
+    parts = []
+    for c in checks:
+        if not c.dtype_ok:
+            parts.append(f"{c.quantity} ({c.note})")
+        elif not c.ok:
+            err = c.max_rel if c.tol_kind == "rel" else c.max_abs
+            parts.append(f"{c.quantity} ({c.tol_kind} err {err:.2e} > {c.tol:.2e}{_note(c)})")
+    return "; ".join(parts) or "nothing"
+
+
+def _note(c: Check) -> str:
+    return f"; {c.note}" if c.note else ""
+
+
+def _fmt_set(s: Iterable[str]) -> str:
+    return ", ".join(sorted(s)) or "nothing"
+
+
+def _check_choice(what: str, value: str, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ValueError(f"{what} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def select_cases(pattern: str | None = None) -> tuple[OpCase, ...]:
+    """Cases whose name matches a glob pattern (all when None); ValueError if none match."""
+    if pattern is None:
+        return CASES
+    chosen = tuple(c for c in CASES if fnmatch.fnmatchcase(c.name, pattern))
+    if not chosen:
+        names = ", ".join(c.name for c in CASES)
+        raise ValueError(f"no case matches {pattern!r}; cases: {names}")
+    return chosen
+
+
+def run_cases(
+    dtypes: Sequence[str] = DTYPES,
+    lucid_device: str = "cpu",
+    *,
+    torch_device: str = "cpu",
+    pattern: str | None = None,
+) -> list[OpResult]:
+    """Run the cases (all, or those matching a glob) at each dtype; one result per pair."""
+    if isinstance(dtypes, str):
+        raise TypeError(f"dtypes must be a sequence of names, got the string {dtypes!r}")
+    for dt in dtypes:
+        _check_choice("dtype", dt, DTYPES)
+    _check_choice("lucid_device", lucid_device, LUCID_DEVICES)
+    _check_choice("torch_device", torch_device, TORCH_DEVICES)
+    # Lucid 'gpu' without a GPU still runs (on MLX's CPU, with a warning), so it is allowed;
+    # torch 'cuda' without CUDA cannot run at all.
+    missing = TorchAdapter.device_unavailable(torch_device)
+    if missing is not None:
+        raise ValueError(f"torch_device={torch_device!r} cannot run here: {missing}")
+    version = lucid_version()
+    return [
+        run_case(case, dt, lucid_device, torch_device, version)
+        for case in select_cases(pattern)
+        for dt in dtypes
+    ]
