@@ -259,10 +259,11 @@ FINDINGS: tuple[Finding, ...] = (
             "`Module.load_state_dict` checks key names only. A value of the wrong shape replaces the "
             "parameter (the model fails later, far from the cause, or not at all), a float64 value "
             "turns a float32 parameter float64, and the module keeps the caller's array "
-            "(`Tensor(value)` does not copy), so editing the state dict afterwards edits the model. "
-            "The patch converts and checks every entry before assigning any (a `ValueError` names "
-            "every mismatched key and the module is unchanged), casts each value to the dtype of the "
-            "tensor it replaces, and copies numpy arrays."
+            "(`Tensor(value)` does not copy), so editing the state dict afterwards edits the model: "
+            "a numpy array on the 'cpu' device, an MLX array on 'gpu'. The patch converts and checks "
+            "every entry before assigning any (a `ValueError` names every mismatched key and the "
+            "module is unchanged), casts each value to the dtype of the tensor it replaces, and "
+            "copies it (`mx.array(data)` for MLX: a new array the caller's updates cannot reach)."
         ),
         reproducer=_reproducer("LUC-010-load-state-dict-unchecked"),
         patch_generator=patches.checked_load_state_dict,

@@ -185,7 +185,7 @@ _CHECK_STATE = """\
 
 def checked_load_state_dict(root: Path) -> dict[str, str]:
     """``Module.load_state_dict`` rejects wrong shapes before changing anything, casts to the
-    module's dtypes and copies the arrays it is given."""
+    module's dtypes and copies the arrays it is given (numpy on 'cpu', MLX on 'gpu')."""
     edits = Edits(root)
     path = locate(root, "\nclass Module:\n")
     header = "    def load_state_dict("
@@ -194,12 +194,17 @@ def checked_load_state_dict(root: Path) -> dict[str, str]:
     else:
         first_loop = "        for key, value in state_dict.items():\n            if key in own_state:\n"
     edits.insert_before(path, first_loop, _CHECK_STATE, within=header)
+    # On the 'gpu' device the data are MLX arrays: ``mx.array(data)`` is a new array, which
+    # the caller's later item assignments (MLX updates by replacing an array's data) cannot reach.
+    edits.insert_before(path, "import lucid.nn as nn\n", "import mlx.core as mx\n")
     edits.replace(
         path,
         "                    value_t = Tensor(value, device=self.device)\n"
         "                    attr.data = value_t.data\n",
         "                    data = loaded[key].data\n"
-        "                    attr.data = data.copy() if isinstance(data, _NumPyArray) else data\n",
+        "                    attr.data = (\n"
+        "                        data.copy() if isinstance(data, _NumPyArray) else mx.array(data)\n"
+        "                    )\n",
         within=header,
     )
     return edits.changes()

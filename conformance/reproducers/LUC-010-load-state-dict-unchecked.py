@@ -5,8 +5,10 @@ Run: PYTHONPATH=<folder holding lucid/> python LUC-010-load-state-dict-unchecked
 """
 
 import sys
+import warnings
 
 import lucid.nn as nn
+import mlx.core as mx
 import numpy as np
 
 
@@ -15,6 +17,8 @@ def same(a: dict, b: dict) -> bool:
 
 
 def main() -> int:
+    # Lucid warns that 'gpu' runs on MLX's CPU where MLX has no GPU backend: expected here.
+    warnings.filterwarnings("ignore", category=UserWarning)
     problems = []
 
     conv = nn.Conv2d(2, 3, kernel_size=1)
@@ -38,6 +42,15 @@ def main() -> int:
     given["weight"][...] = 7.0
     if np.any(conv.state_dict()["weight"] == 7.0):
         problems.append("editing the loaded dict afterwards changed the module (aliased arrays)")
+
+    # The same on the 'gpu' device, whose data are MLX arrays (MLX's CPU build runs it too).
+    conv = nn.Conv2d(2, 3, kernel_size=1)
+    conv.to("gpu")
+    given = {k: mx.array(np.array(v)) for k, v in conv.state_dict().items()}
+    conv.load_state_dict(given)
+    given["weight"][0] = 7.0
+    if np.any(np.array(conv.state_dict()["weight"]) == 7.0):
+        problems.append("editing a loaded MLX array afterwards changed the 'gpu' module (aliased arrays)")
 
     if problems:
         print(f"BUG: load_state_dict {'; '.join(problems)}")
