@@ -5,9 +5,8 @@ reproducer fails unpatched (or, for a version the finding does not affect, passe
 patch applies to pristine upstream on its own and after its dependencies, and the reproducer
 then passes. Then all of the version's patches are applied together in catalogue order: the
 result must equal the edits composed in memory (no hunk landed elsewhere), and every
-reproducer passes. Where ``conformance/checker.py`` exists, the conformance check runs
-before and after each patch: the finding's items go fail -> pass and nothing goes
-pass -> fail.
+reproducer passes. The conformance check (``conformance.checker``) runs before and after
+each patch: the finding's items go fail -> pass and nothing goes pass -> fail.
 
 A reproducer "fails" only by exiting 1 with a ``BUG:`` line; any other exit (a traceback, a
 timeout) is an error of the kit, never evidence.
@@ -44,10 +43,9 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 REPRODUCER_TIMEOUT = 300.0
 CHECKER_TIMEOUT = 900.0
-CHECKER_ABSENT = "skipped: checker absent"
 
-# root -> {item id: "pass" | "fail"}, or None when there is no checker to run.
-Checker = Callable[[Path], Mapping[str, str] | None]
+# root -> {item id: "pass" | "fail"}
+Checker = Callable[[Path], Mapping[str, str]]
 
 
 class CheckerError(RuntimeError):
@@ -100,10 +98,8 @@ def reproduce(finding: Finding, root: Path) -> tuple[str, str]:
     return "error", f"exit {res.returncode}: {res.output.strip()[-1500:]}"
 
 
-def conformance_checker(root: Path) -> Mapping[str, str] | None:
+def conformance_checker(root: Path) -> Mapping[str, str]:
     """Run ``python -m conformance check --target upstream --json`` against ``root``'s lucid."""
-    if not (REPO / "conformance" / "checker.py").is_file():
-        return None
     args = ["-m", "conformance", "check", "--target", "upstream", "--json"]
     res = upstream.run_python(root, args, CHECKER_TIMEOUT, cwd=REPO)
     try:
@@ -202,10 +198,8 @@ def _checker_steps(
         after = baselines.checker(patched)
     except CheckerError as exc:
         return [Step(name, "fail", str(exc))]
-    if note and after is not None:
+    if before is None:  # the unpatched run could not check: every item was failing
         before = dict.fromkeys(after, "fail")
-    if before is None or after is None:
-        return [Step(name, "skipped", CHECKER_ABSENT)]
     step = _check_step(name, before, after, items)
     return [Step(step.name, step.status, note + step.detail)]
 

@@ -259,10 +259,7 @@ def test_all_patches_together(proofs: dict[str, prove.VersionProof], version: st
     assert "combined tree equals the edits composed in order" in names
     assert sum(n.endswith("passes on the combined tree") for n in names) == len(FINDINGS)
     (check,) = [s for s in combined.steps if s.name.startswith("conformance check")]
-    if (prove.REPO / "conformance" / "checker.py").is_file():
-        assert check.status == "pass", check.detail
-    else:
-        assert check.detail == prove.CHECKER_ABSENT
+    assert check.status == "pass", check.detail
 
 
 _FACTORIES = """

@@ -1,0 +1,261 @@
+"""One block on every repeat: its branches, concat layouts and, for a residual block, its
+formula and width."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from conformance import spec as S
+from conformance.checker.binding import join_path, op_path
+from conformance.checker.op_checks import check_op, fmt_shape, rtol_for
+from conformance.checker.results import Item, ItemResult, op_item
+from conformance.introspect import ModelView, Trace, latent_constants
+
+
+def _stage_output(
+    view: ModelView, tr: Trace, block: S.Block, path: str, index: int
+) -> tuple[np.ndarray | None, str]:
+    """The array a stage hands on, and where it was read."""
+    if index + 1 < len(block.stages):
+        nxt = block.stages[index + 1]
+        for branch in nxt.branches:
+            if branch.source is None:
+                op = op_path(view, join_path(path, branch.name), 0)
+                call = tr.first(op) if op else None
+                if call and call.inputs:
+                    return call.inputs[0], f"input of {op}"
+        return None, "no op of the next stage ran"
+    if block.linear is not None:
+        lpath = join_path(path, block.linear.name)
+        call = tr.first(lpath)
+        return (
+            (call.inputs[0], f"input of {lpath}") if call and call.inputs else (None, f"{lpath} did not run")
+        )
+    call = tr.first(path)
+    return (
+        (call.output, f"output of {path or '<root>'}")
+        if call and call.output is not None
+        else (None, f"{path} did not run")
+    )
+
+
+def _find_offsets(out: np.ndarray, part: np.ndarray) -> list[int]:
+    width = part.shape[1]
+    if part.shape[0] != out.shape[0] or part.shape[2:] != out.shape[2:]:
+        return []
+    return [o for o in range(out.shape[1] - width + 1) if np.array_equal(out[:, o : o + width], part)]
+
+
+def _check_concat(
+    item: Item, view: ModelView, tr: Trace, stage: S.Stage, path: str, out: np.ndarray | None, where: str
+) -> None:
+    """The stage output holds each branch's output at its paper offset (or at the offset
+    of an order a Decision accepts for this concat)."""
+    if out is None:
+        item.fail(path, f"concat not observed ({where})")
+        return
+    outputs: dict[str, list[np.ndarray]] = {}
+    for name in stage.output:
+        calls = tr.calls.get(join_path(path, name), [])
+        outputs[name] = [c.output for c in calls if c.output is not None]
+    widths = {n: (o[0].shape[1] if o else stage.branch(n).out_channels) for n, o in outputs.items()}
+    located = {n: _find_offsets(out, o[0]) for n, o in outputs.items() if o}
+    layout = sorted((offs[0], n) for n, offs in located.items() if offs)
+    found = ", ".join(f"{n}@{o}" for o, n in layout) + f" = {out.shape[1]}"
+    orders = [stage.output] + [d.accepted_output for d in S.decisions_for(item.id) if d.accepted_output]
+    matched = None
+    for order in orders:
+        offset, ok = 0, True
+        for name in order:
+            if outputs[name] and not any(
+                np.array_equal(out[:, offset : offset + widths[name]], o) for o in outputs[name]
+            ):
+                ok = False
+            offset += widths[name]
+        if ok and offset == out.shape[1]:
+            matched = order
+            break
+    if matched is not None and matched != stage.output:
+        found += " (the accepted permutation)"
+    item.found.append(found)
+    if out.shape[1] != stage.out_channels:
+        item.fail(path, f"concat is {out.shape[1]} wide (expected {stage.out_channels})")
+    if matched is None:
+        item.fail(path, f"concat layout {found} (read at the {where})")
+    for name, calls in outputs.items():
+        if not calls:
+            item.notes.append(f"{name} did not run, so its slot is unchecked: see {name}-runs")
+    if not any(outputs.values()):
+        item.fail(path, "no branch of the concat ran")
+
+
+@dataclass
+class ResidualFit:
+    path: str
+    scale: float | None
+    error: float | None
+    problem: str | None
+
+
+def _fit_residual(tr: Trace, path: str, linear_path: str) -> ResidualFit:
+    """Fit ``y = relu(x + s * L)`` on one block call: on the positive outputs
+    ``y - x = s * L``, so ``s`` is a least-squares ratio; then compare everywhere."""
+    call, lin = tr.first(path), tr.first(linear_path)
+    if call is None or lin is None or not call.inputs or call.output is None or lin.output is None:
+        return ResidualFit(path, None, None, "the block or its linear conv did not run")
+    x, y, lo = (a.astype(np.float64) for a in (call.inputs[0], call.output, lin.output))
+    if not x.shape == y.shape == lo.shape:
+        return ResidualFit(path, None, None, f"input {x.shape}, linear {lo.shape}, output {y.shape} differ")
+    positive = y > 0
+    denom = float(np.sum(lo[positive] ** 2))
+    if denom == 0.0:
+        return ResidualFit(path, None, None, "no positive output to fit the scale on")
+    s = float(np.sum((y - x)[positive] * lo[positive])) / denom  # least squares on y > 0
+    predicted = np.maximum(x + s * lo, 0.0)
+    scale = max(float(np.max(np.abs(x))), float(np.max(np.abs(s * lo))), 1e-30)
+    err = float(np.max(np.abs(predicted - y))) / scale
+    if err > rtol_for(call.output):
+        return ResidualFit(
+            path,
+            s,
+            err,
+            f"y != ReLU(x + s * linear) for any single s (best s {s:.4g}, error {err:.1e})",
+        )
+    return ResidualFit(path, s, err, None)
+
+
+def check_block(
+    net: S.Network, block: S.Block, view: ModelView, tr: Trace, paths: list[str], size: int
+) -> tuple[list[ItemResult], list[ResidualFit]]:
+    prefix = f"{net.name}/{block.name}"
+    in_hw = S.block_shapes(net, size)[block.name][0]
+    runs: dict[str, Item] = {}
+    ops: dict[str, Item] = {}
+    concats: dict[str, Item] = {}
+    residual = {
+        "formula": Item(
+            f"{prefix}/residual-formula",
+            "y = ReLU(x + s * linear1x1(concat)), one scalar s, no BatchNorm on the sum",
+            f"{block.ref}, Fig. 20",
+        ),
+        "width": Item(
+            f"{prefix}/width-{block.in_channels}",
+            f"input, linear 1x1 output and sum all {block.in_channels} wide"
+            + "".join(
+                f"; no unused {d.rejected_value} ({d.ref}) in the constructor"
+                for d in S.decisions_for(f"{prefix}/width-{block.in_channels}")
+                if d.rejected_value is not None
+            ),
+            block.ref,
+        ),
+    }
+    fits: list[ResidualFit] = []
+    batch = 1
+
+    def run_branch(
+        bpath: str, branch: S.Branch, hw: tuple[int, int], feed: int, calls: dict[str, int]
+    ) -> tuple[tuple[int, int], int]:
+        """Check the ops of one branch on one repeat; returns its output grid and width."""
+        rid = f"{prefix}/{branch.name}-runs"
+        run_item = runs.setdefault(rid, Item(rid, f"every op of {branch.name} runs", block.ref))
+        run_item.where.append(bpath)
+        counts = []
+        for i, op in enumerate(branch.ops):
+            opath = op_path(view, bpath, i)
+            hw = S.op_output_hw(op, *hw)
+            shape = (
+                (batch, op.out_channels) if op.kind in ("dropout", "fc") else (batch, op.out_channels, *hw)
+            )
+            oid = f"{prefix}/{op_item(branch, i)}"
+            expected = f"{op.label} -> {fmt_shape(shape)} at {size}"
+            item = ops.setdefault(oid, Item(oid, expected, op.ref))
+            item.where.append(opath or f"{bpath}[{i}]")
+            found, problems, notes, feed = check_op(view, tr, opath, op, shape, feed, rid)
+            item.found.append(found)
+            if problems:
+                item.fail(opath or f"{bpath}[{i}]", ", ".join(problems))
+            item.notes += notes
+            counts.append(tr.count(opath) if opath else 0)
+        idle = [str(i) for i, count in enumerate(counts) if count == 0]
+        if idle:
+            ops_text = f"op {idle[0]}" if len(idle) == 1 else f"ops {', '.join(idle)}"
+            run_item.fail(bpath, f"{ops_text} of {len(counts)} never ran")
+        else:
+            run_item.found.append("ran" if max(counts) == 1 else f"ran {max(counts)} times per forward")
+        calls[branch.name] = max(counts)
+        return hw, feed
+
+    for path in paths:
+        hw, width = in_hw, block.in_channels
+        for si, stage in enumerate(block.stages):
+            ends: dict[str, tuple[tuple[int, int], int]] = {}
+            calls: dict[str, int] = {}
+            for branch in stage.branches:
+                start_hw, feed = (hw, width) if branch.source is None else ends[branch.source]
+                ends[branch.name] = run_branch(join_path(path, branch.name), branch, start_hw, feed, calls)
+            if 0 in calls.values():  # a branch that never runs: say what ran instead
+                counts = ", ".join(f"{name} {count}" for name, count in calls.items())
+                for name in calls:
+                    runs[f"{prefix}/{name}-runs"].notes.append(
+                        f"calls per forward in {path or '<root>'}: {counts}"
+                    )
+            if stage.is_concat:
+                cid = f"{prefix}/{stage.name}"
+                names = " + ".join(f"{n} {stage.branch(n).out_channels}" for n in stage.output)
+                item = concats.setdefault(cid, Item(cid, f"[{names}] = {stage.out_channels}", stage.ref))
+                item.where.append(path)
+                out, where = _stage_output(view, tr, block, path, si)
+                _check_concat(item, view, tr, stage, path, out, where)
+            hw = ends[stage.output[0]][0]
+            width = stage.out_channels
+        if block.linear is not None:
+            lpath = join_path(path, block.linear.name)
+            run_branch(lpath, block.linear, hw, width, {})
+            fit = _fit_residual(tr, path, lpath)
+            fits.append(fit)
+            formula = residual["formula"]
+            formula.where.append(path)
+            if fit.problem:
+                formula.fail(path, fit.problem)
+            _check_width(residual["width"], view, tr, block, path, lpath)
+
+    errors = [f.error for f in fits if f.error is not None and f.problem is None]
+    if errors:
+        residual["formula"].found.append(f"holds in {len(errors)}, max rel. error {max(errors):.0e}")
+    results = [i.result() for i in runs.values()] + [i.result() for i in ops.values()]
+    results += [i.result() for i in concats.values()]
+    if block.linear is not None:
+        results += [residual["formula"].result(), residual["width"].result()]
+    return results, fits
+
+
+def _check_width(item: Item, view: ModelView, tr: Trace, block: S.Block, path: str, lpath: str) -> None:
+    width = block.in_channels
+    item.where.append(path)
+    call = tr.first(path)
+    seen = {
+        "input": call.input_shapes[0][1] if call and call.input_shapes else None,
+        "output": call.output_shape[1] if call else None,
+        "linear out": view.info[lpath].get("out_channels") if lpath in view.info else None,
+    }
+    for label, value in seen.items():
+        if value is not None and value != width:
+            item.fail(path, f"{label} {value} wide (expected {width})")
+    # A width the paper prints (Fig. 17's 1154, Fig. 19's 2048) that the constructor keeps
+    # but the built block does not use cannot be seen in the model: read the code.
+    used = {
+        int(v)
+        for p in (path, *view.descendants(path))
+        for k, v in view.info[p].items()
+        if k.endswith(("channels", "features"))
+    }
+    for decision in S.decisions_for(item.id):
+        if decision.rejected_value is None or decision.rejected_value in used:
+            continue
+        for where in latent_constants(type(view.modules[path]), decision.rejected_value):
+            item.fail(
+                path, f"{where} keeps {decision.rejected_value} ({decision.ref}), which no built layer uses"
+            )
+    item.found.append(f"{seen['input']} + linear {seen['linear out']} -> {seen['output']}")

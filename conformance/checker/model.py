@@ -1,0 +1,156 @@
+"""The model-level items (layout, modules accounted for, residual scale) and
+``check_model``, which runs every item on one built model."""
+
+from __future__ import annotations
+
+from conformance import spec as S
+from conformance.checker.binding import Binding, bind_spec, join_path, kept_paths, op_path
+from conformance.checker.blocks import ResidualFit, check_block
+from conformance.checker.op_checks import fmt_hw, fmt_hwc
+from conformance.checker.results import Item, ItemResult, ModelReport, all_branches
+from conformance.introspect import ModelView, Trace, trace
+
+DEFAULT_SIZE = 75  # the smallest input all three accept; every op still runs (SPEC.md)
+DEFAULT_SEED = 0
+# A fitted residual scale this close to 1 is no scaling; fits are exact to ~1e-7.
+_SCALE_ONE = 1e-3
+
+
+def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> list[ItemResult]:
+    expected = ", ".join(f"{b.name} x{b.repeats}" for b in net.blocks)
+    repeats = Item(f"{net.name}/layout/repeats", f"{expected}, in this order", net.ref)
+    repeats.found.append(", ".join(f"{cls} x{len(p)}" for cls, p in binding.groups))
+    repeats.where = list(binding.trunk)
+    if len(binding.groups) != len(net.blocks):
+        repeats.fail(
+            "", f"{len(binding.groups)} groups of blocks, expected {len(net.blocks)}: {repeats.found[0]}"
+        )
+    for block in net.blocks:
+        if len(binding.blocks[block.name]) != block.repeats:
+            repeats.fail(block.name, f"{len(binding.blocks[block.name])} blocks (expected {block.repeats})")
+    ran = [(tr.first(p).index, p) for p in binding.trunk if tr.first(p)]
+    if [p for _, p in sorted(ran)] != [p for _, p in ran]:
+        repeats.fail("", f"blocks run out of order: {', '.join(p for _, p in sorted(ran))}")
+
+    shapes = S.block_shapes(net, tr.size)
+    stated = ", ".join(f"{s.height}x{s.width}x{s.channels}" for s in net.stage_shapes_299)
+    derived = ", ".join(f"{fmt_hw(shapes[s.block][1])}x{s.channels}" for s in net.stage_shapes_299)
+    stage = Item(
+        f"{net.name}/layout/stage-shapes",
+        f"{stated} at {net.input_size}" + ("" if tr.size == net.input_size else f"; {derived} at {tr.size}"),
+        ", ".join(dict.fromkeys(s.ref for s in net.stage_shapes_299)),
+    )
+    got = []
+    for s in net.stage_shapes_299:
+        paths = binding.blocks[s.block]
+        call = tr.first(paths[-1]) if paths else None
+        stage.where.append(paths[-1] if paths else s.block)
+        want = (1, s.channels, *shapes[s.block][1])
+        if tr.size == net.input_size:
+            want = (1, s.channels, s.height, s.width)
+        if call is None:
+            stage.fail(s.block, "did not run")
+            continue
+        got.append(fmt_hwc(call.output_shape))
+        if call.output_shape != want:
+            stage.fail(s.block, f"{fmt_hwc(call.output_shape)} (expected {fmt_hwc(want)})")
+    stage.found.append(", ".join(got))
+
+    forward = Item(f"{net.name}/layout/forward", f"a 1x3x{tr.size}x{tr.size} forward runs", net.ref)
+    forward.where.append("")
+    if tr.error:
+        forward.fail("", f"forward raised {tr.error}")
+    else:
+        forward.found.append(f"ran, {sum(len(c) for c in tr.calls.values())} module calls")
+    return [forward.result(), repeats.result(), stage.result(), _check_accounted(net, view, tr, binding)]
+
+
+def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> ItemResult:
+    """Every layer of the model is one of the spec's ops (or inside one), or a residual
+    block's final ReLU: nothing unlisted computes or holds parameters."""
+    covered: set[str] = set()
+    for block in (*net.blocks, net.head):
+        for path in binding.blocks[block.name]:
+            for branch in all_branches(block):
+                bpath = join_path(path, branch.name)
+                for i in range(len(branch.ops)):
+                    op = op_path(view, bpath, i)
+                    if op:
+                        covered.add(op)
+                        covered.update(view.descendants(op))
+            if block.linear is not None and path in view.children:
+                covered.update(c for c in view.children[path] if view.layer(c) == "relu")
+    leaves = view.leaves()
+    stray = [leaf for leaf in leaves if leaf not in covered]
+    item = Item(
+        f"{net.name}/layout/modules-accounted", "every layer is a paper op (or a residual ReLU)", net.ref
+    )
+    item.where.append("")
+    for leaf in stray:
+        ran = tr.count(leaf)
+        item.fail(
+            leaf, f"{view.class_name(leaf)} ({view.parameters(leaf)} parameters, ran {ran}x) is no paper op"
+        )
+    item.found.append(f"all {len(leaves)} layers bound")
+    return item.result()
+
+
+def _check_scale(net: S.Network, fits_by_block: dict[str, list[ResidualFit]]) -> ItemResult:
+    spec = net.residual_scale
+    assert spec is not None
+    item = Item(
+        f"{net.name}/residual-scale",
+        f"a scale s with {spec.low:g} < s <= {spec.high:g} and s != 1 (scaling present), one per block type; "
+        f"recommended {spec.recommended[0]:g}-{spec.recommended[1]:g}",
+        spec.ref,
+    )
+    summary = []
+    for block, fits in fits_by_block.items():
+        item.where += [f.path for f in fits]
+        scales = [f.scale for f in fits if f.scale is not None]
+        if not scales:
+            item.fail(block, "no scale measured")
+            continue
+        lo, hi = min(scales), max(scales)
+        summary.append(f"{block} {lo:.4g}" + ("" if hi - lo < 1e-4 else f"..{hi:.4g}") + f" x{len(scales)}")
+        # s = 1 within measurement error is no scaling (Decision fig20-scale-value)
+        absent = [f.path for f in fits if f.scale is not None and abs(f.scale - 1.0) < _SCALE_ONE]
+        present = [f for f in fits if f.scale is not None and abs(f.scale - 1.0) >= _SCALE_ONE]
+        if absent:
+            item.fail(block, f"no scaling (s = 1.0) in {len(absent)} of {len(fits)} blocks")
+        for fit in present:
+            if not spec.low < fit.scale <= spec.high:
+                item.fail(fit.path, f"s = {fit.scale:.4g} outside ({spec.low:g}, {spec.high:g}]")
+        if hi - lo >= _SCALE_ONE:
+            item.fail(block, f"scales differ between blocks ({lo:.4g}..{hi:.4g})")
+        if present and not (spec.recommended[0] <= lo and hi <= spec.recommended[1]):
+            item.notes.append(
+                f"{block}: outside the recommended {spec.recommended[0]:g}-{spec.recommended[1]:g}"
+            )
+    item.found.append(", ".join(summary))
+    return item.result()
+
+
+def check_model(
+    model: object, name: str, *, target: str = "", size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED
+) -> ModelReport:
+    """Check a built model (Lucid or torch) against the spec of ``name``."""
+    if name not in S.SPECS:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(S.SPECS)}")
+    if size < 75:
+        raise ValueError(f"size must be >= 75 (the smallest input all three models accept), got {size}")
+    net = S.SPECS[name]
+    view = ModelView(model)
+    binding = bind_spec(view, net)
+    channels = net.blocks[0].in_channels
+    tr = trace(model, channels=channels, size=size, seed=seed, keep=kept_paths(view, binding, net))
+    results = _check_layout(net, view, tr, binding)
+    fits_by_block: dict[str, list[ResidualFit]] = {}
+    for block in (*net.blocks, net.head):
+        block_results, fits = check_block(net, block, view, tr, binding.blocks[block.name], size)
+        results += block_results
+        if block.residual:
+            fits_by_block[block.name] = fits
+    if net.residual_scale is not None:
+        results.append(_check_scale(net, fits_by_block))
+    return ModelReport(name, target, tuple(results), view.parameters(""), net.params)

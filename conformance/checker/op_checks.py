@@ -1,0 +1,200 @@
+"""One op on one repeat: its hyperparameters (introspected) and its behaviour (traced)
+against the spec."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from conformance import spec as S
+from conformance.introspect import ModelView, Trace
+
+# Relative tolerance of the behavioural checks (residual formula, pools), by the dtype the
+# model computes in: float32 rounding (6e-8) times the handful of operations compared.
+_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+
+# ----- small helpers
+
+
+def fmt_shape(shape: Sequence[int]) -> str:
+    return "x".join(str(s) for s in shape[1:]) if len(shape) > 1 else str(tuple(shape))
+
+
+def fmt_hwc(shape: Sequence[int]) -> str:
+    """An N x C x H x W shape as the paper writes it: ``35x35x384``."""
+    return f"{shape[2]}x{shape[3]}x{shape[1]}" if len(shape) == 4 else fmt_shape(shape)
+
+
+def fmt_hw(pair: Sequence[int]) -> str:
+    return f"{pair[0]}x{pair[1]}"
+
+
+def rtol_for(array: np.ndarray) -> float:
+    return _RTOL.get(array.dtype, 1e-4)
+
+
+def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
+    scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-30)
+    return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) / scale if a.size else 0.0
+
+
+def _pool_reference(x: np.ndarray, op: S.Op) -> np.ndarray:
+    """The paper's pool of ``x`` (N, C, H, W) in float64: max pools valid, average pools
+    zero-padded and divided by k*k (the padding counts)."""
+    x = x.astype(np.float64)
+    if op.kind == "global-avgpool":
+        return x.mean(axis=(2, 3), keepdims=True)
+    (kh, kw), (sh, sw), (ph, pw) = op.kernel, op.stride, op.padding
+    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
+    windows = np.stack(
+        [x[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)], axis=0
+    )
+    return windows.max(axis=0) if op.kind == "maxpool" else windows.sum(axis=0) / (kh * kw)
+
+
+def _compare(prefix: str, pairs: Iterable[tuple[str, object, object]]) -> list[str]:
+    """``"conv out_channels 64 (expected 192)"`` for each pair that differs."""
+    return [
+        f"{prefix}{label} {found} (expected {expected})"
+        for label, found, expected in pairs
+        if found != expected
+    ]
+
+
+# ----- one op on one repeat
+
+
+def _describe(view: ModelView, path: str, kind: str) -> str:
+    info = view.info[path]
+    if kind == "conv":
+        conv, bn = (view.info[c] for c in view.children[path][:2])
+        s = "" if conv["stride"] == (1, 1) else f"/{conv['stride'][0]}"
+        return (
+            f"{fmt_hw(conv['kernel'])}{s} pad {fmt_hw(conv['padding'])} conv {conv['in_channels']}->"
+            f"{conv['out_channels']}{'' if conv['bias'] else ' no-bias'} +BN(eps {bn['eps']:g}) +ReLU"
+        )
+    if kind == "linear-conv":
+        s = "" if info["stride"] == (1, 1) else f"/{info['stride'][0]}"
+        return f"{fmt_hw(info['kernel'])}{s} linear conv {info['in_channels']}->{info['out_channels']}"
+    if kind in ("maxpool", "avgpool"):
+        extra = ", counts padding" if info.get("count_include_pad") else ""
+        return f"{kind} {fmt_hw(info['kernel'])}/{info['stride'][0]} pad {fmt_hw(info['padding'])}{extra}"
+    if kind == "global-avgpool":
+        return f"adaptive avgpool to {fmt_hw(info['output_size'])}"
+    if kind == "dropout":
+        return f"Dropout(p={info['p']:g}) = keep {1 - float(info['p']):g}"
+    if kind == "fc":
+        return f"fc {info['in_features']}->{info['out_features']}"
+    return f"{kind} ({view.class_name(path)})"
+
+
+def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]:
+    """Introspected hyperparameters against the spec; ``in_width`` is the width that
+    actually feeds the op (the previous op's, as built or as run)."""
+    info = view.info[path]
+    if op.kind in ("conv", "linear-conv"):
+        conv_path = view.children[path][0] if op.kind == "conv" else path
+        conv = view.info[conv_path]
+        problems = _compare(
+            "conv " if op.kind == "conv" else "",
+            [
+                ("kernel", conv["kernel"], op.kernel),
+                ("stride", conv["stride"], op.stride),
+                ("padding", conv["padding"], op.padding),
+                ("out_channels", conv["out_channels"], op.out_channels),
+                ("in_channels", conv["in_channels"], in_width),
+                ("dilation", conv["dilation"], (1, 1)),
+                ("groups", conv["groups"], 1),
+                ("bias", conv["bias"], True),
+                ("padding_mode", conv["padding_mode"], "zeros"),
+            ],
+        )
+        if op.kind == "conv":
+            bn = view.info[view.children[path][1]]
+            problems += _compare(
+                "bn ",
+                [
+                    ("num_features", bn["num_features"], op.out_channels),
+                    ("eps", bn["eps"], S.BN_EPS),
+                    ("momentum", bn["momentum"], S.BN_MOMENTUM),
+                    ("affine", bn["affine"], True),
+                ],
+            )
+        return problems
+    if op.kind in ("maxpool", "avgpool"):
+        pairs = [
+            ("kernel", info["kernel"], op.kernel),
+            ("stride", info["stride"], op.stride),
+            ("padding", info["padding"], op.padding),
+            ("ceil_mode", info["ceil_mode"], False),
+        ]
+        if op.kind == "avgpool":
+            pairs.append(("count_include_pad", info["count_include_pad"], True))
+        return _compare("", pairs)
+    if op.kind == "global-avgpool":
+        return _compare("", [("output_size", info["output_size"], (1, 1))])
+    if op.kind == "dropout":
+        assert op.keep is not None
+        p = float(info["p"])
+        return [] if math.isclose(p, 1 - op.keep, abs_tol=1e-9) else [f"Dropout(p={p:g}) keeps {1 - p:g}"]
+    if op.kind == "fc":
+        return _compare(
+            "",
+            [
+                ("in_features", info["in_features"], in_width),
+                ("out_features", info["out_features"], op.out_channels),
+                ("bias", info["bias"], True),
+            ],
+        )
+    return []
+
+
+def check_op(
+    view: ModelView, tr: Trace, path: str | None, op: S.Op, shape: tuple[int, ...], feed: int, runs_id: str
+) -> tuple[str, list[str], list[str], int]:
+    """(found, problems, notes, out width as built) for one op on one repeat."""
+    if path is None:
+        return "missing", ["no module here"], [], op.out_channels
+    kind = view.op_kind(path)
+    found = _describe(view, path, kind)
+    if kind != op.kind:
+        return (
+            found,
+            [f"a {kind} ({view.class_name(path)}), expected a {op.kind}"],
+            [],
+            op.out_channels,
+        )
+    call = tr.first(path)
+    in_width = (
+        call.input_shapes[0][1]
+        if call and call.input_shapes and op.kind in ("conv", "linear-conv", "fc")
+        else feed
+    )
+    problems = _structure(view, path, op, in_width)
+    out_width = op.out_channels
+    if op.kind in ("conv", "linear-conv"):
+        conv_path = view.children[path][0] if op.kind == "conv" else path
+        out_width = int(view.info[conv_path]["out_channels"])
+    notes: list[str] = []
+    if call is None:
+        notes.append(f"{path} did not run: see {runs_id}")
+        return found, problems, notes, out_width
+    found += f" -> {fmt_shape(call.output_shape)}"
+    if call.output_shape != shape:
+        problems.append(f"output {fmt_shape(call.output_shape)} (expected {fmt_shape(shape)})")
+    if op.kind == "conv":  # conv -> BatchNorm -> ReLU, in that order, once per call
+        steps = [tr.calls.get(c, []) for c in view.children[path]]
+        if any(len(s) != tr.count(path) for s in steps) or not (
+            steps[0] and steps[0][0].index < steps[1][0].index < steps[2][0].index < call.index
+        ):
+            problems.append("does not run conv -> BatchNorm -> ReLU once per call")
+    if op.kind in ("maxpool", "avgpool", "global-avgpool") and call.output is not None and call.inputs:
+        reference = _pool_reference(call.inputs[0], op)
+        if reference.shape == call.output.shape:
+            err = _rel_err(call.output, reference)
+            if err > rtol_for(call.output):
+                problems.append(f"output differs from the paper's {op.label} of its input by {err:.1e}")
+    return found, problems, notes, out_width
