@@ -85,11 +85,15 @@ def test_nan_and_inf() -> None:
     assert max_errors(big, -big)[2] == "the difference overflows"
 
 
-@pytest.mark.parametrize("where", [0, _BLOCK + 7, -1])
+@pytest.mark.parametrize(
+    ("shape", "where"),
+    [((2, 3 * _BLOCK), 0), ((2, 3 * _BLOCK), _BLOCK + 7), ((2, 3 * _BLOCK), -1), ((3, 7), 0), ((3, 7), -1)],
+)
 @pytest.mark.parametrize("side", [0, 1])
-def test_a_nan_on_one_side_is_never_lost(where: int, side: int) -> None:
-    """Wherever it is (past the first block too) and whichever side holds it."""
-    arrays = list(pair((2, 3 * _BLOCK), seed=6))
+def test_a_nan_on_one_side_is_never_lost(shape: tuple[int, ...], where: int, side: int) -> None:
+    """Wherever it is (past the first block too, or in an array of one block) and whichever
+    side holds it."""
+    arrays = list(pair(shape, seed=6))
     arrays[side].flat[where] = np.nan
     max_abs, max_rel, note = max_errors(*arrays)
     assert (max_abs, max_rel) == (math.inf, math.inf) and "non-finite values differ" in note
