@@ -82,7 +82,7 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
     # Each side's scale in its own memory order (a whole-array reduction reads it straight).
     scale = largest(_max_magnitude(a), _max_magnitude(b))
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflow: handled below
-        if a.size <= _BLOCK:  # most of a network's outputs: one block, no blocking to set up
+        if a.size <= _BLOCK:  # a small output (many branches at batch 1): no blocking to set up
             max_abs = _max_magnitude(np.subtract(a, b))
         else:
             scratch = np.empty(_BLOCK, dtype=a.dtype)
