@@ -164,7 +164,8 @@ FINDINGS: tuple[Finding, ...] = (
             "`ConvBNReLU2d(64, 192, (1, 7))`; Fig. 5 draws 1x1 192 -> 1x7 192 -> 7x1 224 -> 1x7 224 "
             "-> 7x1 256. Upstream Inception-v4 has 40,586,984 parameters instead of 42,711,400 "
             "(SPEC.md). The fix changes the shapes of `branch4.0.*` and `branch4.1.conv.weight` in "
-            "all seven B blocks, so upstream v4 checkpoints no longer load into the fixed model."
+            "all seven B blocks, so upstream v4 checkpoints no longer load into the fixed model; on "
+            "2.16.0 it also updates the count `lucid/models/registry.json` lists for `inception_v4`."
         ),
         reproducer=_reproducer("LUC-005-v4-block-b-branch4-64"),
         patch_generator=patches.v4_block_b_branch4,

@@ -233,6 +233,11 @@ def dead_2048_block_c(root: Path) -> dict[str, str]:
     return edits.changes()
 
 
+_MODEL_REGISTRY = "lucid/models/registry.json"
+_V4_PARAMETERS_UPSTREAM = 40_586_984  # with the 64-channel 1x1 (SPEC.md)
+_V4_PARAMETERS_FIXED = 42_711_400  # Fig. 5's 192 (SPEC.md; the port's count)
+
+
 def v4_block_b_branch4(root: Path) -> dict[str, str]:
     """Inception-v4 B block (Fig. 5): the long branch starts with a 1x1 to 192, not 64."""
     edits = Edits(root)
@@ -244,4 +249,12 @@ def v4_block_b_branch4(root: Path) -> dict[str, str]:
         "            nn.ConvBNReLU2d(192, 192, kernel_size=(1, 7), padding=(0, 3)),\n",
         within="class _InceptionModule_V4B(",
     )
+    # 2.10+ ship lucid/models/registry.json, which lists each model's parameter count: the
+    # fixed Inception-v4 has Table 1's count (SPEC.md), not the 64-channel branch's.
+    if (root / _MODEL_REGISTRY).is_file():
+        edits.replace(
+            _MODEL_REGISTRY,
+            f'"parameter_size": {_V4_PARAMETERS_UPSTREAM},',
+            f'"parameter_size": {_V4_PARAMETERS_FIXED},',
+        )
     return edits.changes()
