@@ -250,7 +250,7 @@ def v4_block_b_branch4(root: Path) -> dict[str, str]:
         within="class _InceptionModule_V4B(",
     )
     # 2.10+ ship lucid/models/registry.json, which lists each model's parameter count: the
-    # fixed Inception-v4 has Table 1's count (SPEC.md), not the 64-channel branch's.
+    # fixed Inception-v4 has SPEC.md's count for Fig. 3-9, not the 64-channel branch's.
     if (root / _MODEL_REGISTRY).is_file():
         edits.replace(
             _MODEL_REGISTRY,
