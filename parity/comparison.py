@@ -257,10 +257,9 @@ def _forward(
         kind, module = name if local else ("output", name)
         if isinstance(out_a, Repeat) and isinstance(out_b, Repeat) and out_a.of == out_b.of in compared:
             earlier = compared[out_a.of]  # the very same two arrays: the same numbers
-            note = "; ".join(
-                filter(None, [f"the output of {event_module(out_a.of[0])!r} again", earlier.note])
-            )
-            row = dataclasses.replace(earlier, module=module, note=note)
+            of = event_module(out_a.of[0])
+            note = "; ".join(filter(None, [f"the output of {of!r} again", earlier.note]))
+            row = dataclasses.replace(earlier, module=module, note=note, repeat_of=earlier.repeat_of or of)
         else:
             out_a, out_b = (out.array if isinstance(out, Repeat) else out for out in (out_a, out_b))
             if out_a.shape != out_b.shape:

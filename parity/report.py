@@ -30,7 +30,9 @@ KINDS: tuple[str, ...] = (
 class Row:
     """One comparison: ``max_rel`` is ``max_abs`` over the larger of the two sides' max
     absolute value (BN rows: over the BN input's scale, see ``compare``); it passes when
-    ``max_rel <= tol``. ``shape_a``/``shape_b`` are ``None`` where a side has no value."""
+    ``max_rel <= tol``. ``shape_a``/``shape_b`` are ``None`` where a side has no value.
+    ``repeat_of`` names the module whose row this one repeats: on both sides the output
+    is, unchanged, that module's output tensor (a container returning its last child's)."""
 
     module: str
     kind: str
@@ -41,6 +43,7 @@ class Row:
     tol: float
     ok: bool
     note: str = ""
+    repeat_of: str | None = None
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -100,10 +103,11 @@ class Report:
 
     def worst(self, n: int = 5, kind: str | None = None) -> list[Row]:
         """The ``n`` rows furthest over (or closest to) their tolerance, failures first;
-        ``kind`` restricts to one kind of row."""
+        ``kind`` restricts to one kind of row. A row that repeats another's numbers
+        (``repeat_of``) is left out: the row it repeats stands for both."""
         if kind is not None and kind not in KINDS:
             raise ValueError(f"unknown row kind {kind!r}; valid: {', '.join(KINDS)}")
-        rows = [row for row in self.rows if kind is None or row.kind == kind]
+        rows = [row for row in self.rows if (kind is None or row.kind == kind) and row.repeat_of is None]
         rows.sort(key=lambda row: (row.ok, -_overshoot(row), -_finite_or_inf(row.max_rel)))
         return rows[:n]
 

@@ -111,8 +111,24 @@ def test_a_container_returning_its_last_childs_tensor_reuses_that_row() -> None:
     rows = {row.module: row for row in compare(a, b, X, dtype="float64").rows if row.kind == "output"}
     container, child = rows["stem.conv.0"], rows["stem.conv.0.relu"]
     assert container.note.startswith("the output of 'stem.conv.0.relu' again")
+    assert (container.repeat_of, child.repeat_of) == ("stem.conv.0.relu", None)
     assert (container.max_abs, container.max_rel, container.ok) == (child.max_abs, child.max_rel, child.ok)
     assert child.max_abs > 0  # a real comparison, whose numbers were reused
+
+
+def test_the_worst_rows_leave_out_repeats() -> None:
+    """A planted fault in a container's last child fails the child and every container
+    repeating it; the worst rows name the child once and then other places."""
+    a, b = fresh_pair()
+    relu = b.stem.conv[0].relu
+    relu.forward = lambda x: torch.relu(x) * 1.01
+    report = compare(a, b, X, dtype="float64")
+    failing = [row for row in report.rows if not row.ok and row.kind == "output"]
+    assert [row.module for row in failing[:2]] == ["stem.conv.0.relu", "stem.conv.0"]
+    assert failing[1].repeat_of == "stem.conv.0.relu"
+    worst = report.worst(len(report.rows))
+    assert all(row.repeat_of is None for row in worst) and "stem.conv.0.relu" in [r.module for r in worst]
+    assert "stem.conv.0" not in [row.module for row in worst]
 
 
 def test_a_tensor_changed_in_place_after_its_child_returned_is_compared_again() -> None:
