@@ -6,7 +6,7 @@ Per model, side by side:
   eval mode); medians of ``--repeats`` alternating runs, at batch ``--batch`` and
   ``--mem-batch``. Target <= 1.3. Measured as ``python -m parity`` runs it: this script,
   like the CLI, sets ``OPENBLAS_THREAD_TIMEOUT=4`` before numpy loads unless it is set
-  (see ``parity/__main__.py``); the last time column is a fresh process where numpy's
+  (see ``parity/_openblas.py``); the last time column is a fresh process where numpy's
   OpenBLAS keeps its default (a library call from a program that loaded numpy first), for
   information. ``--breakdown`` times the parts in both.
 - memory: peak resident memory of a ``compare`` at ``--mem-batch`` (8) over the peak of the
@@ -44,7 +44,7 @@ import time
 import warnings
 from collections.abc import Iterator
 
-from parity.__main__ import quiet_openblas_workers
+from parity._openblas import quiet_openblas_workers
 
 # As ``python -m parity`` does, before numpy loads; not in the child that times numpy's default.
 if "--numpy-default" not in sys.argv:

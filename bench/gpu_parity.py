@@ -27,7 +27,7 @@ import warnings
 
 from tabulate import tabulate
 
-from parity.__main__ import quiet_openblas_workers
+from parity._openblas import quiet_openblas_workers
 
 quiet_openblas_workers()  # as ``python -m parity`` does, before numpy loads
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 # neither numpy nor torch nor Lucid. The pytest plugin is imported by every pytest session
 # of an environment that has this package (1.5 s and torch's memory, for nothing, without
 # ``--parity``), and ``python -m parity`` must set OpenBLAS's idle-thread timeout before
-# numpy loads (see ``parity/__main__.py``).
+# numpy loads (see ``parity/_openblas.py``).
 _EXPORTS = {
     "DTYPES": "parity.tolerances",
     "DeviceUnavailable": "parity.comparison",

@@ -81,9 +81,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "parity: a generated Lucid-vs-torch parity test (--parity)")
     if config.getoption("parity") and "numpy" not in sys.modules:
-        # As ``python -m parity`` does (see parity/__main__.py); once numpy has loaded,
+        # As ``python -m parity`` does (see parity/_openblas.py); once numpy has loaded,
         # OpenBLAS has read its setting and only the environment of the run can change it.
-        from parity.__main__ import quiet_openblas_workers
+        from parity._openblas import quiet_openblas_workers
 
         quiet_openblas_workers()
     if "slow" not in "".join(config.getini("markers")):
