@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import lucid
 import lucid.nn as lnn
+import mlx.core as mx
+import numpy as np
 import pytest
 import torch
 
@@ -105,3 +107,54 @@ def test_module_that_raised_ignores_a_child_whose_error_was_caught() -> None:
     assert module_that_raised(outer, caught.value) == "0"
     # An error raised outside every module names the root.
     assert module_that_raised(outer, ValueError("no traceback")) == ""
+
+
+# ----- Lucid's 'gpu' device: Tensor.data is an MLX array there (MLX's CPU build runs it)
+
+
+@pytest.fixture(scope="module")
+def gpu_model() -> lnn.Module:
+    model = lucid_inception.build("inception_resnet_v1", num_classes=10)
+    model.to("gpu")
+    return model
+
+
+def test_lucid_gpu_model_reports_numpy_dtypes(gpu_model: lnn.Module) -> None:
+    assert set(LucidAdapter.dtypes(gpu_model).values()) == {np.dtype("float32")}
+    assert {dtype for _, dtype in LucidAdapter.layout(gpu_model).values()} == {np.dtype("float32")}
+
+
+def test_lucid_gpu_model_loads_a_cpu_state_dict() -> None:
+    """``model.load_state_dict(lucid.load(path))`` after ``model.to("gpu")`` (README)."""
+    source = lucid_inception.build("inception_resnet_v1", num_classes=10)
+    state = source.state_dict()
+    state["fc.bias"] = np.arange(10, dtype=np.float64)  # cast to the model's float32
+    model = lucid_inception.build("inception_resnet_v1", num_classes=10)
+    model.to("gpu")
+    model.load_state_dict(state)
+    loaded = LucidAdapter.state(model)
+    assert list(loaded) == list(state) and model.device == "gpu"
+    assert all(np.array_equal(loaded[k], state[k]) for k in state)
+    assert loaded["fc.bias"].dtype == np.float32 and isinstance(model.fc.bias.data, mx.array)
+
+
+def test_lucid_gpu_model_casts_and_hooks_inputs() -> None:
+    model = lucid_inception.build("inception_resnet_v1", num_classes=10)
+    model.to("gpu")
+    LucidAdapter.cast(model, "float16")
+    assert set(LucidAdapter.dtypes(model).values()) == {np.dtype("float16")}
+    relu = model.stem.conv[0].relu
+    seen: list[np.dtype] = []
+
+    def zeros(array: np.ndarray) -> np.ndarray:
+        seen.append(array.dtype)
+        return np.zeros_like(array, dtype=np.float64)  # run on the module's own dtype
+
+    remove = LucidAdapter.add_input_hook(relu, zeros)
+    try:
+        out = relu(lucid.Tensor(np.ones((1, 2), np.float16), device="gpu"))
+    finally:
+        remove()
+    assert seen == [np.dtype("float16")] and LucidAdapter.to_numpy(out).dtype == np.float16
+    LucidAdapter.set_parameter_grads(model, {"fc.bias": np.ones(10)})
+    assert LucidAdapter.grad(model.fc.bias).dtype == np.float16
