@@ -7,8 +7,9 @@ wrong value) with what was expected, what came and what is valid.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
-from numbers import Real
+from numbers import Integral, Real
 
 __all__ = [
     "MIN_INPUT_SIZE",
@@ -25,8 +26,11 @@ MIN_INPUT_SIZE = 75
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """Any integer (numpy's too, e.g. ``labels.max() + 1``; numpy's bool is no Integral),
+    stored as a plain int."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
+    value = operator.index(value)
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value
@@ -43,10 +47,21 @@ def check_in_channels(in_channels: object) -> int:
 def _check_real(name: str, value: object, valid: str) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{name} must be a real number in {valid}, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number in {valid}, got {value}")
-    return value
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float's range: a value out of range, not a type
+        number = math.inf if value > 0 else -math.inf
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number in {valid}, got {_short(value)}")
+    return number
+
+
+def _short(value: object) -> str:
+    """``value`` for a message: a huge int by its size (its digits are no help, and past
+    4300 of them ``str()`` refuses)."""
+    if isinstance(value, Integral) and not -(10**40) < value < 10**40:
+        return f"an int of {int(value).bit_length()} bits"
+    return str(value)
 
 
 def check_dropout(dropout: object) -> float:
@@ -68,7 +83,9 @@ def _check_scale(name: str, value: object) -> float:
 
 def resolve_scales(scale: object) -> tuple[float, float, float]:
     """Residual scales for the A, B and C blocks from one float or an (A, B, C) triple."""
-    if isinstance(scale, (str, bytes)) or not isinstance(scale, (Real, Sequence)):
+    # Text and bytes-like objects are sequences (memoryview is registered as one) but no
+    # triple of scales: bytearray(b"abc") would read as (97, 98, 99).
+    if isinstance(scale, (str, bytes, bytearray, memoryview)) or not isinstance(scale, (Real, Sequence)):
         raise TypeError(
             f"scale must be a float in (0, 1] or a sequence of three such floats for the "
             f"A, B and C blocks, got {type(scale).__name__} {scale!r}"

@@ -265,6 +265,8 @@ BAD_ARGUMENTS = [
     ({"dropout": -0.1}, ValueError, "dropout"),
     ({"dropout": float("nan")}, ValueError, "finite"),
     ({"dropout": "0.2"}, TypeError, "dropout"),
+    ({"dropout": 10**400}, ValueError, "dropout"),  # float() overflows
+    ({"num_classes": np.bool_(True)}, TypeError, "num_classes"),
 ]
 BAD_SCALES = [
     ({"scale": 0.0}, ValueError, r"\(0, 1\]"),
@@ -276,6 +278,11 @@ BAD_SCALES = [
     ({"scale": True}, TypeError, "scale"),
     ({"scale": (0.1, 0.2)}, ValueError, "three"),
     ({"scale": (0.1, 0.2, 2.0)}, ValueError, r"scale\[2\]"),
+    ({"scale": 10**400}, ValueError, "scale"),
+    ({"scale": (0.1, 0.2, -(10**400))}, ValueError, r"scale\[2\]"),
+    ({"scale": b"abc"}, TypeError, "scale"),
+    ({"scale": bytearray(b"abc")}, TypeError, "scale"),
+    ({"scale": memoryview(b"abc")}, TypeError, "scale"),
 ]
 
 
@@ -285,6 +292,17 @@ def test_bad_arguments_are_rejected(kwargs: dict, error: type, match: str, frame
     # v1 is the cheapest model; the checks run before any layer is built
     with pytest.raises(error, match=match):
         lucid_inception.build("inception_resnet_v1", framework, **kwargs)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_numpy_integers_are_accepted(framework: str) -> None:
+    """E.g. ``num_classes=labels.max() + 1``; stored as plain ints."""
+    model = lucid_inception.build(
+        "inception_resnet_v1", framework, num_classes=np.int64(7), in_channels=np.int32(1)
+    )
+    assert (model.num_classes, model.in_channels) == (7, 1)
+    assert type(model.num_classes) is int and type(model.in_channels) is int
+    assert tuple(model.fc.weight.shape) == (7, 1792)
 
 
 def test_inception_v4_has_no_scale_argument() -> None:
