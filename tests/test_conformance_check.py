@@ -218,6 +218,60 @@ def test_v4_block_b_with_upstreams_64() -> None:
     assert _failing(_check(model, "inception_v4")) == {"inception_v4/block_b/branch4-first-conv-192"}
 
 
+def _c_block_forward(read_split: str):
+    """A twin Inception-C forward whose split 1x3 branch reads ``read_split`` instead of
+    branch3's output."""
+
+    def forward(self, x):
+        x3 = self.branch3(x)
+        x3l = self.branch3_left({"block input": x, "flipped branch3": x3.flip(1)}[read_split])
+        x4 = self.branch4(x)
+        parts = [self.branch1(x), self.branch2(x), x3l, self.branch3_right(x3)]
+        return torch.cat([*parts, self.branch4_left(x4), self.branch4_right(x4)], dim=1)
+
+    return forward
+
+
+def test_split_branch_reading_the_block_input() -> None:
+    # branch3_left rebuilt 1536 -> 256 on the block input: it runs, and its in_channels
+    # equal the width it receives, but not the 384 its source branch hands it
+    model = lucid_inception.twins.inception_v4()
+    for block in model.conv[-3:]:
+        block.branch3_left = twin_layers.ConvBNReLU2d(1536, 256, kernel_size=(1, 3), padding=(0, 1))
+        block.forward = types.MethodType(_c_block_forward("block input"), block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_c/branch3_left-first-conv-256"}
+    found = report.failures[0].found
+    assert "conv in_channels 1536 (expected 384)" in found
+    assert "conv.14.branch3_left .. conv.16.branch3_left (3)" in found
+    assert "its input is not the output of branch3" in found
+
+
+def test_split_branch_reading_the_wrong_array_of_the_right_width() -> None:
+    model = lucid_inception.twins.inception_v4()
+    block = model.conv[-1]
+    block.forward = types.MethodType(_c_block_forward("flipped branch3"), block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_c/branch3_left-first-conv-256"}
+    assert "conv.16.branch3_left: its input is not the output of branch3" in report.failures[0].found
+
+
+def test_chain_op_reading_other_data() -> None:
+    # block A's branch4: the third conv reads a permutation of the second's output
+    model = lucid_inception.twins.inception_v4()
+    block = model.conv[2]
+    first, second, third = block.branch4
+
+    def forward(self, x):
+        branch4 = third(second(first(x)).flip(1))
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), branch4], dim=1)
+
+    block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_a/branch4-third-conv-96"}
+    assert "conv.2.branch4.2: its input is not the output of branch4.1" in report.failures[0].found
+
+
 def test_unlisted_layer() -> None:
     model = lucid_inception.inception_resnet_v1()
     model.conv[0].extra = lnn.Conv2d(256, 256, kernel_size=1)

@@ -91,6 +91,19 @@ def _check_concat(
         item.fail(path, "no branch of the concat ran")
 
 
+# The array an op should read, and where it was read (None where it is not observed).
+Source = tuple[np.ndarray, str] | None
+
+
+@dataclass
+class BranchEnd:
+    """What a branch hands on: its output grid, width as built and traced output."""
+
+    hw: tuple[int, int]
+    width: int
+    output: Source
+
+
 @dataclass
 class ResidualFit:
     path: str
@@ -155,9 +168,11 @@ def check_block(
     batch = 1
 
     def run_branch(
-        bpath: str, branch: S.Branch, hw: tuple[int, int], feed: int, calls: dict[str, int]
-    ) -> tuple[tuple[int, int], int]:
-        """Check the ops of one branch on one repeat; returns its output grid and width."""
+        bpath: str, branch: S.Branch, hw: tuple[int, int], feed: int, source: Source, calls: dict[str, int]
+    ) -> BranchEnd:
+        """Check the ops of one branch on one repeat, each against the width and the array
+        its predecessor (or ``feed`` / ``source`` for the first) hands it; returns the
+        branch's output grid, width as built and output array."""
         rid = f"{prefix}/{branch.name}-runs"
         run_item = runs.setdefault(rid, Item(rid, f"every op of {branch.name} runs", block.ref))
         run_item.where.append(bpath)
@@ -172,12 +187,16 @@ def check_block(
             expected = f"{op.label} -> {fmt_shape(shape)} at {size}"
             item = ops.setdefault(oid, Item(oid, expected, op.ref))
             item.where.append(opath or f"{bpath}[{i}]")
-            found, problems, notes, feed = check_op(view, tr, opath, op, shape, feed, rid)
+            found, problems, notes, feed = check_op(view, tr, opath, op, shape, feed, source, rid)
             item.found.append(found)
             if problems:
                 item.fail(opath or f"{bpath}[{i}]", ", ".join(problems))
             item.notes += notes
             counts.append(tr.count(opath) if opath else 0)
+            call = tr.first(opath) if opath else None
+            # named within the block, so one fault on every repeat reads as one problem
+            local = opath.removeprefix(f"{bpath.rpartition('.')[0]}.") if opath else ""
+            source = (call.output, f"output of {local}") if call and call.output is not None else None
         idle = [str(i) for i, count in enumerate(counts) if count == 0]
         if idle:
             ops_text = f"op {idle[0]}" if len(idle) == 1 else f"ops {', '.join(idle)}"
@@ -185,22 +204,33 @@ def check_block(
         else:
             run_item.found.append("ran" if max(counts) == 1 else f"ran {max(counts)} times per forward")
         calls[branch.name] = max(counts)
-        return hw, feed
+        return BranchEnd(hw, feed, source)
 
     for path in paths:
+        # The block's input: its traced array and width (the head, checked on the root,
+        # is fed by the last trunk block, which the layout items hold).
+        call = tr.first(path) if path else None
         hw, width = in_hw, block.in_channels
+        stage_input: Source = None
+        if call and call.inputs:
+            width, stage_input = call.inputs[0].shape[1], (call.inputs[0], "block input")
         for si, stage in enumerate(block.stages):
-            ends: dict[str, tuple[tuple[int, int], int]] = {}
+            ends: dict[str, BranchEnd] = {}
             calls: dict[str, int] = {}
             for branch in stage.branches:
-                start_hw, feed = (hw, width) if branch.source is None else ends[branch.source]
-                ends[branch.name] = run_branch(join_path(path, branch.name), branch, start_hw, feed, calls)
+                start = BranchEnd(hw, width, stage_input) if branch.source is None else ends[branch.source]
+                ends[branch.name] = run_branch(
+                    join_path(path, branch.name), branch, start.hw, start.width, start.output, calls
+                )
             if 0 in calls.values():  # a branch that never runs: say what ran instead
                 counts = ", ".join(f"{name} {count}" for name, count in calls.items())
                 for name in calls:
                     runs[f"{prefix}/{name}-runs"].notes.append(
                         f"calls per forward in {path or '<root>'}: {counts}"
                     )
+            hw = ends[stage.output[0]].hw
+            width = sum(ends[name].width for name in stage.output)  # as built
+            stage_input = ends[stage.output[0]].output
             if stage.is_concat:
                 cid = f"{prefix}/{stage.name}"
                 names = " + ".join(f"{n} {stage.branch(n).out_channels}" for n in stage.output)
@@ -208,11 +238,14 @@ def check_block(
                 item.where.append(path)
                 out, where = _stage_output(view, tr, block, path, si)
                 _check_concat(item, view, tr, stage, path, out, where)
-            hw = ends[stage.output[0]][0]
-            width = stage.out_channels
+                # The concat item holds the layout of the array the next stage's first op
+                # reads; every other first op of that stage must read the same array.
+                local = where.replace(f"{path}.", "") if path else where
+                last = si + 1 == len(block.stages)
+                stage_input = (out, f"stage output ({local})") if out is not None and not last else None
         if block.linear is not None:
             lpath = join_path(path, block.linear.name)
-            run_branch(lpath, block.linear, hw, width, {})
+            run_branch(lpath, block.linear, hw, width, None, {})
             fit = _fit_residual(tr, path, lpath)
             fits.append(fit)
             formula = residual["formula"]

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from conformance import spec as S
-from conformance.introspect import ModelView, Trace
+from conformance.introspect import Call, ModelView, Trace
 
 # Relative tolerance of the behavioural checks (residual formula, pools), by the dtype the
 # model computes in: float32 rounding (6e-8) times the handful of operations compared.
@@ -92,8 +92,8 @@ def _describe(view: ModelView, path: str, kind: str) -> str:
 
 
 def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]:
-    """Introspected hyperparameters against the spec; ``in_width`` is the width that
-    actually feeds the op (the previous op's, as built or as run)."""
+    """Introspected hyperparameters against the spec; ``in_width`` is the width the
+    spec's data flow hands the op, as built (see ``check_op``)."""
     info = view.info[path]
     if op.kind in ("conv", "linear-conv"):
         conv_path = view.children[path][0] if op.kind == "conv" else path
@@ -152,10 +152,33 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
     return []
 
 
+def _reads(call: Call, expected: np.ndarray) -> bool:
+    """Whether the call's first input is ``expected`` (values compared exactly; the fc
+    reads its flattened input)."""
+    got = call.inputs[0] if call.inputs else None
+    if got is None or got.size != expected.size:
+        return False
+    return bool(np.array_equal(got.reshape(-1), expected.reshape(-1)))
+
+
 def check_op(
-    view: ModelView, tr: Trace, path: str | None, op: S.Op, shape: tuple[int, ...], feed: int, runs_id: str
+    view: ModelView,
+    tr: Trace,
+    path: str | None,
+    op: S.Op,
+    shape: tuple[int, ...],
+    feed: int,
+    source: tuple[np.ndarray, str] | None,
+    runs_id: str,
 ) -> tuple[str, list[str], list[str], int]:
-    """(found, problems, notes, out width as built) for one op on one repeat."""
+    """(found, problems, notes, out width as built) for one op on one repeat.
+
+    ``feed`` is the width the spec's data flow hands the op, as built: the previous op's
+    output width, the source branch's, or the stage input's. ``source`` is the array that
+    flow hands it in the trace, with where it was read (None where it is not observed).
+    Comparing ``in_channels`` with the width the op received in the trace would prove
+    nothing (a forward that runs always has them equal); comparing it with ``feed``, and
+    the traced input with ``source``, follows the data."""
     if path is None:
         return "missing", ["no module here"], [], op.out_channels
     kind = view.op_kind(path)
@@ -168,12 +191,7 @@ def check_op(
             op.out_channels,
         )
     call = tr.first(path)
-    in_width = (
-        call.input_shapes[0][1]
-        if call and call.input_shapes and op.kind in ("conv", "linear-conv", "fc")
-        else feed
-    )
-    problems = _structure(view, path, op, in_width)
+    problems = _structure(view, path, op, feed)
     out_width = op.out_channels
     if op.kind in ("conv", "linear-conv"):
         conv_path = view.children[path][0] if op.kind == "conv" else path
@@ -183,6 +201,8 @@ def check_op(
         notes.append(f"{path} did not run: see {runs_id}")
         return found, problems, notes, out_width
     found += f" -> {fmt_shape(call.output_shape)}"
+    if source is not None and call.inputs and not _reads(call, source[0]):
+        problems.append(f"its input is not the {source[1]}")
     if call.output_shape != shape:
         problems.append(f"output {fmt_shape(call.output_shape)} (expected {fmt_shape(shape)})")
     if op.kind == "conv":  # conv -> BatchNorm -> ReLU, in that order, once per call
