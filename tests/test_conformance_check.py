@@ -272,6 +272,38 @@ def test_chain_op_reading_other_data() -> None:
     assert "conv.2.branch4.2: its input is not the output of branch4.1" in report.failures[0].found
 
 
+def test_blocks_applied_twice() -> None:
+    # 14 Inception-B applications from 7 modules: the module count is the paper's
+    model = lucid_inception.twins.inception_v4()
+    trunk = list(model.conv)
+
+    def features(x):
+        for block in trunk:
+            x = block(x)
+            if type(block).__name__ == "InceptionB":
+                x = block(x)
+        return x
+
+    model.features = features
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/layout/repeats"}
+    assert "conv.6 .. conv.12 (7): applied 2 times per forward (once expected)" in report.failures[0].found
+
+
+def test_branch_applied_twice_in_its_block() -> None:
+    model = lucid_inception.twins.inception_v4()
+    block = model.conv[2]  # Inception-A
+
+    def forward(self, x):
+        self.branch2(x)  # an extra application, output dropped
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
+
+    block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_a/branch2-runs"}
+    assert "conv.2.branch2: runs 2 times per forward, its block 1" in report.failures[0].found
+
+
 def test_unlisted_layer() -> None:
     model = lucid_inception.inception_resnet_v1()
     model.conv[0].extra = lnn.Conv2d(256, 256, kernel_size=1)

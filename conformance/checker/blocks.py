@@ -206,6 +206,23 @@ def check_block(
         calls[branch.name] = max(counts)
         return BranchEnd(hw, feed, source)
 
+    def flag_extra_runs(path: str, calls: dict[str, int]) -> None:
+        """A branch applied more often than its block fails its ``-runs`` item. A branch
+        that runs in place of one that never runs (upstream's stem: ``branch2_left``
+        twice, ``branch2_right`` never) is one fault, owned by the branch that never ran."""
+        if 0 in calls.values():  # say what ran instead
+            counts = ", ".join(f"{name} {count}" for name, count in calls.items())
+            note = f"calls per forward in {path or '<root>'}: {counts}"
+            for name in calls:
+                runs[f"{prefix}/{name}-runs"].notes.append(note)
+            return
+        block_calls = tr.count(path) if path else 1  # the head is checked on the root
+        for name, count in calls.items():
+            if block_calls and count > block_calls:
+                runs[f"{prefix}/{name}-runs"].fail(
+                    join_path(path, name), f"runs {count} times per forward, its block {block_calls}"
+                )
+
     for path in paths:
         # The block's input: its traced array and width (the head, checked on the root,
         # is fed by the last trunk block, which the layout items hold).
@@ -222,12 +239,7 @@ def check_block(
                 ends[branch.name] = run_branch(
                     join_path(path, branch.name), branch, start.hw, start.width, start.output, calls
                 )
-            if 0 in calls.values():  # a branch that never runs: say what ran instead
-                counts = ", ".join(f"{name} {count}" for name, count in calls.items())
-                for name in calls:
-                    runs[f"{prefix}/{name}-runs"].notes.append(
-                        f"calls per forward in {path or '<root>'}: {counts}"
-                    )
+            flag_extra_runs(path, calls)
             hw = ends[stage.output[0]].hw
             width = sum(ends[name].width for name in stage.output)  # as built
             stage_input = ends[stage.output[0]].output
@@ -245,7 +257,9 @@ def check_block(
                 stage_input = (out, f"stage output ({local})") if out is not None and not last else None
         if block.linear is not None:
             lpath = join_path(path, block.linear.name)
-            run_branch(lpath, block.linear, hw, width, None, {})
+            linear_calls: dict[str, int] = {}
+            run_branch(lpath, block.linear, hw, width, None, linear_calls)
+            flag_extra_runs(path, linear_calls)
             fit = _fit_residual(tr, path, lpath)
             fits.append(fit)
             formula = residual["formula"]

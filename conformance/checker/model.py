@@ -18,7 +18,7 @@ _SCALE_ONE = 1e-3
 
 def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> list[ItemResult]:
     expected = ", ".join(f"{b.name} x{b.repeats}" for b in net.blocks)
-    repeats = Item(f"{net.name}/layout/repeats", f"{expected}, in this order", net.ref)
+    repeats = Item(f"{net.name}/layout/repeats", f"{expected}, in this order, each applied once", net.ref)
     repeats.found.append(", ".join(f"{cls} x{len(p)}" for cls, p in binding.groups))
     repeats.where = list(binding.trunk)
     if len(binding.groups) != len(net.blocks):
@@ -28,6 +28,11 @@ def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) 
     for block in net.blocks:
         if len(binding.blocks[block.name]) != block.repeats:
             repeats.fail(block.name, f"{len(binding.blocks[block.name])} blocks (expected {block.repeats})")
+    # The paper applies each block once per forward: a block applied twice is an extra
+    # block, though the module count is right.
+    for path in binding.trunk:
+        if tr.count(path) > 1:
+            repeats.fail(path, f"applied {tr.count(path)} times per forward (once expected)")
     ran = [(tr.first(p).index, p) for p in binding.trunk if tr.first(p)]
     if [p for _, p in sorted(ran)] != [p for _, p in ran]:
         repeats.fail("", f"blocks run out of order: {', '.join(p for _, p in sorted(ran))}")
