@@ -312,6 +312,20 @@ def test_unlisted_layer() -> None:
     assert "conv.0.extra: Conv2d (65792 parameters, ran 0x) is no paper op" in report.failures[0].found
 
 
+def test_parameter_held_by_a_block() -> None:
+    # zero-initialised and added to the block output: no layer, no output change, but 384
+    # parameters that are in no paper op
+    model = lucid_inception.inception_v4()
+    block = model.conv[2]
+    block.extra = lnn.Parameter(lucid.zeros((1, 384, 1, 1)))
+    forward = block.forward
+    block.forward = lambda x: forward(x) + block.extra
+    report = _check(model, "inception_v4")
+    assert report.parameters == report.spec_parameters + 384
+    assert _failing(report) == {"inception_v4/layout/modules-accounted"}
+    assert "conv.2: InceptionA holds 384 parameters of its own" in report.failures[0].found
+
+
 def test_latent_paper_width_in_a_constructor() -> None:
     class LatentBlockC(port_resnet.ResNetV2BlockC):
         def __init__(self, in_channels: int, scale: float) -> None:

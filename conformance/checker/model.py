@@ -72,7 +72,8 @@ def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) 
 
 def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> ItemResult:
     """Every layer of the model is one of the spec's ops (or inside one), or a residual
-    block's final ReLU: nothing unlisted computes or holds parameters."""
+    block's final ReLU: nothing unlisted computes; and no container holds parameters of
+    its own, so every parameter is in a paper op."""
     covered: set[str] = set()
     for block in (*net.blocks, net.head):
         for path in binding.blocks[block.name]:
@@ -88,7 +89,9 @@ def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Bindin
     leaves = view.leaves()
     stray = [leaf for leaf in leaves if leaf not in covered]
     item = Item(
-        f"{net.name}/layout/modules-accounted", "every layer is a paper op (or a residual ReLU)", net.ref
+        f"{net.name}/layout/modules-accounted",
+        "every layer is a paper op (or a residual ReLU); every parameter is in one",
+        net.ref,
     )
     item.where.append("")
     for leaf in stray:
@@ -96,7 +99,17 @@ def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Bindin
         item.fail(
             leaf, f"{view.class_name(leaf)} ({view.parameters(leaf)} parameters, ran {ran}x) is no paper op"
         )
-    item.found.append(f"all {len(leaves)} layers bound")
+    # A parameter held directly by a container (a block, a branch) is no layer, so the
+    # leaves miss it; it is what a container holds beyond its children.
+    for path in view.modules:
+        children = view.children[path]
+        own = view.parameters(path) - sum(view.parameters(c) for c in children) if children else 0
+        if own:
+            item.fail(
+                path or "<root>",
+                f"{view.class_name(path)} holds {own} parameters of its own, outside any paper op",
+            )
+    item.found.append(f"all {len(leaves)} layers bound, no parameters outside them")
     return item.result()
 
 
