@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from conformance.checker import add_check_command
 from conformance.ops import add_ops_command
 from conformance.reports import add_report_command
+from conformance.usage import UsageError
 
 __all__ = ["main"]
 
@@ -27,7 +28,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_ops_command(subparsers)
     add_report_command(subparsers)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"{parser.prog} {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -7,8 +7,9 @@ import json
 from collections.abc import Sequence
 
 from conformance import spec as S
-from conformance.checker.model import DEFAULT_SIZE, check_model
+from conformance.checker.model import DEFAULT_SIZE, check_model, traced_size_problem
 from conformance.checker.results import ModelReport
+from conformance.usage import UsageError
 
 
 def add_check_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,6 +44,9 @@ def add_check_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
 def _check_main(args: argparse.Namespace) -> int:
     from conformance import targets
 
+    size_problem = traced_size_problem(args.size)
+    if size_problem:
+        raise UsageError(f"--size: {size_problem}")
     reports = []
     for name in args.model or S.MODEL_NAMES:
         model = targets.build(args.target, name)

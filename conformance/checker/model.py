@@ -10,7 +10,8 @@ from conformance.checker.op_checks import fmt_hw, fmt_hwc
 from conformance.checker.results import Item, ItemResult, ModelReport, all_branches
 from conformance.introspect import ModelView, Trace, trace
 
-DEFAULT_SIZE = 75  # the smallest input all three accept; every op still runs (SPEC.md)
+MIN_SIZE = 75  # the smallest input all three accept; every op still runs (SPEC.md)
+DEFAULT_SIZE = MIN_SIZE
 DEFAULT_SEED = 0
 # A fitted residual scale this close to 1 is no scaling; fits are exact to ~1e-7.
 _SCALE_ONE = 1e-3
@@ -149,14 +150,22 @@ def _check_scale(net: S.Network, fits_by_block: dict[str, list[ResidualFit]]) ->
     return item.result()
 
 
+def traced_size_problem(size: int) -> str | None:
+    """Why ``size`` cannot be traced, or None."""
+    if size < MIN_SIZE:
+        return f"size must be >= {MIN_SIZE} (the smallest input all three models accept), got {size}"
+    return None
+
+
 def check_model(
     model: object, name: str, *, target: str = "", size: int = DEFAULT_SIZE, seed: int = DEFAULT_SEED
 ) -> ModelReport:
     """Check a built model (Lucid or torch) against the spec of ``name``."""
     if name not in S.SPECS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(S.SPECS)}")
-    if size < 75:
-        raise ValueError(f"size must be >= 75 (the smallest input all three models accept), got {size}")
+    size_problem = traced_size_problem(size)
+    if size_problem:
+        raise ValueError(size_problem)
     net = S.SPECS[name]
     view = ModelView(model)
     binding = bind_spec(view, net)

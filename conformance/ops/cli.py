@@ -15,7 +15,9 @@ import torch
 
 from conformance.ops.known import KNOWN, lucid_version
 from conformance.ops.records import DTYPES, LUCID_DEVICES, TOLERANCE, TORCH_DEVICES, Check, OpResult
-from conformance.ops.runner import run_cases
+from conformance.ops.runner import run_cases, select_cases
+from conformance.usage import UsageError
+from lucid_inception.frameworks import TorchAdapter
 
 
 def _fmt_checks(checks: Iterable[Check]) -> str:
@@ -43,7 +45,20 @@ def _table(results: Sequence[OpResult]) -> str:
     return tabulate(rows, headers=headers, tablefmt="simple_grid")
 
 
+def _refuse_bad_usage(args: argparse.Namespace) -> None:
+    """Before any case runs: a ``--case`` pattern that matches nothing, a torch device
+    this machine lacks."""
+    try:
+        select_cases(args.case)
+    except ValueError as exc:
+        raise UsageError(f"--case: {exc}") from None
+    missing = TorchAdapter.device_unavailable(args.torch_device)
+    if missing is not None:
+        raise UsageError(f"--torch-device {args.torch_device} cannot run here: {missing}")
+
+
 def _ops_main(args: argparse.Namespace) -> int:
+    _refuse_bad_usage(args)
     results = run_cases(
         tuple(args.dtype or DTYPES),
         args.lucid_device,
