@@ -21,6 +21,7 @@ from . import upstream
 from .findings import FINDINGS, Finding, dependencies
 from .patches import write_version_patches
 from .prove import REPO, Checker, Proof, VersionProof, conformance_checker, prove_version
+from .usage import UsageError
 
 __all__ = ["add_report_command", "write_reports"]
 
@@ -150,11 +151,22 @@ Written by `python -m conformance report` from `conformance/findings.py`; see
 """
 
 
+def out_dir_problem(out_dir: Path) -> str | None:
+    """Why ``out_dir`` cannot receive a report (it is replaced whole), or None: it must be
+    new, empty, or an earlier report. Checked before any fetch or proof."""
+    if out_dir.exists() and not out_dir.is_dir():
+        return f"--out must be a folder, {out_dir} is a file"
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file():
+        return f"{out_dir} exists and is not an upstream report folder: refusing to replace it"
+    return None
+
+
 def _replace(tmp: Path, out_dir: Path) -> None:
     """Move ``tmp`` to ``out_dir``; an existing ``out_dir`` must be an earlier report."""
     if out_dir.exists():
-        if any(out_dir.iterdir()) and not (out_dir / _MARKER).is_file():
-            raise ValueError(f"{out_dir} exists and is not an upstream report folder: refusing to replace it")
+        problem = out_dir_problem(out_dir)  # again: it may have changed during the proofs
+        if problem:
+            raise ValueError(problem)
         old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
         os.rename(out_dir, old)
         os.rename(tmp, out_dir)
@@ -176,8 +188,9 @@ def write_reports(
     if not versions or unknown:
         raise ValueError(f"versions must be among {upstream.SUPPORTED_VERSIONS}, got {list(versions)}")
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"--out must be a folder, {out_dir} is a file")
+    problem = out_dir_problem(out_dir)
+    if problem:
+        raise ValueError(problem)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -222,6 +235,9 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 def _report_main(args: argparse.Namespace) -> int:
     versions = tuple(dict.fromkeys(args.versions or upstream.SUPPORTED_VERSIONS))
+    problem = out_dir_problem(args.out.resolve())
+    if problem:
+        raise UsageError(problem)
     try:
         ok = write_reports(args.out, versions, prove=not args.no_prove)
     except upstream.UpstreamUnavailable as exc:

@@ -3,6 +3,8 @@ slow work, never a traceback."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conformance.__main__ import main
@@ -33,3 +35,32 @@ def test_ops_torch_device_missing(
     monkeypatch.setattr(TorchAdapter, "device_unavailable", staticmethod(lambda device: "no CUDA device"))
     line = _usage_error(["ops", "--torch-device", "cuda", "--case", "conv2d_1x1"], capsys)
     assert line.endswith("--torch-device cuda cannot run here: no CUDA device")
+
+
+@pytest.fixture
+def no_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any fetch is slow work a refused ``--out`` must not reach."""
+    from conformance import upstream
+
+    def fetch(version: str) -> None:
+        raise AssertionError(f"fetched {version} before refusing --out")
+
+    monkeypatch.setattr(upstream, "fetch", fetch)
+
+
+def test_report_out_that_is_not_a_report(
+    tmp_path: Path, no_fetch: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("mine\n")
+    line = _usage_error(["report", "--out", str(tmp_path), "--no-prove"], capsys)
+    assert line.endswith("exists and is not an upstream report folder: refusing to replace it")
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_report_out_that_is_a_file(
+    tmp_path: Path, no_fetch: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "report"
+    target.write_text("mine\n")
+    assert _usage_error(["report", "--out", str(target)], capsys).endswith(f"{target} is a file")
+    assert target.read_text() == "mine\n"
