@@ -2,7 +2,8 @@
 
 A cached tree is the folder holding ``lucid/`` (``patch -p1`` runs from there). It appears
 only complete: it is unpacked (and, for an sdist, its C++ extensions built) in a temporary
-folder beside the cache and renamed into place.
+folder beside the cache and renamed into place. Every cache hit checks it again
+(``cached_tree``), and a damaged tree is fetched again.
 
 lucid-dl 2.16.0 ships only an sdist whose ``lucid._backend.core`` imports a pybind11
 extension at ``import lucid``, so the tree is useless without it. The extensions are built
@@ -23,10 +24,13 @@ import sys
 import sysconfig
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .cached_tree import tree_problem
 
 __all__ = [
     "SUPPORTED_VERSIONS",
@@ -169,13 +173,31 @@ def _build_extensions(tree: Path, archive: Path, work: Path) -> None:
             os.replace(partial, target)
 
 
+def _discard(tree: Path) -> None:
+    """Move a damaged tree out of the way (atomically, so no reader sees it half removed),
+    then remove it."""
+    aside = tree.with_name(f".{tree.name}.damaged-{os.getpid()}")
+    os.rename(tree, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
 def fetch(version: str) -> Path:
-    """The cached source tree of lucid-dl ``version`` (the folder holding ``lucid/``)."""
+    """The cached source tree of lucid-dl ``version`` (the folder holding ``lucid/``).
+
+    A cached tree is checked first (``cached_tree.tree_problem``); a damaged one is
+    discarded, with a warning, and fetched again."""
     _check_version(version)
     root = cache_root()
     tree = root / f"lucid-dl-{version}"
-    if tree.is_dir() and not _missing_extensions(tree):
-        return tree
+    if tree.is_dir():
+        problem = tree_problem(tree)
+        if problem is None and not _missing_extensions(tree):
+            return tree
+        if problem is not None:
+            warnings.warn(
+                f"cached {tree} is damaged ({problem}): fetching lucid-dl {version} again", stacklevel=2
+            )
+            _discard(tree)
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".lucid-dl-{version}-", dir=root) as tmp:
         work = Path(tmp)
@@ -184,6 +206,9 @@ def fetch(version: str) -> Path:
             _build_extensions(tree, archive, work)
             return tree
         top = _unpack(archive, work / "unpacked")
+        problem = tree_problem(top)
+        if problem is not None:
+            raise RuntimeError(f"{archive.name} is not whole: {problem}")
         if _missing_extensions(top):
             _build_extensions(top, archive, work)
         try:
