@@ -139,7 +139,9 @@ def _borrow(
     # Only what will change is copied: tensors the cast rewrites, and (train step) buffers.
     changing = set(cast) | (set(adapter.buffer_names(model)) if buffers else set())
     saved = adapter.snapshot(model, changing) if changing else {}
-    saved_grads = adapter.parameter_grads(model) if grads else None
+    # A cast reaches the gradients too (torch's ``Module.to`` casts every ``.grad``), so
+    # they are put back whenever one happens, not only when a backward overwrites them.
+    saved_grads = adapter.parameter_grads(model) if grads or cast else None
     try:
         if cast:
             adapter.cast(model, dtype)
