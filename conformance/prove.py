@@ -36,6 +36,7 @@ __all__ = [
     "Step",
     "VersionProof",
     "conformance_checker",
+    "differing_files",
     "prove_version",
     "reproduce",
 ]
@@ -258,6 +259,24 @@ def _composed(trees: _Trees, findings: Sequence[Finding]) -> Path:
     return root
 
 
+def _files(root: Path) -> set[str]:
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and "__pycache__" not in p.relative_to(root).parts
+    }
+
+
+def differing_files(a: Path, b: Path) -> list[str]:
+    """Every regular file (outside ``__pycache__``) that is in only one of two trees or
+    differs in its bytes. Every file, not only ``*.py``: a patch may edit data (LUC-005
+    edits 2.16.0's ``lucid/models/registry.json``)."""
+    files_a, files_b = _files(a), _files(b)
+    return sorted(
+        (files_a ^ files_b) | {p for p in files_a & files_b if (a / p).read_bytes() != (b / p).read_bytes()}
+    )
+
+
 def _prove_combined(
     trees: _Trees, findings: Sequence[Finding], patches: Mapping[str, Path], baselines: _Baselines
 ) -> Proof:
@@ -273,9 +292,7 @@ def _prove_combined(
     steps.append(
         Step("all patches apply together in catalogue order", "pass", ", ".join(f.id[:7] for f in mine))
     )
-    composed = _composed(trees, mine)
-    files = {p.relative_to(composed).as_posix() for p in composed.rglob("*.py")}
-    differ = sorted(p for p in files if (root / p).read_bytes() != (composed / p).read_bytes())
+    differ = differing_files(root, _composed(trees, mine))
     steps.append(
         Step(
             "combined tree equals the edits composed in order",
