@@ -23,6 +23,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections import defaultdict
 
 import numpy as np
 from tabulate import tabulate
@@ -59,21 +60,20 @@ def forward_seconds(model, x: np.ndarray) -> float:
 
 
 def conv_macs(model, x: np.ndarray) -> int:
-    """Multiply-accumulates of every conv and linear layer for input ``x``."""
-    outputs: dict[str, tuple[int, ...]] = {}
-    with lucid.no_grad(), capture_outputs(model, lambda m, out: outputs.setdefault(m, out.shape)):
+    """Multiply-accumulates of every conv and linear layer for input ``x``, per call: a
+    layer that runs twice costs twice (upstream's stem ``branch2_left``), one that never
+    runs costs nothing (upstream's ``branch2_right``)."""
+    outputs: dict[str, list[tuple[int, ...]]] = defaultdict(list)
+    with lucid.no_grad(), capture_outputs(model, lambda m, out: outputs[m].append(out.shape)):
         model(lucid.Tensor(x))
     tensors = LucidAdapter.tensors(model)
     total = 0
     for key, weight in tensors.items():
         if not key.endswith("weight") or weight.ndim not in (2, 4):
             continue
-        module = key.removesuffix(".weight")
-        if module not in outputs:
-            continue  # never runs (upstream's stem branch2_right): costs nothing
-        out = outputs[module]
         per_output = int(np.prod(weight.shape[1:]))
-        total += int(np.prod(out)) * per_output
+        for out in outputs.get(key.removesuffix(".weight"), []):
+            total += int(np.prod(out)) * per_output
     return total
 
 

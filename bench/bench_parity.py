@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import resource
 import statistics
@@ -240,6 +241,15 @@ def bench_model(name: str, size: int, batch: int, mem_batch: int, repeats: int, 
     f64 = compare(source, twin, x, dtype="float64")
     logits = [r.max_rel for r in f32.rows if r.kind == "output" and r.module == ""]
     layers64 = max(r.max_rel for r in f64.rows if r.kind == "output")
+    # A failing row of any kind (state, a layer, an error, a module on one side only) fails
+    # fidelity too, whatever the logits or the output rows that ran say.
+    for label, report in (("float32", f32), ("float64", f64)):
+        if not report.ok:
+            say(f"{name}: the {label} compare fails, first at {report.first_divergence!r}")
+    if not f32.ok or not logits:
+        logits = [math.inf]
+    if not f64.ok:
+        layers64 = math.inf
     del source, twin
     say(f"{name}: timing at batch {batch} with numpy's default OpenBLAS (a fresh process)")
     times[NUMPY_DEFAULT] = _time_with_numpy_default(name, size, batch, repeats)
@@ -255,9 +265,7 @@ def bench_model(name: str, size: int, batch: int, mem_batch: int, repeats: int, 
         "memory": peaks["compare"] / bigger,
         "memory_over_baseline": over,
         "float64 layers": layers64,
-        "float32 logits": logits[-1] if logits else float("inf"),
-        "float32 ok": f32.ok,
-        "float64 ok": f64.ok,
+        "float32 logits": logits[-1],
     }
 
 
