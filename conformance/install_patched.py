@@ -48,14 +48,26 @@ def _prepare(version: str, target: Path) -> list[str]:
         shutil.rmtree(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ValueError(f"--target must be a new or empty folder (or an earlier --target), {target} is not")
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    for rel in upstream.extension_files(target):  # the cache's own build: pip builds anew
-        (target / rel).unlink(missing_ok=True)
-    applied = []
-    with tempfile.TemporaryDirectory(prefix="lucid-patches-") as tmp:
-        for finding_id, patch in write_version_patches(FINDINGS, version, source, Path(tmp)).items():
-            upstream.apply(patch, target)
-            applied.append(finding_id)
+    existed = target.is_dir()
+    # The marker comes first, so a run that dies half way (a patch that does not apply, a
+    # kill) leaves a tree the next run recognises as its own and replaces.
+    target.mkdir(parents=True, exist_ok=True)
+    (target / _MARKER).write_text(f"lucid-dl {version}, being patched\n", encoding="utf-8")
+    try:
+        shutil.copytree(source, target, dirs_exist_ok=True)
+        for rel in upstream.extension_files(target):  # the cache's own build: pip builds anew
+            (target / rel).unlink(missing_ok=True)
+        applied = []
+        with tempfile.TemporaryDirectory(prefix="lucid-patches-") as tmp:
+            for finding_id, patch in write_version_patches(FINDINGS, version, source, Path(tmp)).items():
+                upstream.apply(patch, target)
+                applied.append(finding_id)
+    except BaseException:
+        # no half-patched tree is left to install by hand: back to the folder as it was
+        shutil.rmtree(target, ignore_errors=True)
+        if existed:
+            target.mkdir()
+        raise
     (target / _MARKER).write_text(f"lucid-dl {version} with {', '.join(applied)}\n", encoding="utf-8")
     return applied
 
@@ -90,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(install(args.version, args.target, deps=not args.no_deps))
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError) as exc:  # upstream.PatchError is a RuntimeError
         print(f"install_patched: {exc}", file=sys.stderr)
         return 1
     return 0

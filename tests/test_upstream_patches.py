@@ -430,6 +430,34 @@ def test_fetch_is_atomic_and_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.mark.upstream
+def test_install_patched_failing_half_way_leaves_no_tree(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fetch_or_skip("2.16.0")
+    apply = upstream.apply
+    applied: list[str] = []
+
+    def third_fails(patch: Path, root: Path, **kwargs: object) -> str:
+        if len(applied) == 2:
+            raise upstream.PatchError(f"planted: {patch.name} does not apply")
+        applied.append(patch.name)
+        return apply(patch, root, **kwargs)
+
+    monkeypatch.setattr(upstream, "apply", third_fails)
+    target, empty = tmp_path / "tree", tmp_path / "empty"
+    empty.mkdir()
+    for folder in (target, empty):
+        applied.clear()
+        with pytest.raises(upstream.PatchError, match="planted"):
+            _prepare("2.16.0", folder)
+    assert not target.exists()
+    assert empty.is_dir() and not any(empty.iterdir())  # a folder that was there stays, empty
+    monkeypatch.undo()
+    assert _prepare("2.16.0", target) == [f.id for f in FINDINGS if f.affects("2.16.0")]  # the rerun works
+    shutil.rmtree(target)
+
+
+@pytest.mark.upstream
 def test_install_patched_prepares_the_sdist_tree(tmp_path: Path) -> None:
     source = _fetch_or_skip("2.16.0")
     target = tmp_path / "tree"
