@@ -2,8 +2,10 @@
 
 The twins share state-dict keys, so a transfer is an identity map: equal key sets
 (torch's ``num_batches_tracked`` aside), exact shapes (never a reshape: a (1, 7) kernel
-never fits a (7, 1) slot), equal dtypes, float32 or float64 only. On any problem nothing
-is written and ``StateMismatchError`` (a ``ValueError``) lists every offending key.
+never fits a (7, 1) slot), equal dtypes, float32 or float64 only. Destination keys that
+share memory are refused too (see ``parity._aliasing``), except tied keys (one tensor)
+whose source values are equal. On any problem nothing is written and
+``StateMismatchError`` (a ``ValueError``) lists every offending key.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lucid_inception.frameworks import ADAPTERS, Adapter, StateMismatchError, adapter_for, check_state
+from parity._aliasing import aliasing_problems
 
 __all__ = [
     "StateMismatchError",
@@ -61,6 +64,7 @@ def transfer(src: object, dst: object) -> None:
         check_state(layout, state, what=what, check_dtype=True)
     except StateMismatchError as error:
         problems = error.problems + problems
+    problems += aliasing_problems(dst_adapter.tensors(dst), dst_adapter.state_views(dst), state)
     if problems:
         raise StateMismatchError(what, problems)
     dst_adapter.load_state(dst, state, what=what)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lucid_inception.frameworks import LucidAdapter
-from parity import compare, transfer
+from parity import StateMismatchError, compare, transfer
 
 X = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
 
@@ -81,3 +81,78 @@ def test_a_cast_leaves_gradients_as_found(home: str, compared: str, backward: bo
         for key, param in model.named_parameters():
             assert param.dtype == getattr(torch, home) and param.grad.dtype == before[key].dtype, key
             assert torch.equal(param.grad, before[key]), key
+
+
+# ------------------------------------------------------------- transfer into aliases
+
+
+class TwoLinear(torch.nn.Module):
+    def __init__(self, tied: bool = False) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+        if tied:
+            self.b.weight = self.a.weight
+
+
+class Expanded(torch.nn.Module):
+    def __init__(self, values: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.p1 = torch.nn.Parameter(torch.zeros(4) if values is None else values.clone())
+        self.p2 = torch.nn.Parameter(torch.zeros(1).expand(4) if values is None else values.clone())
+
+
+def _bytes(model: torch.nn.Module) -> dict[str, bytes]:
+    return {k: t.detach().numpy().tobytes() for k, t in model.state_dict(keep_vars=True).items()}
+
+
+def test_a_tied_destination_takes_only_equal_source_values() -> None:
+    src, dst = TwoLinear(), TwoLinear(tied=True)
+    before = _bytes(dst)
+    with pytest.raises(
+        StateMismatchError, match=r"a\.weight, b\.weight: one tensor on the destination"
+    ) as error:
+        transfer(src, dst)
+    assert len(error.value.problems) == 1
+    assert _bytes(dst) == before
+    with torch.no_grad():
+        src.b.weight.copy_(src.a.weight)  # the same values under both names: well defined
+    transfer(src, dst)
+    assert all(torch.equal(value, dst.state_dict()[key]) for key, value in src.state_dict().items())
+
+
+def test_a_destination_overlapping_itself_is_refused_before_any_write() -> None:
+    dst = Expanded()
+    before = _bytes(dst)
+    with pytest.raises(StateMismatchError, match=r"p2: its elements overlap in memory") as error:
+        transfer(Expanded(torch.arange(4.0) + 1), dst)
+    assert len(error.value.problems) == 1
+    assert _bytes(dst) == before  # p1 was written before torch refused p2
+
+
+def test_a_tied_lucid_destination_is_seen_too() -> None:
+    class Tied(lnn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = lnn.Linear(3, 3), lnn.Linear(3, 3)
+            self.b.weight = self.a.weight
+
+    with pytest.raises(StateMismatchError, match=r"a\.weight, b\.weight: one tensor"):
+        transfer(TwoLinear(), Tied())
+
+
+@pytest.mark.parametrize(
+    ("strides", "shape", "overlaps"),
+    [
+        ((48, 8), (4, 6), False),
+        ((8, 48), (6, 4), False),
+        ((96, 16), (2, 3), False),
+        ((8, 8), (3, 3), True),
+        ((16, 40), (2, 3), False),
+        ((0, 8), (2, 3), True),
+    ],
+)
+def test_overlap_within_one_tensor(strides: tuple, shape: tuple, overlaps: bool) -> None:
+    from parity._aliasing import _overlaps_itself
+
+    view = np.lib.stride_tricks.as_strided(np.zeros(48), shape, strides)
+    assert _overlaps_itself(view) is overlaps
