@@ -15,6 +15,7 @@ __all__ = [
     "MIN_INPUT_SIZE",
     "check_dropout",
     "check_in_channels",
+    "check_input_dtype",
     "check_input_shape",
     "check_num_classes",
     "resolve_scales",
@@ -116,4 +117,17 @@ def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
         raise ValueError(
             f"input is {h}x{w}, smaller than the {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} minimum "
             f"(Reduction-B would shrink it to nothing); expected {expected}"
+        )
+
+
+def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
+    """The input's dtype (a name, e.g. ``"float32"``) must be the model's: Lucid would
+    silently promote the whole forward (to float64, for a float64 or an integer input) and
+    torch fail deep inside the first conv."""
+    if not floating:
+        raise TypeError(f"expected a floating-point {model_dtype} input (the model's dtype), got {dtype}")
+    if dtype != model_dtype:
+        raise TypeError(
+            f"expected an input of the model's dtype {model_dtype}, got {dtype}: cast the input "
+            f"(or the model) first"
         )

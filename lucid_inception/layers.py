@@ -13,6 +13,7 @@ import lucid.nn as nn
 import numpy as np
 
 from lucid_inception import _checks
+from lucid_inception.frameworks.lucid_adapter import numpy_dtype
 
 __all__ = ["ConvBNReLU2d", "InceptionClassifier", "ResidualBlock"]
 
@@ -71,11 +72,18 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, lucid.Tensor):
             raise TypeError(f"expected a lucid.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
+        dtype = numpy_dtype(x.data)
+        _checks.check_input_dtype(dtype.name, np.issubdtype(dtype, np.floating), self.dtype_name())
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
         x = x.reshape(x.shape[0], -1)  # N x width
         x = self.dropout(x)
         return self.fc(x)  # N x num_classes
+
+    def dtype_name(self) -> str:
+        """The model's dtype, e.g. ``"float32"``, read from its first parameter (the one the
+        input meets; every tensor of a model shares it unless cast one by one)."""
+        return numpy_dtype(next(self.parameters()).data).name
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> None:
         """Strict, checked, atomic load: see ``lucid_inception.checkpoint``."""

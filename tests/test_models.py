@@ -341,6 +341,32 @@ def test_input_of_the_other_framework_is_a_type_error(shared_model, framework: s
         model(np.zeros((1, 3, 75, 75), np.float32))
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("dtype", ["int64", "bool"])
+def test_non_floating_input_is_a_type_error(shared_model, dtype: str, framework: str) -> None:
+    model = shared_model("inception_resnet_v1", framework)
+    with pytest.raises(TypeError, match=f"expected a floating-point float32 input .*, got {dtype}"):
+        run(model, np.zeros((1, 3, 75, 75), dtype))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_input_of_another_float_dtype_is_a_type_error(shared_model, dtype: str, framework: str) -> None:
+    """Lucid would silently compute in float64, torch fail deep inside its first conv."""
+    model = shared_model("inception_resnet_v1", framework)
+    with pytest.raises(TypeError, match=f"the model's dtype float32, got {dtype}"):
+        run(model, np.zeros((1, 3, 75, 75), dtype))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_float64_model_takes_float64_input(framework: str) -> None:
+    model = lucid_inception.build("inception_resnet_v1", framework, num_classes=3)
+    adapter_for(model).cast(model, "float64")
+    assert run(model, image((1, 3, 75, 75), dtype="float64")).dtype == np.float64
+    with pytest.raises(TypeError, match="the model's dtype float64, got float32"):
+        run(model, image((1, 3, 75, 75)))
+
+
 def test_in_channels_and_num_classes_are_honoured() -> None:
     model = lucid_inception.build("inception_resnet_v1", in_channels=1, num_classes=7)
     assert run(model, image((1, 1, 80, 80))).shape == (1, 7)

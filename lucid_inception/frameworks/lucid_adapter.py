@@ -23,7 +23,7 @@ from lucid.types import to_numeric_type
 from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.state import KeyHint, check_state
 
-__all__ = ["LucidAdapter"]
+__all__ = ["LucidAdapter", "numpy_dtype"]
 
 
 def _to_numpy(data: object) -> np.ndarray:
@@ -31,7 +31,7 @@ def _to_numpy(data: object) -> np.ndarray:
     return np.array(data, copy=True)
 
 
-def _numpy_dtype(data: object) -> np.dtype:
+def numpy_dtype(data: object) -> np.dtype:
     """The numpy dtype of a numpy or MLX array. On Lucid's 'gpu' device ``Tensor.data`` is
     an MLX array, whose dtype (``mlx.core.float32``) numpy cannot interpret; MLX and numpy
     name their common dtypes alike."""
@@ -195,7 +195,7 @@ class LucidAdapter:
         """Strict and atomic: check everything, then copy; with ``cast`` values take the
         model's dtypes, without it dtypes must already match."""
         live = cls.tensors(model)
-        expected = {k: (tuple(t.shape), _numpy_dtype(t.data)) for k, t in live.items()}
+        expected = {k: (tuple(t.shape), numpy_dtype(t.data)) for k, t in live.items()}
         check_state(expected, state, what=what, check_dtype=not cast, hint=hint)
         # Copies are made before the first assignment, so nothing is half-written.
         new = {k: np.array(state[k], dtype=expected[k][1], copy=True) for k in live}
@@ -205,7 +205,7 @@ class LucidAdapter:
     @classmethod
     def layout(cls, model: lnn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Name -> (shape, dtype) of every transferable tensor: what ``load_state`` expects."""
-        return {k: (tuple(t.shape), _numpy_dtype(t.data)) for k, t in cls.tensors(model).items()}
+        return {k: (tuple(t.shape), numpy_dtype(t.data)) for k, t in cls.tensors(model).items()}
 
     @classmethod
     def snapshot(cls, model: lnn.Module, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
@@ -226,13 +226,13 @@ class LucidAdapter:
 
     @classmethod
     def dtypes(cls, model: lnn.Module) -> dict[str, np.dtype]:
-        return {k: _numpy_dtype(t.data) for k, t in cls.tensors(model).items()}
+        return {k: numpy_dtype(t.data) for k, t in cls.tensors(model).items()}
 
     @classmethod
     def cast(cls, model: lnn.Module, dtype: str | np.dtype) -> None:
         target = np.dtype(dtype)
         for tensor in cls.tensors(model).values():
-            if _numpy_dtype(tensor.data) != target:
+            if numpy_dtype(tensor.data) != target:
                 _assign(tensor, np.asarray(_to_numpy(tensor.data), dtype=target))
 
     # ----- mode and device
@@ -401,7 +401,7 @@ class LucidAdapter:
             replacement = callback(_to_numpy(first.data))
             if replacement is None:
                 return None
-            value = np.array(replacement, dtype=_numpy_dtype(first.data), copy=True)
+            value = np.array(replacement, dtype=numpy_dtype(first.data), copy=True)
             tensor = lucid.Tensor(value, requires_grad=first.requires_grad, device=first.device)
             return (tensor, *args[1:])
 
@@ -435,7 +435,7 @@ class LucidAdapter:
             if grad is None:
                 tensor.grad = None
             else:
-                value = np.array(grad, dtype=_numpy_dtype(tensor.data), copy=True)
+                value = np.array(grad, dtype=numpy_dtype(tensor.data), copy=True)
                 tensor.grad = mx.array(value) if tensor.device == "gpu" else value
 
     @staticmethod

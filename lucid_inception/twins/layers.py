@@ -15,6 +15,10 @@ from lucid_inception import _checks
 __all__ = ["ConvBNReLU2d", "InceptionClassifier", "ResidualBlock"]
 
 
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")  # "float32", as numpy names it
+
+
 class ConvBNReLU2d(nn.Module):
     def __init__(
         self,
@@ -70,8 +74,13 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
+        _checks.check_input_dtype(_dtype_name(x.dtype), x.dtype.is_floating_point, self.dtype_name())
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
         x = x.reshape(x.shape[0], -1)  # N x width
         x = self.dropout(x)
         return self.fc(x)  # N x num_classes
+
+    def dtype_name(self) -> str:
+        """The model's dtype, e.g. ``"float32"``, read from its first parameter."""
+        return _dtype_name(next(self.parameters()).dtype)
