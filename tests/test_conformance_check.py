@@ -304,6 +304,37 @@ def test_branch_applied_twice_in_its_block() -> None:
     assert "conv.2.branch2: runs 2 times per forward, its block 1" in report.failures[0].found
 
 
+def test_conv_returning_its_batchnorm_output() -> None:
+    # the ReLU runs, in order, but its output is dropped
+    model = lucid_inception.inception_v4()
+    conv = model.conv[0].branch2_right[1]
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        self.relu(y)
+        return y
+
+    conv.forward = types.MethodType(forward, conv)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/stem/branch2_right-second-conv-64"}
+    assert "conv.0.branch2_right.1: its output is not its ReLU's output" in report.failures[0].found
+
+
+def test_conv_whose_relu_skips_the_batchnorm() -> None:
+    model = lucid_inception.twins.inception_resnet_v1()
+    conv = model.conv[0].branch1  # block A's 1x1
+
+    def forward(self, x):
+        y = self.conv(x)
+        self.bn(y)
+        return self.relu(y)
+
+    conv.forward = types.MethodType(forward, conv)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/block_a/branch1-first-conv-32"}
+    assert "its ReLU's output is not ReLU of its BatchNorm's output" in report.failures[0].found
+
+
 def test_unlisted_layer() -> None:
     model = lucid_inception.inception_resnet_v1()
     model.conv[0].extra = lnn.Conv2d(256, 256, kernel_size=1)

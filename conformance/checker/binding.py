@@ -66,5 +66,10 @@ def kept_paths(view: ModelView, binding: Binding, net: S.Network) -> set[str]:
             for branch in all_branches(block):
                 bpath = join_path(path, branch.name)
                 keep.add(bpath)
-                keep.update(p for i in range(len(branch.ops)) if (p := op_path(view, bpath, i)))
+                for i in range(len(branch.ops)):
+                    op = op_path(view, bpath, i)
+                    if op:
+                        keep.add(op)
+                        if view.op_kind(op) == "conv":  # its conv, BN and ReLU: the data flow inside
+                            keep.update(view.children[op])
     return keep

@@ -161,6 +161,33 @@ def _reads(call: Call, expected: np.ndarray) -> bool:
     return bool(np.array_equal(got.reshape(-1), expected.reshape(-1)))
 
 
+def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[str]:
+    """A paper conv returns ReLU(BN(conv(x))) of its own input: running the three in order
+    is not enough if the module returns, or feeds on, something else. ReLU is checked by
+    what it computes (an in-place ReLU overwrites its recorded input)."""
+    conv, bn, relu = (tr.first(c) for c in view.children[path])
+    if not (conv and bn and relu and call.inputs and call.output is not None):
+        return []  # the order check above reports a child that did not run
+    links = [
+        ("its conv does not read its input", conv.inputs and _reads(conv, call.inputs[0])),
+        (
+            "its BatchNorm does not read its conv's output",
+            conv.output is not None and _reads(bn, conv.output),
+        ),
+        (
+            "its ReLU's output is not ReLU of its BatchNorm's output",
+            relu.output is not None
+            and bn.output is not None
+            and np.array_equal(relu.output, np.maximum(bn.output, 0)),
+        ),
+        (
+            "its output is not its ReLU's output",
+            relu.output is not None and np.array_equal(call.output, relu.output),
+        ),
+    ]
+    return [problem for problem, holds in links if not holds]
+
+
 def check_op(
     view: ModelView,
     tr: Trace,
@@ -211,6 +238,8 @@ def check_op(
             steps[0] and steps[0][0].index < steps[1][0].index < steps[2][0].index < call.index
         ):
             problems.append("does not run conv -> BatchNorm -> ReLU once per call")
+    if op.kind == "conv":
+        problems += _conv_data_flow(view, tr, path, call)
     if op.kind in ("maxpool", "avgpool", "global-avgpool") and call.output is not None and call.inputs:
         reference = _pool_reference(call.inputs[0], op)
         if reference.shape == call.output.shape:
