@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from lucid_inception import twins
+from lucid_inception._install import install, installed, uninstall
 from lucid_inception.checkpoint import load_checkpoint
 from lucid_inception.inception_resnet import (
     InceptionResNetV1,
@@ -17,7 +18,6 @@ from lucid_inception.inception_resnet import (
     inception_resnet_v2,
 )
 from lucid_inception.inception_v4 import InceptionV4, inception_v4
-from lucid_inception.install import install, installed, uninstall
 
 __all__ = [
     "MODEL_NAMES",

@@ -1,5 +1,7 @@
 """Put the corrected factories into ``lucid.models`` and take them out again.
 
+(Named ``_install`` so that the function ``lucid_inception.install`` does not shadow it.)
+
 ``install()`` rebinds the names ``inception_v4``, ``inception_resnet_v1`` and
 ``inception_resnet_v2`` in every ``lucid.models`` module that exposes upstream's
 factory (``lucid.models``, ``lucid.models.imgclf`` and the defining modules), so that

@@ -18,7 +18,7 @@ import lucid
 import lucid.models
 import lucid.nn as lnn
 
-from lucid_inception.install import upstream_object
+from lucid_inception._install import upstream_object
 
 __all__ = ["build_upstream", "upstream_factory", "upstream_is_released", "upstream_version"]
 

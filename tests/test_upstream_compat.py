@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import os
 import sys
+import types
 from pathlib import Path
 
 import lucid
@@ -19,8 +21,8 @@ import pytest
 
 import lucid_inception
 from lucid_inception import MODEL_NAMES
+from lucid_inception._install import upstream_object
 from lucid_inception.frameworks import LucidAdapter, StateMismatchError
-from lucid_inception.install import upstream_object
 from lucid_inception.upstream import build_upstream, upstream_is_released
 
 from .conftest import image, randomize_batchnorm, released_upstream_only
@@ -178,3 +180,11 @@ def test_building_writes_nothing_into_site_packages(tmp_path: Path) -> None:
         lucid_inception.build(name)
     assert package_digest() == digest
     assert os.stat(Path(lucid.__file__).parent / "models").st_mtime_ns == mtime
+
+
+def test_the_install_module_is_importable_beside_the_function() -> None:
+    """The function ``lucid_inception.install`` must not shadow its module: the module is
+    ``lucid_inception._install``."""
+    module = importlib.import_module("lucid_inception._install")
+    assert isinstance(module, types.ModuleType)
+    assert module.install is lucid_inception.install and set(module.FACTORIES) == set(MODEL_NAMES)
