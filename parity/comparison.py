@@ -13,7 +13,7 @@ cast back), and so are modes, devices and gradients. In between:
    ``local=True`` every module of side b runs on side a's input for the same call
    (teacher forcing, see ``_forward``): each row then measures that module alone.
 3. **backward** (optional): a seeded random gradient on the logits; the input gradient and
-   every parameter's gradient are compared.
+   every parameter's gradient are compared. A backward that raises is an ``error`` row.
 4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
    variance (from its captured input) and its running-statistics update are compared.
    Side b's BatchNorms run on side a's input (teacher forcing), so that each row measures
@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from lucid_inception.frameworks import Adapter, adapter_for, capture_inputs
+from lucid_inception.frameworks import Adapter, adapter_for, capture_inputs, module_that_raised
 from parity._capture import ForwardCapture, Repeat, event_module
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
 from parity._metrics import BatchStats, batch_stats, largest, max_errors, relative
@@ -391,10 +391,18 @@ def _gradient_rows(
         return
     upstream = np.random.default_rng(grad_seed).standard_normal(shapes[0]).astype(ctx.dtype)
     grads: list[tuple[np.ndarray | None, dict[str, np.ndarray | None]]] = []
+    raised = False
     for i, (adapter, model) in enumerate(zip(ctx.adapters, ctx.models, strict=True)):
-        adapter.backward(outputs[i], upstream)
-        grads.append((adapter.grad(xs[i]), adapter.parameter_grads(model)))
+        try:
+            adapter.backward(outputs[i], upstream)
+        except Exception as error:  # e.g. a graph cut by .detach(), a gradient hook that raises
+            raised = True
+            ctx.add((phase, -math.inf, i), _backward_error_row(ctx, i, error))
+        else:
+            grads.append((adapter.grad(xs[i]), adapter.parameter_grads(model)))
         outputs[i] = results[i].output = None  # frees this side's graph before the other's backward
+    if raised:  # one side's gradients are missing or partial: nothing to compare them with
+        return
     (input_a, params_a), (input_b, params_b) = grads
     position = results[0].first_seen
     ctx.add((phase, math.inf, 0), _grad_row("", "input_grad", input_a, input_b, ctx, "input x"))
@@ -411,6 +419,17 @@ def _gradient_rows(
         )
         # Backward order: modules that finished last in the forward get their gradient first.
         ctx.add((phase, -position.get(owner, -1), 0), row)
+
+
+def _backward_error_row(ctx: _Context, i: int, error: Exception) -> Row:
+    """A backward that raised: a row at the module it raised in (the model's root when
+    none is on the traceback, as for an error inside the autograd engine)."""
+    module = module_that_raised(ctx.models[i], error)
+    note = (
+        f"side {ctx.side(i)} raised in the backward in module {module!r}: "
+        f"{type(error).__name__}: {error}; no gradients compared"
+    )
+    return Row(module, "error", None, None, math.inf, math.inf, ctx.tol.grad, False, note)
 
 
 def _grad_row(

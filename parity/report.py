@@ -2,7 +2,7 @@
 
 Kinds of row: ``state`` (a module's parameters and buffers before any forward),
 ``output`` (a module's output, call by call), ``input`` (with ``local``: the input side b's
-module computed for itself, before side a's replaced it), ``error`` (an exception in a forward),
+module computed for itself, before side a's replaced it), ``error`` (an exception in a forward or a backward),
 ``bn_batch_stats`` and ``bn_running_update`` (train step), ``input_grad`` and
 ``param_grad`` (backward). ``first_divergence`` names the module of the first failing row.
 """

@@ -156,3 +156,32 @@ def test_overlap_within_one_tensor(strides: tuple, shape: tuple, overlaps: bool)
 
     view = np.lib.stride_tricks.as_strided(np.zeros(48), shape, strides)
     assert _overlaps_itself(view) is overlaps
+
+
+# ------------------------------------------------------------------ backward errors
+
+
+def _detached_head(b: TorchNet) -> None:
+    inner = b.fc.forward
+    b.fc.forward = lambda x: inner(x).detach()  # cuts the graph: nothing to backpropagate
+
+
+def _raising_gradient_hook(b: TorchNet) -> None:
+    def hook(_grad: torch.Tensor) -> None:
+        raise RuntimeError("planted in a gradient hook")
+
+    b.conv.weight.register_hook(hook)
+
+
+@pytest.mark.parametrize("plant", [_detached_head, _raising_gradient_hook])
+@pytest.mark.parametrize("side", [0, 1])
+def test_an_error_in_a_backward_is_a_row_not_a_crash(plant, side: int) -> None:
+    a, b = torch_pair("float64")
+    plant((a, b)[side])
+    report = compare(a, b, X, dtype="float64", backward=True)
+    errors = [row for row in report.rows if row.kind == "error"]
+    assert not report.ok and len(errors) == 1 and report.first_divergence == errors[0].module == ""
+    assert f"side {'ab'[side]} (torch) raised in the backward" in errors[0].note
+    assert "RuntimeError" in errors[0].note
+    assert all(row.ok for row in report.rows if row.kind == "output")
+    assert all(p.grad is None for model in (a, b) for p in model.parameters())  # put back
