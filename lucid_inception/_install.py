@@ -8,11 +8,13 @@ factory (``lucid.models``, ``lucid.models.imgclf`` and the defining modules), so
 ``lucid.models.inception_resnet_v2(scale=0.2)`` builds the corrected model.
 ``uninstall()`` puts upstream's exact objects back. Both are idempotent, and nothing is
 written to disk: the corrected factories do not go through upstream's
-``register_model``, which writes ``registry.json`` into site-packages.
+``register_model``, which writes ``registry.json`` into site-packages. What that wrapper
+does for a caller they do too (``_drop_in``): take ``weights=`` and name the model.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from types import ModuleType
@@ -24,10 +26,33 @@ from lucid_inception.inception_v4 import inception_v4
 
 __all__ = ["install", "installed", "uninstall", "upstream_object"]
 
-FACTORIES: dict[str, Callable] = {
-    "inception_v4": inception_v4,
-    "inception_resnet_v1": inception_resnet_v1,
-    "inception_resnet_v2": inception_resnet_v2,
+
+def _drop_in(factory: Callable[..., lucid.nn.Module]) -> Callable[..., lucid.nn.Module]:
+    """``factory`` as upstream's ``lucid.register_model`` presents one: it accepts
+    ``weights=`` (only ``None``: no weights exist for the corrected networks) and sets
+    ``model._alt_name``, which Lucid's repr, ``summarize`` and ``lucid.weights.apply``
+    read. ``__wrapped__`` is the plain factory."""
+    name = factory.__name__
+
+    @functools.wraps(factory)
+    def build(*args: object, weights: object = None, **kwargs: object) -> lucid.nn.Module:
+        if weights is not None:
+            # A RuntimeError, as upstream's wrapper raises when weights fail to apply.
+            raise RuntimeError(
+                f"there are no pretrained weights for the corrected {name} (got weights={weights!r}); "
+                f"build it with weights=None and train it, or call lucid_inception.uninstall() "
+                f"for upstream's factories"
+            )
+        model = factory(*args, **kwargs)
+        model._alt_name = name
+        return model
+
+    return build
+
+
+FACTORIES: dict[str, Callable[..., lucid.nn.Module]] = {
+    factory.__name__: _drop_in(factory)
+    for factory in (inception_v4, inception_resnet_v1, inception_resnet_v2)
 }
 
 # (module, name) -> upstream's object, recorded by the first install.

@@ -161,7 +161,7 @@ def test_install_puts_corrected_factories_into_lucid_models(restore_lucid_models
     assert isinstance(model, lucid_inception.InceptionResNetV2)
     assert model.dropout.p == 0.2
     corrected = {n: getattr(lucid_inception, n) for n in MODEL_NAMES}
-    assert all(value is corrected[name] for (_, name), value in _factory_bindings().items())
+    assert all(value.__wrapped__ is corrected[name] for (_, name), value in _factory_bindings().items())
     assert package_digest() == digest  # nothing written into site-packages
 
     lucid_inception.uninstall()
@@ -188,3 +188,17 @@ def test_the_install_module_is_importable_beside_the_function() -> None:
     module = importlib.import_module("lucid_inception._install")
     assert isinstance(module, types.ModuleType)
     assert module.install is lucid_inception.install and set(module.FACTORIES) == set(MODEL_NAMES)
+
+
+def test_installed_factories_are_drop_in_for_upstreams(restore_lucid_models) -> None:
+    """Upstream's ``register_model`` wrapper takes ``weights=`` and names the model
+    (``_alt_name``: Lucid's repr, ``summarize`` and ``lucid.weights.apply`` read it)."""
+    digest = package_digest()
+    lucid_inception.install()
+    model = lucid.models.inception_resnet_v1(num_classes=10, weights=None)
+    assert isinstance(model, lucid_inception.InceptionResNetV1) and model.num_classes == 10
+    assert model._alt_name == "inception_resnet_v1" and repr(model).startswith("inception_resnet_v1(")
+    for name in MODEL_NAMES:
+        with pytest.raises(RuntimeError, match=f"no pretrained weights for the corrected {name}"):
+            getattr(lucid.models, name)(weights="IMAGENET1K_V1")
+    assert package_digest() == digest  # no registry.json
