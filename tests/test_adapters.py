@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import lucid_inception
-from lucid_inception.frameworks import LucidAdapter, adapter_for, module_that_raised
+from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, module_that_raised
 
 
 def _same_as_state_dict(model: lnn.Module) -> None:
@@ -158,3 +158,12 @@ def test_lucid_gpu_model_casts_and_hooks_inputs() -> None:
     assert seen == [np.dtype("float16")] and LucidAdapter.to_numpy(out).dtype == np.float16
     LucidAdapter.set_parameter_grads(model, {"fc.bias": np.ones(10)})
     assert LucidAdapter.grad(model.fc.bias).dtype == np.float16
+
+
+@pytest.mark.parametrize("method", ["layout", "dtypes", "load_state"])
+def test_torch_tensors_without_a_numpy_dtype_are_a_clear_type_error(method: str) -> None:
+    twin = torch.nn.Sequential(torch.nn.Linear(2, 3)).to(torch.bfloat16)
+    args = ({"0.weight": np.zeros((3, 2), np.float32), "0.bias": np.zeros(3, np.float32)},)
+    call = getattr(TorchAdapter, method)
+    with pytest.raises(TypeError, match=r"0.weight is bfloat16, which numpy has no dtype for; .*float32"):
+        call(twin, *args) if method == "load_state" else call(twin)

@@ -38,8 +38,21 @@ def _read_only(t: torch.Tensor) -> np.ndarray:
     return view
 
 
-def _np_dtype(t: torch.Tensor) -> np.dtype:
-    return np.dtype(str(t.dtype).removeprefix("torch."))
+# The dtypes a model's transferable state may have: numpy's floating dtypes.
+_STATE_DTYPES = "float16, float32, float64"
+
+
+def _np_dtype(t: torch.Tensor, key: str) -> np.dtype:
+    """The numpy dtype of tensor ``key``; a clear ``TypeError`` for one numpy lacks
+    (bfloat16, float8), where numpy would only say "data type not understood"."""
+    name = str(t.dtype).removeprefix("torch.")
+    try:
+        return np.dtype(name)
+    except TypeError:
+        raise TypeError(
+            f"{key} is {name}, which numpy has no dtype for; the state of a torch model must be "
+            f"one of {_STATE_DTYPES} (cast it first, e.g. TorchAdapter.cast(model, 'float32'))"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -131,9 +144,7 @@ class TorchAdapter:
     ) -> None:
         """Strict and atomic, as ``LucidAdapter.load_state``."""
         live = cls.tensors(model)
-        expected = {
-            k: (tuple(t.shape), np.dtype(str(t.dtype).removeprefix("torch."))) for k, t in live.items()
-        }
+        expected = {k: (tuple(t.shape), _np_dtype(t, k)) for k, t in live.items()}
         check_state(expected, state, what=what, check_dtype=not cast, hint=hint)
         # Every conversion (dtype, byte order, layout) happens before the first write, so
         # nothing is half-written; an array already in the model's dtype and C order is
@@ -148,7 +159,7 @@ class TorchAdapter:
     @classmethod
     def layout(cls, model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Name -> (shape, dtype) of every transferable tensor: what ``load_state`` expects."""
-        return {k: (tuple(t.shape), _np_dtype(t)) for k, t in cls.tensors(model).items()}
+        return {k: (tuple(t.shape), _np_dtype(t, k)) for k, t in cls.tensors(model).items()}
 
     @staticmethod
     def snapshot(model: torch.nn.Module, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
@@ -171,7 +182,7 @@ class TorchAdapter:
 
     @classmethod
     def dtypes(cls, model: torch.nn.Module) -> dict[str, np.dtype]:
-        return {k: np.dtype(str(t.dtype).removeprefix("torch.")) for k, t in cls.tensors(model).items()}
+        return {k: _np_dtype(t, k) for k, t in cls.tensors(model).items()}
 
     @staticmethod
     def cast(model: torch.nn.Module, dtype: str | np.dtype) -> None:
