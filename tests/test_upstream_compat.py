@@ -11,6 +11,7 @@ import hashlib
 import importlib
 import os
 import sys
+import tomllib
 import types
 from pathlib import Path
 
@@ -202,3 +203,14 @@ def test_installed_factories_are_drop_in_for_upstreams(restore_lucid_models) -> 
         with pytest.raises(RuntimeError, match=f"no pretrained weights for the corrected {name}"):
             getattr(lucid.models, name)(weights="IMAGENET1K_V1")
     assert package_digest() == digest  # no registry.json
+
+
+def test_package_metadata_declares_an_spdx_license_with_its_file() -> None:
+    """setuptools deprecates ``license = {text = ...}`` (builds fail from 2027-02-18); an SPDX
+    expression needs setuptools >= 77."""
+    root = Path(__file__).parents[1]
+    project = tomllib.loads((root / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert "setuptools>=77" in project["build-system"]["requires"]
+    for name in project["project"]["license-files"]:
+        assert "MIT License" in (root / name).read_text()
