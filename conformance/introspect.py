@@ -3,13 +3,15 @@
 ``ModelView`` is the module tree with each layer described in the adapters' shared
 vocabulary (``layer_info``); ``trace`` runs one forward and records every module call
 (completion order, input and output shapes, and arrays for the modules asked for).
-``latent_constants`` reads the constructor code of a block's class for a width the paper
-prints but the built block does not use.
+``latent_constants`` reads the constructor code, defaults and class attributes of a
+block's class for a width the paper prints but the built block does not use.
 """
 
 from __future__ import annotations
 
 import dis
+import inspect
+import sys
 import types
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
@@ -143,7 +145,7 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 def _holds(const: object, value: int) -> bool:
-    if isinstance(const, (tuple, frozenset)):
+    if isinstance(const, (tuple, list, frozenset, set)):
         return any(_holds(c, value) for c in const)
     return type(const) is int and const == value
 
@@ -153,16 +155,32 @@ def _framework_class(klass: type) -> bool:
     return klass is object or module.startswith(("torch", "lucid.nn", "lucid._"))
 
 
+def _short(filename: str) -> str:
+    return "/".join(filename.replace("\\", "/").split("/")[-3:])
+
+
 def latent_constants(klass: type, value: int) -> list[str]:
     """Where the constructors of ``klass`` (its own and inherited, framework classes
-    excluded) hold the integer ``value``, as a literal or through a module-level name:
+    excluded) hold the integer ``value``: as a literal or through a module-level name in
+    their code, as a default argument, or as a class attribute of ``klass`` or a base:
     ``["pkg/mod.py:125 Class.__init__"]``. A built model cannot show a value its
     constructor reads but never builds with; its code can."""
     found: list[str] = []
     for owner in klass.__mro__:
-        init = owner.__dict__.get("__init__")
-        if _framework_class(owner) or not isinstance(init, types.FunctionType):
+        if _framework_class(owner):
             continue
+        for name, attribute in vars(owner).items():
+            if not name.startswith("__") and _holds(attribute, value):
+                module = sys.modules.get(owner.__module__)
+                where = _short(getattr(module, "__file__", None) or owner.__module__)
+                found.append(f"{where} {owner.__qualname__}.{name}")
+        init = owner.__dict__.get("__init__")
+        if not isinstance(init, types.FunctionType):
+            continue
+        for parameter in inspect.signature(init).parameters.values():
+            if parameter.default is not parameter.empty and _holds(parameter.default, value):
+                where = f"{_short(init.__code__.co_filename)}:{init.__code__.co_firstlineno}"
+                found.append(f"{where} {owner.__qualname__}.__init__ (default {parameter.name})")
         for code in _code_objects(init.__code__):
             for instr in dis.get_instructions(code):
                 hit = instr.opname == "LOAD_CONST" and _holds(instr.argval, value)
@@ -170,6 +188,5 @@ def latent_constants(klass: type, value: int) -> list[str]:
                     hit = hit or _holds(init.__globals__.get(instr.argval), value)
                 if hit:
                     line = instr.positions.lineno if instr.positions else None
-                    where = "/".join(code.co_filename.replace("\\", "/").split("/")[-3:])
-                    found.append(f"{where}:{line} {owner.__qualname__}.__init__")
+                    found.append(f"{_short(code.co_filename)}:{line} {owner.__qualname__}.__init__")
     return found

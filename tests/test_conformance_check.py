@@ -372,6 +372,31 @@ def test_latent_paper_width_in_a_constructor() -> None:
     assert "LatentBlockC.__init__ keeps 2048 (Fig. 19), which no built layer uses" in report.failures[0].found
 
 
+class _DefaultArgBlockC(port_resnet.ResNetV2BlockC):
+    def __init__(self, in_channels: int, scale: float, linear_width: int = 2048) -> None:
+        super().__init__(in_channels, scale)  # Fig. 19's label as a default, read nowhere
+
+
+class _ClassAttributeBlockC(port_resnet.ResNetV2BlockC):
+    LINEAR_WIDTH = 2048  # Fig. 19's label as a class attribute, read nowhere
+
+
+@pytest.mark.parametrize(
+    ("klass", "where"),
+    [
+        (_DefaultArgBlockC, "_DefaultArgBlockC.__init__ (default linear_width)"),
+        (_ClassAttributeBlockC, "_ClassAttributeBlockC.LINEAR_WIDTH"),
+    ],
+)
+def test_latent_paper_width_outside_the_constructor_body(klass: type, where: str) -> None:
+    model = lucid_inception.inception_resnet_v2()
+    for block in model.conv[17:22]:
+        block.__class__ = klass
+    report = _check(model, "inception_resnet_v2")
+    assert _failing(report) == {"inception_resnet_v2/block_c/width-2144"}
+    assert f"{where} keeps 2048 (Fig. 19), which no built layer uses" in report.failures[0].found
+
+
 # ----- the command line
 
 
