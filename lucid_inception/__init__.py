@@ -8,7 +8,9 @@
 
 from __future__ import annotations
 
-from lucid_inception import twins
+import importlib
+from types import ModuleType
+
 from lucid_inception._install import install, installed, uninstall
 from lucid_inception.checkpoint import load_checkpoint
 from lucid_inception.inception_resnet import (
@@ -47,5 +49,17 @@ def build(name: str, framework: str = "lucid", **kwargs: object):
     if framework == "lucid":
         return globals()[name](**kwargs)
     if framework == "torch":
-        return getattr(twins, name)(**kwargs)
+        return getattr(_twins(), name)(**kwargs)
     raise ValueError(f"unknown framework {framework!r}; valid: 'lucid', 'torch'")
+
+
+def _twins() -> ModuleType:
+    return importlib.import_module("lucid_inception.twins")
+
+
+def __getattr__(name: str) -> ModuleType:
+    # ``twins`` imports torch (2.3 s of a 2.5 s import): only when first used. Importing a
+    # submodule binds it on the package, so later lookups do not come back here.
+    if name == "twins":
+        return _twins()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

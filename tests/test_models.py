@@ -3,6 +3,9 @@ corrections shown by behaviour (each test here fails on upstream lucid-dl 2.9.0)
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import lucid
 import numpy as np
 import pytest
@@ -308,6 +311,22 @@ def test_numpy_integers_are_accepted(framework: str) -> None:
 def test_inception_v4_has_no_scale_argument() -> None:
     with pytest.raises(TypeError):
         lucid_inception.build("inception_v4", scale=0.2)
+
+
+def test_importing_the_package_leaves_torch_unimported() -> None:
+    """A Lucid-only user pays nothing for torch (2.3 s of a 2.5 s import); the twins and
+    the torch adapter load on first use."""
+    code = (
+        "import sys, lucid_inception, lucid_inception.frameworks as f\n"
+        "m = lucid_inception.build('inception_resnet_v1', num_classes=2)\n"
+        "assert f.adapter_for(m) is f.LucidAdapter\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "twin = lucid_inception.build('inception_resnet_v1', 'torch', num_classes=2)\n"
+        "assert f.adapter_for(twin) is f.TorchAdapter and f.ADAPTERS[1] is f.TorchAdapter\n"
+        "assert type(twin) is lucid_inception.twins.InceptionResNetV1\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
 
 
 def test_unknown_model_and_framework() -> None:

@@ -8,14 +8,20 @@ training modes, hooks, gradients).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.lucid_adapter import LucidAdapter
 from lucid_inception.frameworks.state import StateMismatchError, check_state
-from lucid_inception.frameworks.torch_adapter import TorchAdapter
+
+if TYPE_CHECKING:
+    from lucid_inception.frameworks.torch_adapter import TorchAdapter
+
+    Adapter = type[LucidAdapter] | type[TorchAdapter]
 
 __all__ = [
     "ADAPTERS",
@@ -33,8 +39,27 @@ __all__ = [
     "module_that_raised",
 ]
 
-Adapter = type[LucidAdapter] | type[TorchAdapter]
-ADAPTERS: tuple[Adapter, ...] = (LucidAdapter, TorchAdapter)
+
+def _torch_adapter() -> type[TorchAdapter]:
+    from lucid_inception.frameworks.torch_adapter import TorchAdapter
+
+    return TorchAdapter
+
+
+def __getattr__(name: str) -> Any:
+    # The torch side loads on first use: ``import lucid_inception`` (whose checkpoint
+    # loading and input checks use the Lucid adapter) must not import torch.
+    if name == "TorchAdapter":
+        value: Any = _torch_adapter()
+    elif name == "ADAPTERS":
+        value = (LucidAdapter, _torch_adapter())
+    elif name == "Adapter":
+        value = type[LucidAdapter] | type[_torch_adapter()]
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # once: later lookups do not come back here
+    return value
+
 
 # What ``adapter.layer_info(module)["kind"]`` can be, for either framework.
 LAYER_KINDS: tuple[str, ...] = (
@@ -53,9 +78,11 @@ LAYER_KINDS: tuple[str, ...] = (
 
 def adapter_for(model: object) -> Adapter:
     """The adapter of a Lucid or torch model; ``TypeError`` for anything else."""
-    for adapter in ADAPTERS:
-        if adapter.owns(model):
-            return adapter
+    if LucidAdapter.owns(model):
+        return LucidAdapter
+    # A torch model exists only once torch is imported: no need to import it to ask.
+    if "torch" in sys.modules and _torch_adapter().owns(model):
+        return _torch_adapter()
     raise TypeError(f"expected a lucid.nn.Module or torch.nn.Module, got {type(model).__name__}")
 
 
