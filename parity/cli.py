@@ -18,6 +18,8 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from parity._files import write_atomically
+
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_devices"]
 
 EXIT_OK = 0  # every compared pair agreed (skipped devices are not failures)
@@ -67,7 +69,8 @@ exit codes:
   1  parity failed: a divergence or liveness failure, an uncaught or misplaced fault,
      upstream differs from the port
   2  usage error or unusable input (bad option, unknown device, bad checkpoint,
-     --plot without matplotlib)
+     --json/--plot path that cannot be written, --plot without matplotlib), found
+     before comparing
   3  the harness itself raised (a bug: please report it with the traceback)
 
 examples:
@@ -116,6 +119,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
 def _size(text: str) -> int:
     value = _positive(text)
     if value < 75:
@@ -136,7 +149,7 @@ def _add_common(parser: argparse.ArgumentParser, size_default: int) -> None:
     )
     parser.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
     parser.add_argument(
-        "--seed", type=int, default=0, help="seed of weights, BN statistics and input (default 0)"
+        "--seed", type=_seed, default=0, help="seed of weights, BN statistics and input (default 0)"
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the full report as JSON to PATH")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -187,7 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(Lucid: cpu, gpu (MLX); torch: cpu, cuda; default lucid=cpu,torch=cpu). An absent "
         "device prints 'skipped: <reason>' and does not fail",
     )
-    check.add_argument("--plot", type=Path, metavar="PATH", help="write a per-layer error-across-depth PNG")
+    check.add_argument(
+        "--plot",
+        type=Path,
+        metavar="PATH",
+        help="write a per-layer error-across-depth picture, in the format its suffix names "
+        "(.png, .pdf, .svg, ...)",
+    )
     check.add_argument("--top", type=_positive, default=5, help="worst rows listed per model (default 5)")
     check.add_argument("--no-liveness", action="store_true", help="skip the knock-out liveness check")
     check.add_argument(
@@ -388,25 +407,37 @@ def _overall(results: Sequence[object]) -> str:
 
 
 def _write_json(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n")
+    text = json.dumps(payload, indent=1, allow_nan=False) + "\n"  # a bad value fails before the file
+    write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def _output_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--json`` or ``--plot`` could not be written, found before the long run."""
+    from parity._files import check_output_path
+
+    try:
+        if args.json is not None:
+            check_output_path(args.json, "--json")
+        if getattr(args, "plot", None) is not None:
+            from parity.plot import PlotUnavailable, plot_format
+
+            try:
+                plot_format(args.plot)
+            except PlotUnavailable as error:
+                return f"--plot: {error}"
+            except ValueError as error:
+                return f"--plot {error}"
+            check_output_path(args.plot, "--plot")
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 # ----- commands
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from parity.signal import check_pair
-
-    if args.plot is not None:
-        from parity.plot import PlotUnavailable, _pyplot
-
-        try:
-            _pyplot()  # fail now, not after minutes of comparing, when matplotlib is missing
-        except PlotUnavailable as error:
-            print(f"error: --plot: {error}", file=sys.stderr)
-            return EXIT_USAGE
-    from parity.signal import compares_locally, last_map_side, train_step_batch
+    from parity.signal import check_pair, compares_locally, last_map_side, train_step_batch
 
     if args.train_step and args.batch < train_step_batch(args.size):
         side = last_map_side(args.size)
@@ -620,6 +651,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upstream": _run_upstream,
         "convert": _run_convert,
     }
+    # Fail now, not after minutes of comparing: an unwritable --json or --plot, an
+    # unsupported plot format, matplotlib missing.
+    problem = _output_problem(args) if args.command != "convert" else None
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return runners[args.command](args)
     except Exception:

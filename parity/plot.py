@@ -1,4 +1,5 @@
-"""Per-layer error across depth: one PNG panel per compared pair.
+"""Per-layer error across depth: one panel per compared pair (PNG, or any format
+matplotlib writes, by the file's suffix; written atomically).
 
 Each panel plots the relative error of every compared module output in execution order
 on a log scale, the tolerance as a step line, and failures as red crosses; a panel for
@@ -13,7 +14,9 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["PlotUnavailable", "plot_reports"]
+from parity._files import write_atomically
+
+__all__ = ["PlotUnavailable", "plot_format", "plot_reports", "supported_formats"]
 
 
 class PlotUnavailable(RuntimeError):
@@ -85,12 +88,33 @@ def _panel(ax, title: str, rows: Sequence[object]) -> None:
     ax.legend(fontsize=7, loc="lower right")
 
 
+def supported_formats() -> dict[str, str]:
+    """The file suffixes (without the dot) matplotlib's canvas can write, with their names."""
+    _pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    return FigureCanvasAgg.get_supported_filetypes()
+
+
+def plot_format(path: str | Path) -> str:
+    """The format ``path``'s suffix names; ``ValueError`` listing the supported ones if none."""
+    fmt = Path(path).suffix.lower().removeprefix(".")
+    formats = supported_formats()
+    if fmt not in formats:
+        raise ValueError(
+            f"{path}: unsupported plot suffix {'.' + fmt if fmt else '(none)'}; "
+            f"supported: {', '.join('.' + f for f in sorted(formats))}"
+        )
+    return fmt
+
+
 def plot_reports(reports: Sequence[tuple[str, object]], path: str | Path) -> Path:
     """Write a PNG for ``(title, parity.Report)`` pairs: one row of panels per report
     (module outputs, and parameter gradients when compared). Returns the path."""
     if not reports:
         raise ValueError("nothing to plot: no reports (every pair was skipped?)")
     plt = _pyplot()
+    fmt = plot_format(path)
     panels = []
     for title, report in reports:
         outputs = [r for r in report.rows if r.kind == "output"]
@@ -107,6 +131,8 @@ def plot_reports(reports: Sequence[tuple[str, object]], path: str | Path) -> Pat
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=110, format=fmt))
+    finally:
+        plt.close(fig)
     return path

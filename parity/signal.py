@@ -27,6 +27,7 @@ import numpy as np
 import lucid_inception
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_inputs
 from parity.comparison import DeviceUnavailable, compare
+from parity.report import _json_float
 from parity.tolerances import TOLERANCES
 from parity.weights import transfer
 
@@ -315,7 +316,8 @@ class LivenessReport:
             "ok": self.ok,
             "tol": self.tol,
             "factor": self.factor,
-            "blocks": [asdict(b) for b in self.blocks],
+            # A NaN change (non-finite logits) as a string: the JSON is written with allow_nan=False.
+            "blocks": [{**asdict(b), "change": _json_float(b.change)} for b in self.blocks],
         }
 
 

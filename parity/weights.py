@@ -11,7 +11,6 @@ whose source values are equal. On any problem nothing is written and
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from lucid_inception.frameworks import ADAPTERS, Adapter, StateMismatchError, adapter_for, check_state
 from parity._aliasing import aliasing_problems
+from parity._files import write_atomically
 
 __all__ = [
     "StateMismatchError",
@@ -105,26 +105,22 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     adapter = checkpoint_format(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{os.fspath(path)}: no such checkpoint file")
-    return _check_file_state(adapter.load_file(path), f"reading {os.fspath(path)}")
+    try:
+        content = adapter.load_file(path)
+    except (TypeError, ImportError, AttributeError) as error:
+        # A tensor numpy cannot hold (bfloat16), or a pickle naming a module or class that
+        # is not installed: the file is unusable input, not a bug.
+        raise ValueError(
+            f"{os.fspath(path)}: not a state dict of float32/float64 arrays ({type(error).__name__}: {error})"
+        ) from error
+    return _check_file_state(content, f"reading {os.fspath(path)}")
 
 
 def _write_atomically(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write through a temporary file in the destination folder, then ``os.replace`` it
-    into place: a failure leaves no half-written file (and any old file untouched)."""
-    target = Path(path)
-    adapter = checkpoint_format(target)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{os.fspath(path)}: folder {os.fspath(folder)} does not exist")
-    # Same suffix as the target: ``lucid.save`` picks its format from it.
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    try:
-        adapter.save_file(state, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Whole or not at all, with an ordinary file's mode (see ``parity._files``)."""
+    adapter = checkpoint_format(path)
+    # The temporary file has the target's suffix: ``lucid.save`` picks its format from it.
+    write_atomically(path, lambda tmp: adapter.save_file(state, tmp))
 
 
 def save_checkpoint(model: object, path: str | os.PathLike) -> None:

@@ -57,7 +57,14 @@ def test_help_explains_what_is_compared_and_the_exit_codes(capsys) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--devices", "torch=tpu"], ["--size", "74"], ["--model", "resnet50"], ["--dtype", "float16"]],
+    [
+        ["--devices", "torch=tpu"],
+        ["--size", "74"],
+        ["--model", "resnet50"],
+        ["--dtype", "float16"],
+        ["--seed", "-1"],
+        ["selftest", "--seed", "-1"],
+    ],
 )
 def test_bad_options_are_usage_errors(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
@@ -320,3 +327,101 @@ def test_python_m_parity_quiets_openblas_unless_the_user_chose() -> None:
     )
     assert _run_python(run_cli).splitlines()[-1] == "4"
     assert _run_python(run_cli, OPENBLAS_THREAD_TIMEOUT="9").splitlines()[-1] == "9"
+
+
+# ----- unusable output paths and input files: exit 2, one line, before any comparing
+
+
+@pytest.fixture
+def never_compares(monkeypatch) -> None:
+    def ran(*_args, **_kwargs):
+        raise AssertionError("compared before the usage error")
+
+    for name in ("check_pair",):
+        monkeypatch.setattr(f"parity.signal.{name}", ran)
+    monkeypatch.setattr("parity.selftest.run_selftest", ran)
+    monkeypatch.setattr("parity.upstream.compare_upstream", ran)
+
+
+@pytest.mark.parametrize(
+    ("option", "name", "message"),
+    [
+        ("--json", ".", "is a folder"),
+        ("--json", "missing/r.json", "does not exist"),
+        ("--json", "a-file/r.json", "does not exist"),
+        ("--plot", "r.xyz", "unsupported plot suffix .xyz; supported: "),
+        ("--plot", "r", "unsupported plot suffix (none)"),
+        ("--plot", "a-folder.png", "is a folder"),
+        ("--plot", "missing/r.png", "does not exist"),
+    ],
+)
+def test_an_unwritable_output_is_a_usage_error_before_the_run(
+    tmp_path: Path, monkeypatch, capsys, never_compares, option: str, name: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "a-folder.png").mkdir()
+    commands = [[], ["selftest"], ["upstream"]] if option == "--json" else [[]]  # only check plots
+    for command in commands:
+        assert main([*command, *SMALL, option, name]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err and err.startswith(f"error: {option} ")
+    assert sorted(os.listdir(tmp_path)) == ["a-file", "a-folder.png"]
+
+
+def test_json_and_plot_are_written_whole_with_an_ordinary_mode(tmp_path: Path, monkeypatch) -> None:
+    old = os.umask(0o022)
+    try:
+        target = tmp_path / "r.json"
+        target.write_text("the old report")
+        os.chmod(target, 0o640)
+        with pytest.raises(ValueError, match="Out of range float"):
+            cli._write_json(target, {"x": float("nan")})
+        assert target.read_text() == "the old report" and os.listdir(tmp_path) == ["r.json"]
+
+        def disk_full(path: Path, text: str) -> None:
+            with open(path, "w") as file:
+                file.write(text[:3])
+            raise OSError("disk full")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(Path, "write_text", disk_full)
+            with pytest.raises(OSError, match="disk full"):
+                cli._write_json(target, {"x": 1})
+        assert target.read_text() == "the old report" and os.listdir(tmp_path) == ["r.json"]
+        cli._write_json(target, {"x": 1})
+        assert json.loads(target.read_text()) == {"x": 1}
+        assert (target.stat().st_mode & 0o777) == 0o640  # a replaced file keeps its mode
+        cli._write_json(tmp_path / "new.json", {"x": 1})
+        assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+
+
+def test_convert_writes_an_ordinary_mode_and_refuses_unreadable_files(tmp_path: Path, capsys) -> None:
+    import torch
+
+    old = os.umask(0o022)
+    try:
+        torch.save({"w": torch.zeros(2)}, tmp_path / "a.pt")
+        assert main(["convert", str(tmp_path / "a.pt"), str(tmp_path / "b.lcd")]) == EXIT_OK
+        assert (tmp_path / "b.lcd").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)
+    capsys.readouterr()
+    torch.save({"w": torch.zeros(2, dtype=torch.bfloat16)}, tmp_path / "bf16.pt")
+
+    # A pickle (protocol 0) of an object whose class lives in a module that is not installed.
+    (tmp_path / "gone.lcd").write_bytes(b"cno_such_module_anywhere\nGone\n(tR.")
+    for src in ("bf16.pt", "gone.lcd"):
+        assert main(["convert", str(tmp_path / src), str(tmp_path / "out.lcd")]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and f"{src}: not a state dict" in err, err
+    assert not (tmp_path / "out.lcd").exists()
+
+
+def test_a_nan_liveness_change_survives_strict_json() -> None:
+    from parity.signal import BlockLiveness, LivenessReport
+
+    report = LivenessReport([BlockLiveness("conv.0", float("nan"), 1e-3, False)], tol=1e-6, factor=1000.0)
+    assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["blocks"][0]["change"] == "nan"
