@@ -13,17 +13,47 @@ from numbers import Integral, Real
 
 __all__ = [
     "MIN_INPUT_SIZE",
+    "MIN_TRAIN_SIZE_AT_BATCH_1",
     "check_dropout",
     "check_in_channels",
     "check_input_dtype",
     "check_input_shape",
     "check_num_classes",
+    "check_train_batch",
+    "last_stage_size",
     "resolve_scales",
 ]
 
-# 74x74 collapses to zero size in Reduction-B; 75 is the smallest input all three accept
-# (299 -> 35 -> 17 -> 8 shrinks 75 -> 7 -> 3 -> 1).
-MIN_INPUT_SIZE = 75
+# The layers that change the maps' size, as (kernel, stride) of an unpadded conv or pool;
+# all three networks share them (padded convs keep the size, and every branch of a block
+# shrinks alike):
+#   stem (Fig. 3 and 14): 3x3/2, 3x3, [3x3 padded], 3x3/2 (pool | conv), [1x1], 3x3, 3x3/2
+#   Reduction-A (Fig. 7): 3x3/2; Reduction-B (Fig. 8, 12, 18): 3x3/2
+# At 299: 149, 147, 73, 71, 35, 17, 8.
+_SHRINKING_LAYERS = ((3, 2), (3, 1), (3, 2), (3, 1), (3, 2), (3, 2), (3, 2))
+
+
+def last_stage_size(size: int) -> int:
+    """The side of the last stage's maps (the C blocks', the smallest any BatchNorm sees)
+    for an input side ``size``: 8 at 299; below 1 the input is too small."""
+    for kernel, stride in _SHRINKING_LAYERS:
+        size = (size - kernel) // stride + 1
+    return size
+
+
+def _smallest_input(last_stage: int) -> int:
+    size = 1
+    while last_stage_size(size) < last_stage:
+        size += 1
+    return size
+
+
+# 75 (75 -> 37 -> 35 -> 17 -> 15 -> 7 -> 3 -> 1); 74 collapses to nothing in Reduction-B.
+MIN_INPUT_SIZE = _smallest_input(1)
+# 107 (-> 53 -> 51 -> 25 -> 23 -> 11 -> 5 -> 2): from here a side of the last stage is 2.
+# In train mode a batch of one image smaller on both sides gives the C blocks' BatchNorms
+# one value per channel (1 x 1 x 1 x C): torch raises, Lucid normalises it to beta.
+MIN_TRAIN_SIZE_AT_BATCH_1 = _smallest_input(2)
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
@@ -130,4 +160,16 @@ def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
         raise TypeError(
             f"expected an input of the model's dtype {model_dtype}, got {dtype}: cast the input "
             f"(or the model) first"
+        )
+
+
+def check_train_batch(shape: Sequence[int], training: bool) -> None:
+    """In train mode every BatchNorm needs more than one value per channel: batch size
+    times the last stage's map size (after ``check_input_shape``)."""
+    n, _, h, w = shape
+    if training and n * last_stage_size(h) * last_stage_size(w) == 1:
+        raise ValueError(
+            f"in train mode a batch of one {h}x{w} image gives the last stage's BatchNorms one "
+            f"value per channel (its maps are 1x1), so they cannot normalise; use a batch of 2 "
+            f"or more, an input with a side >= {MIN_TRAIN_SIZE_AT_BATCH_1}, or eval mode"
         )

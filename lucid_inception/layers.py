@@ -72,6 +72,7 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, lucid.Tensor):
             raise TypeError(f"expected a lucid.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
+        _checks.check_train_batch(x.shape, self.training)
         dtype = numpy_dtype(x.data)
         _checks.check_input_dtype(dtype.name, np.issubdtype(dtype, np.floating), self.dtype_name())
         x = self.features(x)  # N x width x 8 x 8 at 299

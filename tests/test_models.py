@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import lucid_inception
-from lucid_inception import MODEL_NAMES
+from lucid_inception import MODEL_NAMES, _checks
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_outputs
 from lucid_inception.inception_resnet import ResNetV1BlockB, ResNetV2BlockA, ResNetV2BlockC
 from lucid_inception.twins.inception_resnet import ResNetV2BlockA as TwinResNetV2BlockA
@@ -351,6 +351,29 @@ def test_bad_inputs_are_rejected(shared_model, shape: tuple, match: str, framewo
     model = shared_model("inception_resnet_v1", framework)
     with pytest.raises(ValueError, match=match):
         run(model, np.zeros(shape, np.float32))
+
+
+def test_the_stage_arithmetic_is_the_networks() -> None:
+    """What the input checks derive their limits from: 299 -> 8 (SPEC.md), 74 -> 0."""
+    assert [_checks.last_stage_size(s) for s in (299, 107, 106, 75, 74)] == [8, 2, 1, 1, 0]
+    assert (_checks.MIN_INPUT_SIZE, _checks.MIN_TRAIN_SIZE_AT_BATCH_1) == (75, 107)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_train_mode_batch_of_one_needs_a_last_stage_bigger_than_1x1(framework: str) -> None:
+    """Else the C blocks' BatchNorms see one value per channel: torch raises deep inside,
+    Lucid silently outputs each BatchNorm's beta."""
+    model = lucid_inception.build("inception_resnet_v1", framework, num_classes=2)
+    adapter = adapter_for(model)
+    adapter.set_training(model, True)
+    with adapter.no_grad():
+        with pytest.raises(ValueError, match=r"one value per channel .* a side >= 107"):
+            model(adapter.tensor(image((1, 3, 106, 106))))
+        # a 1x2 last stage (two values per channel) and a batch of two are fine
+        assert adapter.to_numpy(model(adapter.tensor(image((1, 3, 75, 107))))).shape == (1, 2)
+        assert adapter.to_numpy(model(adapter.tensor(image((2, 3, 75, 75))))).shape == (2, 2)
+        adapter.set_training(model, False)
+        assert adapter.to_numpy(model(adapter.tensor(image((1, 3, 75, 75))))).shape == (1, 2)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -74,6 +74,7 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
+        _checks.check_train_batch(x.shape, self.training)
         _checks.check_input_dtype(_dtype_name(x.dtype), x.dtype.is_floating_point, self.dtype_name())
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
