@@ -214,3 +214,18 @@ def test_package_metadata_declares_an_spdx_license_with_its_file() -> None:
     assert "setuptools>=77" in project["build-system"]["requires"]
     for name in project["project"]["license-files"]:
         assert "MIT License" in (root / name).read_text()
+
+
+def test_a_mismatch_is_also_upstreams_key_error(shared_model) -> None:
+    """Upstream's ``load_state_dict`` raises ``KeyError`` for missing or unexpected keys:
+    code written for it still catches the strict loader's error, which reads as text."""
+    model = shared_model("inception_resnet_v1", "lucid")
+    state = model.state_dict()
+    del state["fc.bias"]
+    with pytest.raises(KeyError) as caught:
+        model.load_state_dict(state)  # fails atomically: the shared model is unchanged
+    assert isinstance(caught.value, StateMismatchError) and isinstance(caught.value, ValueError)
+    assert str(caught.value) == (
+        "loading a state dict into InceptionResNetV1: 1 problem(s), nothing was changed:\n"
+        "  - fc.bias: missing (the model has float32 (1000,))"
+    )

@@ -18,13 +18,19 @@ __all__ = ["StateMismatchError", "check_state"]
 KeyHint = Callable[[str, tuple[int, ...], tuple[int, ...]], str | None]
 
 
-class StateMismatchError(ValueError):
-    """A state does not fit a model; ``problems`` lists one line per offending key."""
+class StateMismatchError(ValueError, KeyError):
+    """A state does not fit a model; ``problems`` lists one line per offending key.
+
+    Also a ``KeyError``: upstream Lucid's ``load_state_dict`` raises one for missing or
+    unexpected keys, and code written for it catches that."""
 
     def __init__(self, what: str, problems: list[str]) -> None:
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"{what}: {len(problems)} problem(s), nothing was changed:\n{lines}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # KeyError's own would print the repr: quotes and "\n"
 
 
 def check_state(
