@@ -1,4 +1,8 @@
-"""Torch twins of ``lucid_inception.layers``: the same names, the same semantics.
+"""Torch twins of ``lucid_inception.layers``: the same names and the same function.
+
+Where torch itself differs, so do the twins: in train mode BatchNorm's running_var tracks
+the unbiased batch variance (Lucid's the biased one; the outputs agree), and ``num_batches_tracked``
+is a buffer Lucid lacks (``TorchAdapter`` leaves it out of the state).
 
 Lucid's ``nn.ConvBNReLU2d`` is conv (with bias) -> BatchNorm2d (eps 1e-5, momentum 0.1)
 -> ReLU with attributes ``conv``, ``bn``, ``relu``; this twin keeps those names so the
