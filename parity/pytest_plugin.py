@@ -46,6 +46,21 @@ def _devices(spec: str) -> tuple[str, str]:
         raise pytest.UsageError(f"--parity-devices: {error}") from None
 
 
+def _at_least(low: int, what: str) -> Callable[[str], int]:
+    """An option type: an int >= ``low`` (argparse makes anything else a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+        return value
+
+    return parse
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "lucid-inception parity (Lucid models vs torch twins)")
     group.addoption("--parity", action="store_true", help="add the parity tests (model x dtype x devices)")
@@ -55,9 +70,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--parity-dtype", action="append", choices=_DTYPES, help="dtype, repeatable (default float32)"
     )
-    group.addoption("--parity-size", type=int, default=299, help="input size (default 299; >= 75)")
-    group.addoption("--parity-batch", type=int, default=1, help="batch size (default 1)")
-    group.addoption("--parity-seed", type=int, default=0, help="seed (default 0)")
+    group.addoption(
+        "--parity-size",
+        type=_at_least(75, "a size >= 75 (the smallest input every model accepts)"),
+        default=299,
+        help="input size (default 299; >= 75)",
+    )
+    group.addoption(
+        "--parity-batch", type=_at_least(1, "a positive integer"), default=1, help="batch size (default 1)"
+    )
+    group.addoption(
+        "--parity-seed", type=_at_least(0, "a non-negative integer"), default=0, help="seed (default 0)"
+    )
     group.addoption(
         "--parity-devices",
         action="append",
@@ -99,9 +123,8 @@ class ParityFailure(AssertionError):
 
 
 def _options(config: pytest.Config) -> dict:
-    size = config.getoption("parity_size")
-    if size < 75:
-        raise pytest.UsageError(f"--parity-size: the smallest input every model accepts is 75, got {size}")
+    """``check_pair``'s options from the session's (size, batch and seed were checked by
+    their option types)."""
     from parity.signal import compares_locally
 
     signal = config.getoption("parity_signal")
@@ -114,7 +137,7 @@ def _options(config: pytest.Config) -> dict:
             f"--parity-backward with --parity-local or --parity-signal calibrated: {error}"
         ) from None
     return {
-        "size": size,
+        "size": config.getoption("parity_size"),
         "batch": config.getoption("parity_batch"),
         "seed": config.getoption("parity_seed"),
         "train_step": config.getoption("parity_train_step"),
@@ -151,15 +174,15 @@ class ParityItem(pytest.Item):
         return self.path, None, f"parity: {self.name}"
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    if not config.getoption("parity"):
-        return
+def _generated_items(session: pytest.Session) -> list[ParityItem]:
+    config = session.config
     base = _options(config)
     devices = [_devices(spec) for spec in config.getoption("parity_devices") or ["lucid=cpu,torch=cpu"]]
     dtypes = list(dict.fromkeys(config.getoption("parity_dtype") or ["float32"]))
     backward = config.getoption("parity_backward")
     if backward and "float64" not in dtypes:
         dtypes.append("float64")  # gradients are compared in float64 only (see parity.tolerances)
+    items = []
     for device in devices:
         for model in config.getoption("parity_model") or _MODELS:
             for dtype in dtypes:
@@ -170,19 +193,35 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                         session, name=name, model=model, dtype=dtype, devices=device, options=options
                     )
                 )
+    return items
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector):
+    """The generated tests join the session's own collection report: pytest then counts
+    them as collected, and ``-k``/``-m`` deselect them like any other test (items added
+    later, in ``pytest_collection_modifyitems``, were neither counted nor always seen by
+    the deselection)."""
+    report = yield
+    if isinstance(collector, pytest.Session) and collector.config.getoption("parity"):
+        report.result.extend(_generated_items(collector))
+    return report
 
 
 class _PairFactory:
     """``parity_pair(model, **overrides) -> ParityResult``; ``parity_pair.check(result)``
     raises with the rendered table unless the pair agrees (skips when a device is absent)."""
 
-    def __init__(self, defaults: dict) -> None:
-        self.defaults = defaults
+    def __init__(self, defaults: dict, *, backward: bool = False) -> None:
+        self.defaults, self.backward = defaults, backward
 
     def __call__(self, model: str, **overrides: object) -> object:
         from parity.signal import check_pair
 
-        return check_pair(model, **{**self.defaults, **overrides})
+        options = {**self.defaults, **overrides}
+        # --parity-backward: gradients in the float64 calls (as the generated tests), unless asked.
+        options.setdefault("backward", self.backward and options.get("dtype", "float32") == "float64")
+        return check_pair(model, **options)
 
     @staticmethod
     def check(result: object) -> None:
@@ -195,13 +234,17 @@ class _PairFactory:
 @pytest.fixture
 def parity_pair(request: pytest.FixtureRequest) -> Callable[..., object]:
     """A ``check_pair`` with the session's ``--parity-*`` options as defaults (size 299,
-    batch 1, seed 0, float32, cpu unless given)."""
+    batch 1, seed 0, float32, cpu unless given; with ``--parity-backward`` gradients in
+    float64, the default dtype then unless ``--parity-dtype`` names one)."""
     config = request.config
     defaults = _options(config)
     dtypes = config.getoption("parity_dtype")
+    backward = config.getoption("parity_backward")
     if dtypes:
         defaults["dtype"] = dtypes[0]
+    elif backward:
+        defaults["dtype"] = "float64"  # gradients are compared in float64 only, as the generated tests do
     specs = config.getoption("parity_devices")
     if specs:
         defaults["devices"] = _devices(specs[0])
-    return _PairFactory(defaults)
+    return _PairFactory(defaults, backward=backward)

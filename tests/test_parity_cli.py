@@ -425,3 +425,64 @@ def test_a_nan_liveness_change_survives_strict_json() -> None:
 
     report = LivenessReport([BlockLiveness("conv.0", float("nan"), 1e-3, False)], tol=1e-6, factor=1000.0)
     assert json.loads(json.dumps(report.to_dict(), allow_nan=False))["blocks"][0]["change"] == "nan"
+
+
+def _pytest(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider", str(tmp_path)]
+    return subprocess.run([*command, *args], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("selection", "counted", "listed"),
+    [
+        ([], "2 tests collected", 2),
+        (["-k", "nothing_matches"], "no tests collected (2 deselected)", 0),
+        (["-m", "not slow"], "1/2 tests collected (1 deselected)", 1),  # parity at 299 is slow
+        (["-k", "parity"], "1/2 tests collected (1 deselected)", 1),
+    ],
+)
+def test_pytest_plugin_counts_its_tests_and_deselects_them(
+    tmp_path: Path, selection: list[str], counted: str, listed: int
+) -> None:
+    (tmp_path / "test_a.py").write_text("def test_x():\n    pass\n")
+    done = _pytest(tmp_path, "--parity", "--parity-model", "inception_v4", "--collect-only", "-q", *selection)
+    assert done.returncode in (0, pytest.ExitCode.NO_TESTS_COLLECTED), done.stdout + done.stderr
+    assert counted in done.stdout, done.stdout
+    assert sum("::" in line for line in done.stdout.splitlines()) == listed, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--parity-batch", "0"], "--parity-batch: expected a positive integer, got 0"),
+        (["--parity-seed", "-1"], "--parity-seed: expected a non-negative integer, got -1"),
+        (["--parity-size", "74"], "--parity-size: expected a size >= 75"),
+    ],
+)
+def test_pytest_plugin_bad_options_are_usage_errors(tmp_path: Path, option: list[str], message: str) -> None:
+    done = _pytest(tmp_path, "--parity", *option)
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, done.stdout + done.stderr
+    assert message in done.stderr
+
+
+def test_pytest_plugin_fixture_takes_the_backward_option(tmp_path: Path) -> None:
+    (tmp_path / "test_fixture.py").write_text(
+        textwrap.dedent(
+            """
+            import parity.signal
+
+            def test_defaults(parity_pair, monkeypatch):
+                seen = []
+                monkeypatch.setattr(parity.signal, "check_pair", lambda model, **kw: seen.append(kw))
+                parity_pair("inception_v4")
+                parity_pair("inception_v4", dtype="float32")
+                parity_pair("inception_v4", backward=False)
+                print("SEEN", [(kw["dtype"], kw["backward"]) for kw in seen])
+            """
+        )
+    )
+    done = _pytest(tmp_path, "-q", "-s", "--parity-backward")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SEEN [('float64', True), ('float32', False), ('float64', False)]" in done.stdout
+    done = _pytest(tmp_path, "-q", "-s", "--parity-backward", "--parity-dtype", "float64")
+    assert "SEEN [('float64', True), ('float32', False), ('float64', False)]" in done.stdout
