@@ -19,6 +19,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from parity._files import write_atomically
+from parity.report import module_label
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_devices"]
 
@@ -353,7 +354,7 @@ def render_result(result: object, top: int) -> str:
     outputs = [r for r in report.rows if r.kind == "output"]
     summary = [
         ["verdict", "PASS" if result.ok else "FAIL"],
-        ["first divergence", first or "-"],
+        ["first divergence", module_label(first)],
         ["input", "x".join(map(str, report.input_shape)) or f"{result.batch}x3x{result.size}x{result.size}"],
         ["compared", "locally (each module on the Lucid side's input)" if report.local else "as given"],
         ["rows compared", f"{len(report.rows)} ({len(report.failures)} out of tolerance)"],
@@ -395,7 +396,7 @@ def _overall(results: Sequence[object]) -> str:
                 r.dtype,
                 f"lucid={r.devices[0]},torch={r.devices[1]}",
                 "PASS" if r.ok else "FAIL",
-                r.report.first_divergence or "-",
+                module_label(r.report.first_divergence),
                 _ratio(worst[0]) if worst else "-",
                 "-"
                 if r.liveness is None
@@ -536,7 +537,7 @@ def render_selftest(report: object) -> str:
             f"{r.fault.needs} ({r.fault.dtype})",
             r.fault.where,
             "yes" if r.caught else "NO",
-            r.found or (r.error or "-"),
+            module_label(r.found) if r.found is not None else (r.error or "-"),
             r.kind or "-",
             "yes" if r.localized else "NO",
             f"{r.seconds:.1f}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["KINDS", "Report", "Row"]
+__all__ = ["KINDS", "Report", "Row", "module_label"]
 
 KINDS: tuple[str, ...] = (
     "state",
@@ -61,6 +61,13 @@ class Row:
         for key in ("max_abs", "max_rel", "tol"):
             values[key] = float(values[key])
         return cls(**values)
+
+
+def module_label(name: str | None) -> str:
+    """A module name for people: the root (``""``) as ``<model>``, no module (``None``) as ``-``."""
+    if name is None:
+        return "-"
+    return name or "<model>"
 
 
 def _json_float(value: float) -> float | str:

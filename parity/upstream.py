@@ -27,6 +27,7 @@ import lucid_inception
 from lucid_inception.frameworks import adapter_for, capture_outputs
 from lucid_inception.upstream import build_upstream, upstream_version
 from parity.comparison import compare
+from parity.report import module_label
 from parity.signal import prepare_signal, seeded_input, verify_equal_state
 from parity.weights import transfer
 
@@ -148,14 +149,15 @@ class UpstreamResult:
         lines = [
             f"{head} differs from the port",
             f"  where: {self.location}",
-            f"  first divergence (layer by layer): {self.first_divergence or '-'}",
+            f"  first divergence (layer by layer): {module_label(self.first_divergence)}",
         ]
         lines += [f"  call count: {d.describe()}" for d in self.calls]
         if self.unscaled_report is not None:
             if self.unscaled_report.ok and not self.unscaled_calls:
                 verdict = "agrees: the residual scale (upstream bug 3) is the only difference"
             else:
-                verdict = f"still differs, first at {self.qualify(self.unscaled_report.first_divergence)}"
+                first = self.qualify(self.unscaled_report.first_divergence)
+                verdict = f"still differs, first at {module_label(first)}"
             lines.append(f"  with the port's residual scale set to 1.0 (upstream bug 3 undone): {verdict}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)

@@ -486,3 +486,20 @@ def test_pytest_plugin_fixture_takes_the_backward_option(tmp_path: Path) -> None
     assert "SEEN [('float64', True), ('float32', False), ('float64', False)]" in done.stdout
     done = _pytest(tmp_path, "-q", "-s", "--parity-backward", "--parity-dtype", "float64")
     assert "SEEN [('float64', True), ('float32', False), ('float64', False)]" in done.stdout
+
+
+def test_a_divergence_at_the_root_is_named_not_dashed() -> None:
+    from parity import compare
+    from parity.signal import ParityResult
+
+    from .test_parity_edges import X, torch_pair
+
+    a, b = torch_pair("float64")
+    inner = b.forward
+    b.forward = lambda x: inner(x) * 2  # the logits, after every module returned
+    report = compare(a, b, X, dtype="float64")
+    assert report.first_divergence == ""
+    result = ParityResult("tiny", "float64", ("cpu", "cpu"), report, None, 0, 0, 8, 2)
+    assert "first divergence      <model>" in cli.render_result(result, 3)
+    overall = cli._overall([result]).splitlines()[-1].split()
+    assert overall[3:5] == ["FAIL", "<model>"]
