@@ -72,9 +72,14 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
     layout).
 
     Positions where either side is NaN or infinite must hold the same value on both sides
-    (then they are left out, and the note says so) or the result is infinite.
+    (then they are left out, and the note says so) or the result is infinite; so is it when
+    nothing finite is left to compare. Non-float arrays (bool, int) are equal or infinitely
+    apart. Different dtypes are measured in the wider one, and the note starts with
+    "dtypes differ" (the callers fail such a row: see ``parity.comparison``).
     """
     note = ""
+    if a.dtype.kind not in "fc" or b.dtype.kind not in "fc":  # one attribute read a call: no cost
+        return _equality_errors(a, b)
     if a.dtype != b.dtype:
         note = f"dtypes differ: {a.dtype} vs {b.dtype}"
         common = np.result_type(a.dtype, b.dtype)
@@ -103,8 +108,21 @@ def _non_finite_errors(a: np.ndarray, b: np.ndarray, note: str) -> tuple[float, 
     count = f"{int(bad_a.sum())} vs {int(bad_b.sum())} NaN/inf values"
     if not same:
         return math.inf, math.inf, "; ".join(filter(None, [note, f"non-finite values differ ({count})"]))
+    if bad_a.all():  # NaN == NaN everywhere is no evidence that the two sides agree
+        return math.inf, math.inf, "; ".join(filter(None, [note, f"nothing finite to compare ({count})"]))
     max_abs, max_rel, _ = max_errors(a[~bad_a], b[~bad_b])
     return max_abs, max_rel, "; ".join(filter(None, [note, f"equal non-finite values left out ({count})"]))
+
+
+def _equality_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
+    """bool or integer outputs (a mask, an index): no rounding, so equal or not at all."""
+    dtypes = f"{a.dtype}" if a.dtype == b.dtype else f"{a.dtype} vs {b.dtype}"
+    note = f"{dtypes} values: compared for equality"
+    if a.dtype != b.dtype:
+        note = f"dtypes differ: {a.dtype} vs {b.dtype}; {note}"
+    if np.array_equal(a, b, equal_nan=a.dtype.kind in "fc" and b.dtype.kind in "fc"):
+        return 0.0, 0.0, note
+    return math.inf, math.inf, note
 
 
 @dataclass(frozen=True)

@@ -270,7 +270,8 @@ def _forward(
                 )
             else:
                 max_abs, max_rel, note = max_errors(out_a, out_b)
-                row = Row(module, kind, out_a.shape, out_b.shape, max_abs, max_rel, tol, max_rel <= tol, note)
+                ok = max_rel <= tol and out_a.dtype == out_b.dtype  # a changed dtype is a fault too
+                row = Row(module, kind, out_a.shape, out_b.shape, max_abs, max_rel, tol, ok, note)
         if kind == "output":
             compared[(name, call)] = row
         ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
@@ -457,7 +458,8 @@ def _grad_row(
         return Row(module, kind, ga.shape, gb.shape, math.inf, math.inf, tol, False, f"{what}: shapes differ")
     max_abs, max_rel, note = max_errors(ga, gb)
     note = "; ".join(filter(None, [what, note]))
-    return Row(module, kind, ga.shape, gb.shape, max_abs, max_rel, tol, max_rel <= tol, note)
+    ok = max_rel <= tol and ga.dtype == gb.dtype
+    return Row(module, kind, ga.shape, gb.shape, max_abs, max_rel, tol, ok, note)
 
 
 def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:

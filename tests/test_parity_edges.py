@@ -185,3 +185,50 @@ def test_an_error_in_a_backward_is_a_row_not_a_crash(plant, side: int) -> None:
     assert "RuntimeError" in errors[0].note
     assert all(row.ok for row in report.rows if row.kind == "output")
     assert all(p.grad is None for model in (a, b) for p in model.parameters())  # put back
+
+
+# ------------------------------------------------------------- what an output holds
+
+
+def test_an_output_of_another_dtype_fails() -> None:
+    a, b = torch_pair("float32")
+    fc = b.fc
+    b.fc.forward = lambda x: torch.nn.functional.linear(x.double(), fc.weight.double(), fc.bias.double())
+    report = compare(a, b, X, dtype="float32")
+    assert not report.ok and report.first_divergence == "fc"
+    row = next(row for row in report.rows if row.module == "fc" and row.kind == "output")
+    assert not row.ok and "dtypes differ: float32 vs float64" in row.note
+    assert row.max_rel <= row.tol  # the values agree: the dtype alone fails it
+
+
+def test_outputs_with_nothing_finite_fail_where_it_starts() -> None:
+    a, b = torch_pair("float32")
+    for model in (a, b):
+        with torch.no_grad():
+            model.bn.running_var.fill_(-1.0)  # sqrt of a negative variance: every value NaN
+    report = compare(a, b, X)
+    assert not report.ok and report.first_divergence == "bn"
+    row = next(row for row in report.rows if row.module == "bn" and row.kind == "output")
+    assert "nothing finite to compare" in row.note
+
+
+def test_a_bool_output_is_compared_for_equality() -> None:
+    class Masked(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.mask, self.fc = (
+                torch.nn.Conv2d(3, 4, 3),
+                torch.nn.Identity(),
+                torch.nn.Linear(4, 3),
+            )
+
+        def forward(self, x):
+            y = self.conv(x).mean((2, 3))
+            return self.fc(y * self.mask(y > 0))
+
+    a, b = Masked(), Masked()
+    b.load_state_dict(a.state_dict())
+    report = compare(a, b, X)
+    assert report.ok, report.worst(3)
+    row = next(row for row in report.rows if row.module == "mask")
+    assert row.max_abs == 0 and "bool values: compared for equality" in row.note

@@ -125,3 +125,24 @@ def test_a_nan_batch_statistic_fails_its_row() -> None:
         row = _stats_row("bn", clean, broken, tol=1e-6)
         assert not row.ok and math.isnan(row.max_rel), field
     assert _stats_row("bn", clean, batch_stats(x), tol=1e-6).ok
+
+
+def test_nothing_finite_to_compare_fails() -> None:
+    """Equal NaN/inf positions are left out; when that leaves nothing, nothing was compared."""
+    a = np.full((1, 4, 2, 2), np.nan)
+    max_abs, max_rel, note = max_errors(a, a.copy())
+    assert (max_abs, max_rel) == (math.inf, math.inf) and "nothing finite to compare" in note
+    b = np.full((3,), np.inf)
+    assert max_errors(b, b.copy())[:2] == (math.inf, math.inf)
+    a[0, 0, 0, 0] = b[0] = 1.0  # one finite value each: compared as before
+    assert max_errors(a, a.copy())[:2] == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("dtype", ["bool", "int64", "uint8"])
+def test_non_float_outputs_are_compared_for_equality(dtype: str) -> None:
+    a = np.array([[0, 1], [1, 0]]).astype(dtype)
+    max_abs, max_rel, note = max_errors(a, a.copy())
+    assert (max_abs, max_rel) == (0.0, 0.0) and f"{dtype} values: compared for equality" in note
+    b = a.copy()
+    b[0, 0] = 1
+    assert max_errors(a, b)[:2] == (math.inf, math.inf)
