@@ -23,9 +23,18 @@ class Repeat:
     ``of`` (a container returning its last child's output: a quarter of Inception's
     outputs). When both sides repeat the same event, its row is reused instead of
     comparing the same two arrays again (except at the root). ``array``: the values (a
-    view valid while the tensor is, or a kept copy). Lucid keeps no version counter: a
-    value written into the tensor in place (``t[i] = v``) by the container after its child
-    returned is seen at the next module, or at the root, not at the container."""
+    view valid while the tensor is, or a kept copy).
+
+    The limit of this shortcut: "unchanged" means the same tensor object and, in torch,
+    the same ``_version``. A container that writes into its last child's output after the
+    child returned, in a way no version counter sees, is not caught at the container: in
+    torch a write through ``.data`` (``y.data.mul_(2)``) or through a numpy view of the
+    tensor; in Lucid, which keeps no version counter, any in-place write (``t[i] = v``,
+    ``t.data[...] = v``). The changed values are compared at the next module that reads
+    them, so the fault is reported there (at the latest at the root, whose output is always
+    compared in full from its live values), one module late. Torch's ordinary in-place ops
+    (``y.mul_(2)``, also on ``y.detach()``) bump the version and are caught where they
+    happen. Comparing repeats in full would cost about a quarter more comparison bytes."""
 
     of: tuple[Any, int]
     array: np.ndarray

@@ -258,7 +258,9 @@ def _forward(
     ) -> np.ndarray | None:
         kind, module = name if local else ("output", name)
         if isinstance(out_a, Repeat) and isinstance(out_b, Repeat) and out_a.of == out_b.of in compared:
-            earlier = compared[out_a.of]  # the very same two arrays: the same numbers
+            # The very same two tensors, unchanged as far as their frameworks can tell: the
+            # same numbers (for writes no version counter sees, see ``parity._capture.Repeat``).
+            earlier = compared[out_a.of]
             of = event_module(out_a.of[0])
             note = "; ".join(filter(None, [f"the output of {of!r} again", earlier.note]))
             row = dataclasses.replace(earlier, module=module, note=note, repeat_of=earlier.repeat_of or of)
