@@ -232,3 +232,34 @@ def test_a_bool_output_is_compared_for_equality() -> None:
     assert report.ok, report.worst(3)
     row = next(row for row in report.rows if row.module == "mask")
     assert row.max_abs == 0 and "bool values: compared for equality" in row.note
+
+
+def test_a_write_no_version_counter_sees_is_found_one_module_late() -> None:
+    """The documented limit of the Repeat shortcut (parity._capture.Repeat): a container
+    that scales its last child's output through ``.data`` reuses the child's (passing)
+    row; the next module that reads the values fails instead. With ``y.mul_`` (a version
+    bump) the container itself fails."""
+
+    class Block(torch.nn.Module):
+        def __init__(self, write: str | None) -> None:
+            super().__init__()
+            self.conv, self.write = torch.nn.Conv2d(3, 4, 3, padding=1), write
+
+        def forward(self, x):
+            y = self.conv(x)
+            if self.write is not None:  # after the child returned
+                (y.data if self.write == "data" else y).mul_(1.5)
+            return y
+
+    class Net(torch.nn.Module):
+        def __init__(self, write: str | None = None) -> None:
+            super().__init__()
+            self.block, self.relu = Block(write), torch.nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(self.block(x)) + 0
+
+    for write, found in (("in-place op", "block"), ("data", "relu")):
+        a, b = Net(), Net(write)
+        b.load_state_dict(a.state_dict())
+        assert compare(a, b, X).first_divergence == found, write
