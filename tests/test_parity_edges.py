@@ -83,6 +83,18 @@ def test_a_cast_leaves_gradients_as_found(home: str, compared: str, backward: bo
             assert torch.equal(param.grad, before[key]), key
 
 
+@pytest.mark.parametrize(("home", "compared"), [("float64", "float32"), ("float32", "float64")])
+def test_a_cast_leaves_non_persistent_buffers_as_found(home: str, compared: str) -> None:
+    """Not in the state dict, so no snapshot restores them: ``compare`` must not cast them."""
+    a, b = torch_pair(home)
+    for model in (a, b):
+        scratch = torch.linspace(0, 1, 7, dtype=torch.float64) / 3
+        model.register_buffer("scratch", scratch.to(getattr(torch, home)), persistent=False)
+    before = a.scratch.clone()
+    assert compare(a, b, X, dtype=compared).ok
+    assert a.scratch.dtype == before.dtype and torch.equal(a.scratch, before)
+
+
 # ------------------------------------------------------------- transfer into aliases
 
 

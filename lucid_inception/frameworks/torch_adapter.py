@@ -186,7 +186,14 @@ class TorchAdapter:
 
     @staticmethod
     def cast(model: torch.nn.Module, dtype: str | np.dtype) -> None:
-        model.to(getattr(torch, np.dtype(dtype).name))
+        """Cast the floating-point parameters and buffers of the state dict: what
+        ``snapshot``/``restore`` cover. Not ``Module.to``, which also casts every ``.grad``
+        and every non-persistent buffer, which nothing could put back."""
+        target = getattr(torch, np.dtype(dtype).name)
+        with torch.no_grad():
+            for tensor in model.state_dict(keep_vars=True).values():
+                if tensor.is_floating_point() and tensor.dtype != target:
+                    tensor.data = tensor.data.to(target)  # keeps the Parameter object
 
     # ----- mode and device
     @classmethod
