@@ -5,8 +5,8 @@ value, and the second write silently replaces the first; a tensor whose elements
 (``expand``) cannot hold independent values at all, and torch refuses the write halfway
 through a transfer. Both are found before anything is written, from the tensor objects
 (the same object under two names, on any device) and their read-only host views (shared
-or overlapping memory: exact for host tensors; a device tensor's view is a copy, so only
-its ties by object are seen).
+or overlapping memory). A model off the host gives no views (they would be copies): there
+only ties by object are seen.
 """
 
 from __future__ import annotations
@@ -115,7 +115,9 @@ def aliasing_problems(
     pairs += _sharing_pairs(views)
     for group in _groups(keys, pairs):
         names = ", ".join(group)
-        tied = len({id(live[key]) for key in group}) == 1 or _same_place([views[key] for key in group])
+        tied = len({id(live[key]) for key in group}) == 1 or (
+            all(key in views for key in group) and _same_place([views[key] for key in group])
+        )
         if not tied:
             problems.append(
                 f"{names}: overlap in memory on the destination (partly): a transfer cannot write both"

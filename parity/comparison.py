@@ -38,7 +38,13 @@ from typing import Any
 
 import numpy as np
 
-from lucid_inception.frameworks import Adapter, adapter_for, capture_inputs, module_that_raised
+from lucid_inception.frameworks import (
+    Adapter,
+    StateMismatchError,
+    adapter_for,
+    capture_inputs,
+    module_that_raised,
+)
 from parity._capture import ForwardCapture, Repeat, event_module
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
 from parity._metrics import BatchStats, batch_stats, largest, max_errors, relative
@@ -126,6 +132,27 @@ def _collector_paused() -> Iterator[None]:
 
 
 # ------------------------------------------------------------------- borrowing a model
+
+
+@functools.cache
+def _numpy_has(dtype_name: str) -> bool:
+    try:
+        np.dtype(dtype_name)
+    except TypeError:
+        return False
+    return True
+
+
+def _unreadable_dtypes(adapters: tuple[Adapter, Adapter], models: tuple[object, object]) -> list[str]:
+    """One line per tensor, on either side, in a dtype numpy has none for (bfloat16): such
+    a model cannot be read, snapshot or put back bit for bit."""
+    return [
+        f"{key}: dtype {name} on side {side} ({adapter.name}), which numpy cannot hold; "
+        "cast the model to float32 or float64 first"
+        for side, adapter, model in zip("ab", adapters, models, strict=True)
+        for key, tensor in adapter.tensors(model).items()
+        if not _numpy_has(name := adapter.dtype_name(tensor))
+    ]
 
 
 @contextlib.contextmanager
@@ -631,7 +658,8 @@ def compare(
     (numpy, N x C x H x W), layer by layer; see the module docstring. Both models are left
     exactly as found. ``local=True`` compares each module on the same input (see
     ``_forward``); it cannot be combined with ``backward`` (side b's graph is cut at every
-    module). Raises ``TypeError``/``ValueError`` for bad arguments and
+    module). Raises ``TypeError``/``ValueError`` for bad arguments (``StateMismatchError``
+    listing every tensor in a dtype numpy cannot hold, e.g. bfloat16) and
     ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row."""
     tol = tolerance_for(dtype)
     dtype = tol.dtype
@@ -650,7 +678,16 @@ def compare(
     with contextlib.ExitStack() as stack:
         stack.enter_context(_collector_paused())
         for adapter, model, device in zip(adapters, (a, b), devices, strict=True):
-            stack.enter_context(_borrow(model, adapter, dtype, device, grads=backward, buffers=train_step))
+            try:
+                borrowed = _borrow(model, adapter, dtype, device, grads=backward, buffers=train_step)
+                stack.enter_context(borrowed)
+            except TypeError as error:  # e.g. a bfloat16 tensor: list every one, on both sides
+                problems = _unreadable_dtypes(adapters, (a, b))
+                if problems:
+                    raise StateMismatchError(
+                        f"comparing {type(a).__name__} and {type(b).__name__}", problems
+                    ) from error
+                raise
             stack.enter_context(adapter.precise())
         _state_rows(ctx)
         xs = tuple(

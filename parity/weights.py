@@ -33,12 +33,18 @@ __all__ = [
 TRANSFER_DTYPES: tuple[np.dtype, ...] = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _dtype_problems(state: Mapping[str, object], side: str) -> list[str]:
-    return [
-        f"{key}: dtype {value.dtype} on the {side}; transfer supports float32 and float64"
-        for key, value in state.items()
-        if isinstance(value, np.ndarray) and value.dtype not in TRANSFER_DTYPES
-    ]
+def _dtype_names(adapter: Adapter, live: Mapping[str, object]) -> dict[str, str]:
+    # By name, so that a dtype numpy has none for (bfloat16) is listed like the others.
+    return {key: adapter.dtype_name(tensor) for key, tensor in live.items()}
+
+
+def _dtype_problems(names: Mapping[str, str], side: str) -> dict[str, str]:
+    """Key -> problem, for every tensor in a dtype other than float32 and float64."""
+    return {
+        key: f"{key}: dtype {name} on the {side}; transfer supports float32 and float64"
+        for key, name in names.items()
+        if name not in ("float32", "float64")
+    }
 
 
 def _describe(model: object, adapter: Adapter) -> str:
@@ -50,21 +56,28 @@ def transfer(src: object, dst: object) -> None:
     way). Strict and atomic: see the module docstring."""
     src_adapter, dst_adapter = adapter_for(src), adapter_for(dst)
     what = f"transferring {_describe(src, src_adapter)} -> {_describe(dst, dst_adapter)}"
+    src_live, dst_live = src_adapter.tensors(src), dst_adapter.tensors(dst)
+    dst_names = _dtype_names(dst_adapter, dst_live)
+    odd_src = _dtype_problems(_dtype_names(src_adapter, src_live), "source")
+    odd_dst = _dtype_problems(dst_names, "destination")
+    problems = [*odd_src.values(), *odd_dst.values()]
+    # A key in such a dtype is listed for that alone: the checks below would name it again
+    # (float16: "dtype float32, the model has float16") or could not read it (bfloat16).
+    odd = odd_src.keys() | odd_dst.keys()
     # Views, not copies: the destination makes whatever copies it needs, so a transfer
     # never holds a third copy of the weights.
-    state = src_adapter.state_views(src)
-    layout = dst_adapter.layout(dst)
-    problems = _dtype_problems(state, "source")
-    problems += [
-        f"{key}: dtype {dtype} on the destination; transfer supports float32 and float64"
-        for key, (_, dtype) in layout.items()
-        if dtype not in TRANSFER_DTYPES and key in state
-    ]
+    state = {key: src_adapter.read_only(t) for key, t in src_live.items() if key not in odd}
+    dst_live = {key: t for key, t in dst_live.items() if key not in odd}
+    layout = {key: (tuple(t.shape), np.dtype(dst_names[key])) for key, t in dst_live.items()}
+    # Shared memory is read from host views; off the host they would be copies (see
+    # parity._aliasing: ties by object are still found).
+    on_host = dst_adapter.device(dst) == "cpu"
+    views = {key: dst_adapter.read_only(t) for key, t in dst_live.items()} if on_host else {}
     try:
         check_state(layout, state, what=what, check_dtype=True)
     except StateMismatchError as error:
         problems = error.problems + problems
-    problems += aliasing_problems(dst_adapter.tensors(dst), dst_adapter.state_views(dst), state)
+    problems += aliasing_problems(dst_live, views, state)
     if problems:
         raise StateMismatchError(what, problems)
     dst_adapter.load_state(dst, state, what=what)
@@ -127,11 +140,10 @@ def save_checkpoint(model: object, path: str | os.PathLike) -> None:
     """Write ``model``'s parameters and buffers to ``path`` in the format its suffix names
     (``.lcd`` or ``.pt``/``.pth``), whatever the model's framework."""
     adapter = adapter_for(model)
-    state = adapter.state(model)
-    problems = _dtype_problems(state, "model")
+    problems = list(_dtype_problems(_dtype_names(adapter, adapter.tensors(model)), "model").values())
     if problems:
         raise StateMismatchError(f"saving {_describe(model, adapter)} to {os.fspath(path)}", problems)
-    _write_atomically(state, path)
+    _write_atomically(adapter.state(model), path)
 
 
 def convert_checkpoint(src_path: str | os.PathLike, dst_path: str | os.PathLike) -> None:

@@ -275,3 +275,28 @@ def test_a_write_no_version_counter_sees_is_found_one_module_late() -> None:
         a, b = Net(), Net(write)
         b.load_state_dict(a.state_dict())
         assert compare(a, b, X).first_divergence == found, write
+
+
+# ------------------------------------------------------------ dtypes numpy cannot hold
+
+
+@pytest.mark.parametrize(("dtype", "name"), [(torch.bfloat16, "bfloat16"), (torch.float16, "float16")])
+def test_an_unsupported_dtype_lists_each_key_once(dtype: torch.dtype, name: str) -> None:
+    plain, odd = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3).to(dtype)
+    before = _bytes(plain)
+    for src, dst, side in ((plain, odd, "destination"), (odd, plain, "source")):
+        with pytest.raises(StateMismatchError) as error:
+            transfer(src, dst)
+        assert error.value.problems == [
+            f"{key}: dtype {name} on the {side}; transfer supports float32 and float64"
+            for key in ("weight", "bias")
+        ]
+    assert _bytes(plain) == before
+
+
+def test_compare_refuses_a_dtype_numpy_cannot_hold_listing_every_key() -> None:
+    odd = torch.nn.Linear(3, 3).to(torch.bfloat16)
+    with pytest.raises(StateMismatchError, match=r"weight: dtype bfloat16 on side b \(torch\)") as error:
+        compare(torch.nn.Linear(3, 3), odd, X)
+    assert [line.split(":")[0] for line in error.value.problems] == ["weight", "bias"]
+    assert odd.weight.dtype == torch.bfloat16

@@ -286,6 +286,12 @@ class LucidAdapter:
         return _read_only(t.data)
 
     @staticmethod
+    def dtype_name(t: lucid.Tensor) -> str:
+        """The dtype of the tensor's data by name (an MLX one numpy lacks, e.g. ``"bfloat16"``, too)."""
+        dtype = t.data.dtype
+        return str(dtype).removeprefix("mlx.core.") if isinstance(dtype, mx.Dtype) else np.dtype(dtype).name
+
+    @staticmethod
     def no_grad() -> contextlib.AbstractContextManager:
         """Lucid's switch is one global flag (torch's is per thread): code that runs a
         Lucid forward on a worker thread enters it on the calling thread as well."""

@@ -242,6 +242,11 @@ class TorchAdapter:
         return _read_only(t)
 
     @staticmethod
+    def dtype_name(t: torch.Tensor) -> str:
+        """The tensor's dtype by name (``"bfloat16"`` too, which numpy has no dtype for)."""
+        return str(t.dtype).removeprefix("torch.")
+
+    @staticmethod
     def no_grad() -> contextlib.AbstractContextManager:
         """Per thread: enter it on the thread that runs the forward."""
         return torch.no_grad()
