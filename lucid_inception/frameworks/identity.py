@@ -12,7 +12,8 @@ __all__ = ["TensorState"]
 class TensorState:
     """A tensor object and the version of its contents when seen.
 
-    ``version`` is torch's ``Tensor._version`` (every in-place op bumps it). Lucid keeps
+    ``version`` is torch's ``Tensor._version`` (every in-place op on the tensor or a view of
+    it bumps it; a write through ``.data`` or a numpy view does not, and is not seen). Lucid keeps
     no such counter: there it is the identity of the tensor's data array, which Lucid's
     operations replace rather than modify; a change written straight into that array
     (``t.data[...] = v``) is not seen. Holding ``tensor`` keeps its ``id`` from being reused.
