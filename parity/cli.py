@@ -41,7 +41,7 @@ parameters (--signal), transfer Lucid -> torch strictly (equal keys, shapes, dty
 run both on the same seeded input and compare, in execution order:
   state       every parameter and buffer (must be equal)
   output      every module's output, call by call
-  input_grad, param_grad                    with --backward (float64, seeded gradient)
+  input_grad, param_grad                    with --backward (float64, batch 2, seeded gradient)
   bn_batch_stats, bn_running_update         with --train-step
 Each row passes when max|a - b| / max(|a|, |b|) <= the dtype's tolerance (one table per
 dtype, derived from a float64 rounding-error budget: parity/tolerances.py). Finally a
@@ -137,7 +137,9 @@ def _size(text: str) -> int:
     return value
 
 
-def _add_common(parser: argparse.ArgumentParser, size_default: int) -> None:
+def _add_common(parser: argparse.ArgumentParser, size_default: int, batch_help: str | None = None) -> None:
+    """The options every subcommand shares; ``batch_help`` for a batch whose default the
+    subcommand decides (left ``None`` in ``args``), else the default is 1."""
     parser.add_argument(
         "--model",
         action="append",
@@ -148,7 +150,12 @@ def _add_common(parser: argparse.ArgumentParser, size_default: int) -> None:
     parser.add_argument(
         "--size", type=_size, default=size_default, help=f"input height and width (default {size_default})"
     )
-    parser.add_argument("--batch", type=_positive, default=1, help="batch size (default 1)")
+    parser.add_argument(
+        "--batch",
+        type=_positive,
+        default=None if batch_help else 1,
+        help=batch_help or "batch size (default 1)",
+    )
     parser.add_argument(
         "--seed", type=_seed, default=0, help="seed of weights, BN statistics and input (default 0)"
     )
@@ -173,7 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_common(check, 299)
+    # parity.signal.BATCH_ONE_GRADIENTS, without importing the harness for --help
+    _add_common(
+        check,
+        299,
+        "batch size (default 1; 2 with --backward: batch-1 gradients cannot show batch-reduction "
+        "bugs, such as lucid-dl 2.9.0's broadcast gradients, which are right at batch 1; an "
+        "explicit --batch 1 is honoured, with a warning)",
+    )
     check.add_argument(
         "--dtype",
         action="append",
@@ -184,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backward",
         action="store_true",
         help="also compare the input gradient and every parameter gradient, in float64 (added if "
-        "not asked for): float32 gradients are dominated by ReLU/max-pool decision flips",
+        "not asked for): float32 gradients are dominated by ReLU/max-pool decision flips; at "
+        "batch 2 unless --batch is given (see --batch)",
     )
     check.add_argument(
         "--train-step",
@@ -438,8 +453,19 @@ def _output_problem(args: argparse.Namespace) -> str | None:
 
 
 def _run_check(args: argparse.Namespace) -> int:
-    from parity.signal import check_pair, compares_locally, last_map_side, train_step_batch
+    from parity.signal import (
+        BATCH_ONE_GRADIENTS,
+        check_pair,
+        compares_locally,
+        default_batch,
+        last_map_side,
+        train_step_batch,
+    )
 
+    if args.batch is None:
+        args.batch = default_batch(args.backward)
+    elif args.backward and args.batch == 1:
+        print(f"warning: --backward at --batch 1: {BATCH_ONE_GRADIENTS}", file=sys.stderr)
     if args.train_step and args.batch < train_step_batch(args.size):
         side = last_map_side(args.size)
         print(

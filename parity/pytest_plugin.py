@@ -9,7 +9,7 @@ Run the suite (one test per model x dtype x device spec)::
 
     pytest --parity                                   # all three models, float32, 299x299
     pytest --parity --parity-size 75                  # quick
-    pytest --parity --parity-model inception_v4 --parity-dtype float64 --parity-backward
+    pytest --parity --parity-model inception_v4 --parity-dtype float64 --parity-backward  # batch 2
     pytest --parity --parity-devices lucid=cpu,torch=cuda   # skipped, with the reason, without CUDA
     pytest --parity -m "not slow"      # generated tests are marked "parity", and "slow" at >= 299
     pytest --parity --parity-signal calibrated        # trained-like statistics, compared locally
@@ -77,7 +77,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="input size (default 299; >= 75)",
     )
     group.addoption(
-        "--parity-batch", type=_at_least(1, "a positive integer"), default=1, help="batch size (default 1)"
+        "--parity-batch",
+        type=_at_least(1, "a positive integer"),
+        default=None,
+        help="batch size (default 1; 2 for gradients: batch-1 gradients cannot show batch-reduction "
+        "bugs, such as lucid-dl 2.9.0's broadcast gradients; an explicit 1 is honoured, with a warning)",
     )
     group.addoption(
         "--parity-seed", type=_at_least(0, "a non-negative integer"), default=0, help="seed (default 0)"
@@ -110,6 +114,13 @@ def pytest_configure(config: pytest.Config) -> None:
         from parity._openblas import quiet_openblas_workers
 
         quiet_openblas_workers()
+    if config.getoption("parity_backward") and config.getoption("parity_batch") == 1:
+        from parity.signal import BATCH_ONE_GRADIENTS
+
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(f"--parity-backward at --parity-batch 1: {BATCH_ONE_GRADIENTS}"),
+            stacklevel=2,
+        )
     if "slow" not in "".join(config.getini("markers")):
         config.addinivalue_line("markers", "slow: a full-size (299x299) run")
 
@@ -124,7 +135,8 @@ class ParityFailure(AssertionError):
 
 def _options(config: pytest.Config) -> dict:
     """``check_pair``'s options from the session's (size, batch and seed were checked by
-    their option types)."""
+    their option types). A batch left unset stays ``None``: ``check_pair`` then runs
+    gradients at batch 2 and everything else at batch 1 (``parity.signal.default_batch``)."""
     from parity.signal import compares_locally
 
     signal = config.getoption("parity_signal")
@@ -234,8 +246,9 @@ class _PairFactory:
 @pytest.fixture
 def parity_pair(request: pytest.FixtureRequest) -> Callable[..., object]:
     """A ``check_pair`` with the session's ``--parity-*`` options as defaults (size 299,
-    batch 1, seed 0, float32, cpu unless given; with ``--parity-backward`` gradients in
-    float64, the default dtype then unless ``--parity-dtype`` names one)."""
+    batch 1 (2 when gradients are compared), seed 0, float32, cpu unless given; with
+    ``--parity-backward`` gradients in float64, the default dtype then unless
+    ``--parity-dtype`` names one)."""
     config = request.config
     defaults = _options(config)
     dtypes = config.getoption("parity_dtype")

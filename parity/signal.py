@@ -32,6 +32,8 @@ from parity.tolerances import TOLERANCES
 from parity.weights import transfer
 
 __all__ = [
+    "BACKWARD_BATCH",
+    "BATCH_ONE_GRADIENTS",
     "LIVENESS_FACTOR",
     "SIGNALS",
     "BlockLiveness",
@@ -43,6 +45,7 @@ __all__ = [
     "train_step_batch",
     "check_pair",
     "compares_locally",
+    "default_batch",
     "device_skip_reason",
     "knockout",
     "knockout_blocks",
@@ -70,6 +73,22 @@ SIGNALS: tuple[str, ...] = ("random", "calibrated")
 # A knocked-out block must move the logits by at least this many tolerances: a fault
 # 1000x smaller than a whole block's contribution still shows above the tolerance.
 LIVENESS_FACTOR = 1e3
+
+# The batch a gradient comparison runs at unless told otherwise. A gradient that must be
+# summed over the batch (of any operand broadcast over it: a bias, a BatchNorm weight) is
+# right at batch 1 however wrongly the sum is done: lucid-dl 2.9.0's broadcast gradients
+# are wrong only at batch > 1 (docs/framework-ops.md, broadcast-gradient).
+BACKWARD_BATCH = 2
+BATCH_ONE_GRADIENTS = (
+    "batch-1 gradients cannot show batch-reduction bugs (a gradient summed over the batch "
+    "wrongly, like lucid-dl 2.9.0's broadcast gradients, is still right at batch 1)"
+)
+
+
+def default_batch(backward: bool) -> int:
+    """The batch of a check whose batch was not given: ``BACKWARD_BATCH`` when gradients
+    are compared, else 1."""
+    return BACKWARD_BATCH if backward else 1
 
 
 def batchnorm_names(model: object) -> list[str]:
@@ -502,7 +521,7 @@ def check_pair(
     train_step: bool = False,
     devices: tuple[str, str] = ("cpu", "cpu"),
     size: int = 299,
-    batch: int = 1,
+    batch: int | None = None,
     seed: int = 0,
     check_liveness: bool = True,
     signal: str = "random",
@@ -514,7 +533,10 @@ def check_pair(
     states are equal, compare layer by layer (``local``, implied by the calibrated signal:
     each module on the Lucid side's input, see ``compares_locally``) and prove liveness on
     the twin. ``devices`` is (Lucid device, torch device); an absent one gives a result
-    with ``skipped`` set to the reason, before anything is built."""
+    with ``skipped`` set to the reason, before anything is built. ``batch`` defaults to
+    ``default_batch(backward)``: 2 with gradients (see ``BACKWARD_BATCH``), else 1."""
+    if batch is None:
+        batch = default_batch(backward)
     if name not in lucid_inception.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(lucid_inception.MODEL_NAMES)}")
     if dtype not in TOLERANCES:

@@ -17,6 +17,7 @@ import pytest
 
 import lucid_inception
 from lucid_inception.frameworks import TorchAdapter
+from lucid_inception.upstream import upstream_is_released
 from parity import cli, load_checkpoint_file, save_checkpoint
 from parity.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, main, parse_devices
 from parity.plot import PlotUnavailable, plot_reports
@@ -24,6 +25,7 @@ from parity.selftest import FAULTS
 from parity.upstream import compare_upstream
 
 from .conftest import patched_upstream_only, plant_in_every_twin, released_upstream_only
+from .test_parity_compare import fixed_lucid  # noqa: F401  (a fixture: a Lucid with correct gradients)
 
 SMALL = ["--model", "inception_resnet_v1", "--size", "75", "--quiet"]
 NO_CUDA = TorchAdapter.device_unavailable("cuda")
@@ -106,15 +108,81 @@ def test_check_fails_and_names_the_first_divergence(monkeypatch, capsys, tmp_pat
     )
 
 
-def test_backward_is_compared_in_float64(monkeypatch, capsys) -> None:
-    calls = []
-    monkeypatch.setattr(
-        "parity.signal.check_pair", lambda model, **kw: calls.append(kw) or pytest.fail("stop here")
-    )
-    with pytest.raises(pytest.fail.Exception):
-        main([*SMALL, "--backward"])
-    assert "gradients are compared in float64 only" in capsys.readouterr().err
-    assert calls[0]["dtype"] == "float32" and calls[0]["backward"] is False
+def _record_check_pair(monkeypatch) -> list[dict]:
+    """Stand in for ``check_pair``: record its options, compare nothing."""
+    from parity.signal import ParityResult
+
+    calls: list[dict] = []
+
+    def record(model: str, **kw) -> ParityResult:
+        calls.append(kw)
+        devices, seed, size, batch = kw["devices"], kw["seed"], kw["size"], kw["batch"]
+        return ParityResult(model, kw["dtype"], devices, None, None, 0, seed, size, batch, skipped="recorded")
+
+    monkeypatch.setattr("parity.signal.check_pair", record)
+    return calls
+
+
+def test_backward_is_compared_in_float64_at_batch_2(monkeypatch, capsys) -> None:
+    """Batch-1 gradients cannot show a batch-reduction bug (lucid-dl 2.9.0's broadcast
+    gradients are right at batch 1): --backward runs at batch 2 unless --batch says otherwise."""
+    calls = _record_check_pair(monkeypatch)
+    assert main([*SMALL, "--backward"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "gradients are compared in float64 only" in err and "warning" not in err
+    assert [(kw["dtype"], kw["backward"], kw["batch"]) for kw in calls] == [
+        ("float32", False, 2),
+        ("float64", True, 2),
+    ]
+    calls.clear()
+    assert main([*SMALL, "--backward", "--dtype", "float64", "--batch", "1"]) == EXIT_OK
+    err = capsys.readouterr().err
+    assert "warning: --backward at --batch 1: batch-1 gradients cannot show batch-reduction bugs" in err
+    assert [(kw["dtype"], kw["backward"], kw["batch"]) for kw in calls] == [("float64", True, 1)]
+    calls.clear()
+    assert main(SMALL) == EXIT_OK  # no gradients: batch 1
+    assert [kw["batch"] for kw in calls] == [1]
+
+
+def test_help_says_backward_runs_at_batch_2(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "2 with --backward" in text and "batch-1 gradients cannot show batch-reduction bugs" in text
+
+
+BACKWARD = [*SMALL, "--backward", "--dtype", "float64", "--no-liveness"]
+
+
+@released_upstream_only
+def test_backward_fails_on_lucid_290_and_names_the_gradients(capsys, tmp_path: Path) -> None:
+    """The README's claim: on lucid-dl 2.9.0 --backward fails, naming each wrong gradient
+    (its broadcast gradients are wrong at batch > 1, docs/framework-ops.md)."""
+    assert main([*BACKWARD, "--json", str(tmp_path / "r.json")]) == EXIT_FAIL
+    out = capsys.readouterr().out
+    assert "first divergence      fc" in out and "input                 2x3x75x75" in out
+    payload = json.loads((tmp_path / "r.json").read_text())
+    assert payload["batch"] == 2
+    rows = payload["results"][0]["report"]["rows"]
+    failing = {(r["module"], r["note"]) for r in rows if r["kind"] == "param_grad" and not r["ok"]}
+    assert {("fc", "bias"), ("stem.conv.0.conv", "bias"), ("stem.conv.0.bn", "weight")} <= failing
+    assert all(r["ok"] for r in rows if r["kind"] == "output")
+
+
+@pytest.mark.usefixtures("fixed_lucid")
+def test_backward_passes_on_a_lucid_with_correct_gradients(capsys, tmp_path: Path) -> None:
+    assert main([*BACKWARD, "--json", str(tmp_path / "r.json")]) == EXIT_OK, capsys.readouterr().out
+    report = json.loads((tmp_path / "r.json").read_text())["results"][0]["report"]
+    assert report["input_shape"] == [2, 3, 75, 75]
+    assert sum(r["kind"] == "param_grad" for r in report["rows"]) == 470
+
+
+def test_train_step_passes(capsys, tmp_path: Path) -> None:
+    argv = [*SMALL, "--train-step", "--batch", "8", "--no-liveness", "--json", str(tmp_path / "r.json")]
+    assert main(argv) == EXIT_OK, capsys.readouterr().out
+    rows = json.loads((tmp_path / "r.json").read_text())["results"][0]["report"]["rows"]
+    kinds = {r["kind"] for r in rows}
+    assert {"bn_batch_stats", "bn_running_update"} <= kinds and all(r["ok"] for r in rows)
 
 
 def test_calibrated_statistics_compare_locally_and_pass(capsys, tmp_path: Path) -> None:
@@ -243,6 +311,21 @@ def test_pytest_plugin_generates_tests_and_reports_failures(tmp_path: Path) -> N
     assert "1 failed, 1 passed" in done.stdout
     assert "parity[inception_resnet_v1-float32-lucid=cpu-torch=cpu]" in done.stdout
     assert "first divergence      conv.0" in done.stdout
+
+
+def test_pytest_plugin_compares_gradients_at_batch_2(tmp_path: Path) -> None:
+    argv = ["--parity", "--parity-size", "75", "--parity-model", "inception_resnet_v1", "-q"]
+    argv += ["--parity-dtype", "float64", "--parity-backward"]
+    done = _pytest(tmp_path, *argv)
+    if upstream_is_released():  # lucid-dl 2.9.0: broadcast gradients wrong at batch > 1
+        assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+        assert "input                 2x3x75x75" in done.stdout
+        assert "first divergence      fc" in done.stdout
+    else:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _pytest(tmp_path, *argv, "--parity-batch", "1")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]  # batch 1 hides the bug
+    assert "--parity-backward at --parity-batch 1: batch-1 gradients cannot show" in done.stdout
 
 
 def test_pytest_plugin_compares_a_calibrated_signal_locally(tmp_path: Path) -> None:

@@ -24,6 +24,9 @@ from parity.signal import (
 from parity.tolerances import TOLERANCES
 from parity.weights import transfer
 
+from .conftest import released_upstream_only
+from .test_parity_compare import fixed_lucid  # noqa: F401  (a fixture: a Lucid with correct gradients)
+
 SIZE = 75
 TOL = TOLERANCES["float32"].rel
 
@@ -158,6 +161,35 @@ def test_check_pair_agrees_and_proves_liveness() -> None:
     assert result.report.ok and result.liveness.ok and result.batchnorms == 107
     assert any("liveness" in line for line in lines)
     assert result.to_dict()["report"]["ok"] is True
+
+
+@released_upstream_only
+def test_check_pair_backward_shows_lucid_290s_gradients() -> None:
+    """Gradients are compared at batch 2 by default: lucid-dl 2.9.0's broadcast gradients
+    are right at batch 1 and wrong above it."""
+    result = check_pair(
+        "inception_resnet_v1", size=SIZE, dtype="float64", backward=True, check_liveness=False
+    )
+    assert result.batch == 2 and result.report.input_shape == (2, 3, SIZE, SIZE)
+    assert not result.ok and result.report.first_divergence == "fc"
+    assert all(row.kind == "param_grad" for row in result.report.failures)
+
+
+@pytest.mark.usefixtures("fixed_lucid")
+def test_check_pair_backward_agrees_on_a_lucid_with_correct_gradients() -> None:
+    result = check_pair(
+        "inception_resnet_v1", size=SIZE, dtype="float64", backward=True, check_liveness=False
+    )
+    assert result.ok and result.batch == 2, result.explain()
+    assert sum(row.kind == "param_grad" for row in result.report.rows) == 470
+
+
+def test_check_pair_train_step_agrees() -> None:
+    batch = train_step_batch(SIZE)
+    result = check_pair("inception_resnet_v1", size=SIZE, batch=batch, train_step=True, check_liveness=False)
+    assert result.ok and result.report.input_shape[0] == batch, result.explain()
+    kinds = {row.kind for row in result.report.rows}
+    assert {"bn_batch_stats", "bn_running_update"} <= kinds
 
 
 def test_check_pair_refuses_a_meaningless_train_step() -> None:
