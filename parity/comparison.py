@@ -51,7 +51,7 @@ from parity._metrics import BatchStats, batch_stats, largest, max_errors, relati
 from parity.report import Report, Row
 from parity.tolerances import Tolerance, tolerance_for
 
-__all__ = ["DeviceUnavailable", "compare"]
+__all__ = ["DeviceUnavailable", "compare", "unheld_dtype"]
 
 _PHASES = {"state": 0, "forward": 1, "train": 2, "backward": 3}
 
@@ -81,7 +81,26 @@ def _check_input(x: object, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=dtype)
 
 
-def _check_devices(devices: object, adapters: tuple[Adapter, Adapter]) -> tuple[str, str]:
+# Dtypes a device holds as another, by (framework, device, dtype): a compare there fails
+# every row on the dtype alone, so it is refused up front. Lucid's 'gpu' tensors are made
+# with ``mx.array(data)`` and no dtype, which turns float64 into float32 (the
+# ``mlx-float32`` convention, docs/framework-ops.md).
+_UNHELD_DTYPES = {
+    ("lucid", "gpu", "float64"): (
+        "MLX holds float64 data as float32 (the mlx-float32 convention, docs/framework-ops.md); "
+        "compare in float32 there"
+    ),
+}
+
+
+def unheld_dtype(framework: str, device: str, dtype: str) -> str | None:
+    """Why ``framework`` on ``device`` cannot compare in ``dtype`` (a known convention, not
+    an absent device: the same wherever it runs), or ``None``."""
+    reason = _UNHELD_DTYPES.get((framework, device, str(np.dtype(dtype))))
+    return None if reason is None else f"{framework} device {device!r} cannot compare in {dtype}: {reason}"
+
+
+def _check_devices(devices: object, adapters: tuple[Adapter, Adapter], dtype: str) -> tuple[str, str]:
     if not (
         isinstance(devices, (tuple, list)) and len(devices) == 2 and all(isinstance(d, str) for d in devices)
     ):
@@ -89,6 +108,10 @@ def _check_devices(devices: object, adapters: tuple[Adapter, Adapter]) -> tuple[
     for adapter, device in zip(adapters, devices, strict=True):
         if device not in adapter.devices:
             raise ValueError(f"{adapter.name} has no device {device!r}; valid: {', '.join(adapter.devices)}")
+        unheld = unheld_dtype(adapter.name, device, dtype)
+        if unheld is not None:  # before the availability check: it holds wherever the device exists
+            raise ValueError(unheld)
+    for adapter, device in zip(adapters, devices, strict=True):
         reason = adapter.device_unavailable(device)
         if reason is not None:
             raise DeviceUnavailable(adapter.name, device, reason)
@@ -659,7 +682,8 @@ def compare(
     exactly as found. ``local=True`` compares each module on the same input (see
     ``_forward``); it cannot be combined with ``backward`` (side b's graph is cut at every
     module). Raises ``TypeError``/``ValueError`` for bad arguments (``StateMismatchError``
-    listing every tensor in a dtype numpy cannot hold, e.g. bfloat16) and
+    listing every tensor in a dtype numpy cannot hold, e.g. bfloat16; ``ValueError`` for a
+    dtype a device holds as another, e.g. float64 on Lucid's 'gpu': ``unheld_dtype``) and
     ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row."""
     tol = tolerance_for(dtype)
     dtype = tol.dtype
@@ -670,8 +694,8 @@ def compare(
         raise TypeError(f"grad_seed: expected an int, got {type(grad_seed).__name__}")
     if local and backward:
         raise ValueError("local=True cuts side b's graph at every module: compare gradients without it")
+    devices = _check_devices(devices, adapters, dtype)
     x = _check_input(x, dtype)
-    devices = _check_devices(devices, adapters)
     _check_trees(a, b, adapters)
 
     ctx = _Context(adapters, (a, b), tol, dtype, devices)

@@ -26,7 +26,7 @@ import numpy as np
 
 import lucid_inception
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_inputs
-from parity.comparison import DeviceUnavailable, compare
+from parity.comparison import DeviceUnavailable, compare, unheld_dtype
 from parity.report import _json_float
 from parity.tolerances import TOLERANCES
 from parity.weights import transfer
@@ -499,6 +499,15 @@ def device_skip_reason(devices: tuple[str, str]) -> str | None:
     return "; ".join(reasons) or None
 
 
+def _unheld_dtype_reason(devices: tuple[str, str], dtype: str) -> str | None:
+    """Why a device cannot compare in ``dtype`` (float64 on Lucid's 'gpu'), as a skip reason."""
+    reasons = [
+        unheld_dtype(adapter.name, device, dtype)
+        for adapter, device in zip((LucidAdapter, TorchAdapter), devices, strict=True)
+    ]
+    return "; ".join(r for r in reasons if r) or None
+
+
 def compares_locally(signal: str, local: bool, backward: bool) -> bool:
     """Whether a check compares module by module: when asked, and always for the
     calibrated signal (with unit gain an untrained network amplifies any rounding ~1.5x
@@ -532,8 +541,9 @@ def check_pair(
     randomise its BatchNorms (``prepare_signal``), transfer Lucid -> twin, verify the
     states are equal, compare layer by layer (``local``, implied by the calibrated signal:
     each module on the Lucid side's input, see ``compares_locally``) and prove liveness on
-    the twin. ``devices`` is (Lucid device, torch device); an absent one gives a result
-    with ``skipped`` set to the reason, before anything is built. ``batch`` defaults to
+    the twin. ``devices`` is (Lucid device, torch device); an absent one, or one that
+    cannot hold ``dtype`` (float64 on Lucid's 'gpu', ``parity.comparison.unheld_dtype``),
+    gives a result with ``skipped`` set to the reason, before anything is built. ``batch`` defaults to
     ``default_batch(backward)``: 2 with gradients (see ``BACKWARD_BATCH``), else 1."""
     if batch is None:
         batch = default_batch(backward)
@@ -552,7 +562,7 @@ def check_pair(
     say = progress or (lambda _line: None)
     start = time.perf_counter()
     result = ParityResult(name, dtype, devices, None, None, 0, seed, size, batch, signal=signal)
-    result.skipped = device_skip_reason(devices)
+    result.skipped = _unheld_dtype_reason(devices, dtype) or device_skip_reason(devices)
     if result.skipped:
         return result
     say(f"{name}: building the Lucid model and its torch twin")

@@ -75,3 +75,19 @@ def test_absent_devices_are_skipped_with_the_reason(gpu_parity, capsys) -> None:
     out = capsys.readouterr().out
     assert out.count(" skipped ") == 2  # float32 and float64
     assert f"not run: lucid:cpu-torch:cuda: torch=cuda: {TorchAdapter.device_unavailable('cuda')}" in out
+
+
+def test_float64_on_lucid_gpu_is_listed_as_not_run(gpu_parity, capsys) -> None:
+    """MLX holds float64 as float32 (the mlx-float32 convention): those rows are not run,
+    with the reason, whatever devices exist here, and do not fail the table."""
+    argv = [*SMALL, "--pair", "lucid:gpu-torch:cpu", "--pair", "torch:cpu-lucid:gpu", "--dtype", "float64"]
+    assert gpu_parity.main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("inception_resnet_v1")]
+    assert [(r[1], r[3]) for r in rows] == [
+        ("lucid:gpu-torch:cpu", "skipped"),
+        ("torch:cpu-lucid:gpu", "skipped"),
+    ]
+    for label in ("lucid:gpu-torch:cpu", "torch:cpu-lucid:gpu"):
+        assert f"not run: {label} float64: lucid device 'gpu' cannot compare in float64" in out
+    assert "mlx-float32" in out

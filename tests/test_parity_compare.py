@@ -646,6 +646,24 @@ def test_devices_are_checked() -> None:
         assert isinstance(caught.value, RuntimeError) and caught.value.reason == reason
 
 
+def test_float64_on_lucid_gpu_is_refused_before_anything(monkeypatch) -> None:
+    """Lucid's 'gpu' (MLX) makes float64 float32 (docs/framework-ops.md, mlx-float32): such
+    a compare could never pass. Refused by the device's name, whether or not it exists
+    here, and before any cast or forward."""
+    a, b = shared_pair(SMALL)
+
+    def touched(*_args, **_kwargs):
+        raise AssertionError("cast or ran before refusing")
+
+    for adapter in (LucidAdapter, TorchAdapter):
+        monkeypatch.setattr(adapter, "cast", touched)
+        monkeypatch.setattr(adapter, "device_unavailable", touched)
+    message = r"lucid device 'gpu' cannot compare in float64: .* \(the mlx-float32 convention"
+    for pair, devices in (((a, b), ("gpu", "cpu")), ((b, a), ("cuda", "gpu"))):
+        with pytest.raises(ValueError, match=message):
+            compare(*pair, X, dtype="float64", devices=devices)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("devices", [("cpu", "cuda"), ("gpu", "cpu"), ("gpu", "cuda")])
 def test_on_accelerators(devices: tuple[str, str]) -> None:
@@ -657,7 +675,11 @@ def test_on_accelerators(devices: tuple[str, str]) -> None:
     before = _everything(a), _everything(b)
     report = compare(a, b, X, dtype="float32", devices=devices, train_step=True)
     assert report.ok and report.devices == devices, report.worst(3)
-    assert compare(a, b, X, dtype="float64", devices=devices).ok
+    if devices[0] == "gpu":  # MLX holds float64 as float32: refused (the mlx-float32 convention)
+        with pytest.raises(ValueError, match="mlx-float32"):
+            compare(a, b, X, dtype="float64", devices=devices)
+    else:
+        assert compare(a, b, X, dtype="float64", devices=devices).ok
     _assert_same(before[0], _everything(a))
     _assert_same(before[1], _everything(b))
 

@@ -206,6 +206,12 @@ def test_check_pair_skips_an_absent_device_with_its_reason() -> None:
     assert result.ok and result.report is None  # not a failure, not silence
 
 
+def test_check_pair_skips_float64_on_lucid_gpu_with_the_convention() -> None:
+    result = check_pair("inception_resnet_v1", size=SIZE, dtype="float64", devices=("gpu", "cpu"))
+    assert result.skipped.startswith("lucid device 'gpu' cannot compare in float64")
+    assert "mlx-float32" in result.skipped and result.ok and result.report is None
+
+
 def test_one_rule_decides_local_comparisons() -> None:
     """``compares_locally`` is what check_pair, the CLI and the plugin all apply."""
     from parity.signal import compares_locally
