@@ -8,6 +8,7 @@ import pytest
 import lucid_inception
 from lucid_inception.frameworks import TorchAdapter, adapter_for, capture_outputs
 from parity.signal import (
+    LIVENESS_FACTOR,
     batchnorm_names,
     check_pair,
     knockout,
@@ -141,6 +142,28 @@ def test_liveness_passes_and_names_an_invisible_block() -> None:
     report = liveness(twin, x, tol=TOL, blocks=blocks)
     assert not report.ok and report.invisible == ["conv.3.conv_linear"]
     assert "conv.3.conv_linear" in report.summary() and "invisible" in report.summary()
+
+
+def test_liveness_demands_factor_times_tol_not_just_tol() -> None:
+    """A block whose knock-out moves the logits by ~10 x tol is visible to the comparison
+    but not by the margin liveness demands: invisible at the default factor (1000), alive
+    at factor 1; the threshold is exactly ``factor * tol``."""
+    twin = lucid_inception.build("inception_resnet_v1", "torch")
+    x = seeded_input(1, SIZE, 0)
+    prepare_signal(twin, x, seed=0)
+    blocks = ["conv.3.conv_linear"]
+    full = liveness(twin, x, tol=TOL, blocks=blocks).blocks[0].change
+    # The residual branch's knock-out moves the logits in proportion to its scale (small
+    # changes are linear): scale it so that it moves them by about 10 x tol.
+    dict(TorchAdapter.named_modules(twin))["conv.3"].scale *= 10 * TOL / full
+    weak = liveness(twin, x, tol=TOL, blocks=blocks)
+    change = weak.blocks[0].change
+    assert 5 * TOL < change < 20 * TOL, change / TOL
+    assert weak.factor == LIVENESS_FACTOR and weak.blocks[0].threshold == LIVENESS_FACTOR * TOL
+    assert not weak.ok and weak.invisible == blocks, weak.summary()
+    assert liveness(twin, x, tol=TOL, factor=1.0, blocks=blocks).ok
+    assert liveness(twin, x, tol=TOL, factor=0.99 * change / TOL, blocks=blocks).ok
+    assert not liveness(twin, x, tol=TOL, factor=1.01 * change / TOL, blocks=blocks).ok
 
 
 def test_last_map_side_matches_the_models() -> None:
