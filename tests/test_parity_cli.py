@@ -412,6 +412,37 @@ def test_python_m_parity_quiets_openblas_unless_the_user_chose() -> None:
     assert _run_python(run_cli, OPENBLAS_THREAD_TIMEOUT="9").splitlines()[-1] == "9"
 
 
+# Wraps quiet_openblas_workers to record, at each call, whether numpy had loaded: OpenBLAS
+# reads its setting once, when numpy loads, so a later call changes nothing.
+_SPY_ON_OPENBLAS = (
+    "import sys, parity._openblas as openblas\n"
+    "numpy_loaded_at_call = []\n"
+    "real = openblas.quiet_openblas_workers\n"
+    "def spy(*args, **kwargs):\n"
+    "    numpy_loaded_at_call.append('numpy' in sys.modules)\n"
+    "    return real(*args, **kwargs)\n"
+    "openblas.quiet_openblas_workers = spy\n"
+)
+
+
+def test_python_m_parity_sets_openblas_before_numpy_loads() -> None:
+    code = _SPY_ON_OPENBLAS + (
+        "import runpy; sys.argv = ['parity', '--help']\n"
+        "try:\n    runpy.run_module('parity', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+        "print('numpy loaded at call:', numpy_loaded_at_call)"
+    )
+    assert _run_python(code).splitlines()[-1] == "numpy loaded at call: [False]"
+
+
+def test_pytest_parity_sets_openblas_before_numpy_loads(tmp_path: Path) -> None:
+    (tmp_path / "test_a.py").write_text("def test_x():\n    pass\n")
+    argv = [*_plugin_args(), "-p", "no:cacheprovider", "-q", "--collect-only", "--parity", str(tmp_path)]
+    code = _SPY_ON_OPENBLAS + (
+        f"import pytest; pytest.main({argv!r})\nprint('numpy loaded at call:', numpy_loaded_at_call)"
+    )
+    assert _run_python(code).splitlines()[-1] == "numpy loaded at call: [False]"
+
+
 # ----- unusable output paths and input files: exit 2, one line, before any comparing
 
 
