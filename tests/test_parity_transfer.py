@@ -82,7 +82,7 @@ def test_every_direction(frameworks: tuple[str, str]) -> None:
 def test_a_transfer_into_torch_holds_no_copy_of_the_weights(source: str) -> None:
     """The source is read through views and a torch destination copies straight into its
     tensors: the numpy memory a transfer allocates is a small fraction of the weights
-    (a whole-state copy, as before, would be all of them)."""
+    (a whole-state copy, as before, would be all of them; torch's allocations: next test)."""
     src, dst = lucid_inception.build(NAME, source), lucid_inception.build(NAME, "torch")
     _random_state(src, seed=4)
     weights = sum(v.nbytes for v in adapter_for(src).state_views(src).values())
@@ -95,6 +95,31 @@ def test_a_transfer_into_torch_holds_no_copy_of_the_weights(source: str) -> None
     finally:
         tracemalloc.stop()
     assert peak < 0.05 * weights, f"transfer allocated {peak / 2**20:.1f} MiB for {weights / 2**20:.0f} MiB"
+    _assert_bit_equal(TorchAdapter.state(dst), adapter_for(src).state(src))
+
+
+@pytest.mark.parametrize("source", ["lucid", "torch"])
+def test_a_transfer_into_torch_copies_straight_from_the_source(source: str, monkeypatch) -> None:
+    """tracemalloc cannot see torch's allocations: a torch copy of every weight on the way
+    (``torch.tensor(array)``) passes the test above. Every write into the destination must
+    read the source's own memory."""
+    src, dst = lucid_inception.build(NAME, source), lucid_inception.build(NAME, "torch")
+    _random_state(src, seed=4)
+    views = adapter_for(src).state_views(src)
+    keys = {id(tensor): key for key, tensor in TorchAdapter.tensors(dst).items()}
+    copies: list[tuple[str, torch.Tensor]] = []
+    copy = torch.Tensor.copy_
+
+    def spy(tensor: torch.Tensor, other: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        copies.append((keys.get(id(tensor), "<not a destination tensor>"), other))
+        return copy(tensor, other, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "copy_", spy)
+    transfer(src, dst)
+    monkeypatch.undo()
+    assert sorted(key for key, _ in copies) == sorted(views)
+    for key, other in copies:
+        assert np.shares_memory(other.numpy(), views[key]), f"{key}: copied from a copy of the source"
     _assert_bit_equal(TorchAdapter.state(dst), adapter_for(src).state(src))
 
 
