@@ -378,10 +378,12 @@ def _unmatched_rows(
             counts = (results[0].calls[name], results[1].calls[name])
             shape = getattr(payload, "shape", None)
             shapes = (tuple(shape), None) if i == 0 else (None, tuple(shape))
-            note = (
-                f"{verb} on side {ctx.side(i)} only: side a {counts[0]} call(s), side b {counts[1]}"
-                f" (unmatched call {call + 1})"
-            )
+            other = "ab"[1 - i]
+            if counts[1 - i]:  # it ran on both sides, more often on this one
+                what = f"call {call + 1} {verb} on side {ctx.side(i)} has no counterpart on side {other}"
+            else:
+                what = f"{verb} on side {ctx.side(i)} only"
+            note = f"{what}: side a {counts[0]} call(s), side b {counts[1]}"
             ctx.add(
                 (phase, seq, seq),
                 Row(name, kind, *shapes, math.inf, math.inf, ctx.tol.for_kind(kind), False, note),
