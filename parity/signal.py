@@ -161,10 +161,12 @@ def randomize_batchnorm(
 
     weight ~ U(0.5, 1.5), bias ~ N(0, mean_spread). Without ``calibration``: running_mean
     ~ N(0, mean_spread), running_var ~ U(var_range). With a calibration batch (N x C x H x W,
-    not the input you compare on): each BatchNorm's statistics are those of its actual
-    eval-mode input, perturbed per channel (mean + N(0, mean_spread) * std,
-    var * U(var_range)), so the eval-mode signal stays O(1) at every depth. Only BatchNorm
-    tensors change; the model's training modes are restored.
+    not the input you compare on): each BatchNorm's statistics are set in units of its
+    actual eval-mode input's per-channel scale ``s = sqrt(E[x^2])`` (see
+    ``_running_stats``): running_mean = N(0, mean_spread) * s, running_var = U(var_range) *
+    s^2. That is not the channel's own mean and variance (a channel with a large mean, a
+    post-ReLU one, gets a gain below 1), but it keeps the eval-mode signal O(1) at every
+    depth. Only BatchNorm tensors change; the model's training modes are restored.
     """
     if not isinstance(seed, int | np.integer):
         raise TypeError(f"seed must be an int, got {type(seed).__name__}")
