@@ -16,6 +16,7 @@ __all__ = [
     "MIN_TRAIN_SIZE_AT_BATCH_1",
     "check_dropout",
     "check_in_channels",
+    "check_floating_input",
     "check_input_dtype",
     "check_input_shape",
     "check_num_classes",
@@ -150,12 +151,17 @@ def check_input_shape(shape: Sequence[int], in_channels: int) -> None:
         )
 
 
-def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
-    """The input's dtype (a name, e.g. ``"float32"``) must be the model's: Lucid would
-    silently promote the whole forward (to float64, for a float64 or an integer input) and
-    torch fail deep inside the first conv."""
+def check_floating_input(dtype: str, floating: bool, model_dtype: str) -> None:
+    """The input's dtype (a name, e.g. ``"int64"``) must be a floating one."""
     if not floating:
         raise TypeError(f"expected a floating-point {model_dtype} input (the model's dtype), got {dtype}")
+
+
+def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
+    """torch's rule: the input's dtype (a name, e.g. ``"float32"``) must be the model's, else
+    torch fails deep inside the first conv. (The Lucid models instead cast a floating input
+    of another dtype to their own: see ``InceptionClassifier.forward``.)"""
+    check_floating_input(dtype, floating, model_dtype)
     if dtype != model_dtype:
         raise TypeError(
             f"expected an input of the model's dtype {model_dtype}, got {dtype}: cast the input "
