@@ -174,24 +174,32 @@ FINDINGS: tuple[Finding, ...] = (
     ),
     Finding(
         id="LUC-006-broadcast-grad-wrong",
-        title="Gradients of broadcast operands are wrong",
+        title="Gradients of broadcast operands and of keepdims reductions are wrong",
         severity="critical",
         affected_versions=("2.9.0",),
         evidence=(
-            "`lucid._match_grad_shape` reduces a gradient larger than its operand by reshaping it to "
-            "`data.shape + (k,)` and summing the last axis, which is right only when the operand's "
-            "axes lead. For `x (N, C) + b (C,)` it reads the (N, C) gradient as (C, N), so `b.grad` "
-            "mixes rows and columns; every conv/linear bias and BatchNorm weight/bias gradient (and "
-            "everything upstream of them) is wrong, so training on 2.9.0 is broken. The patch "
-            "right-aligns the shapes and sums over the broadcast axes (leading extra axes and the "
-            "operand's size-1 axes), leaving every other case as it was."
+            "`lucid._match_grad_shape` fits a gradient to its operand's shape by reshaping, which "
+            "is right only when the axes involved trail. A gradient larger than its operand is "
+            "reshaped to `data.shape + (k,)` and summed over the last axis: for `x (N, C) + b (C,)` "
+            "it reads the (N, C) gradient as (C, N), so `b.grad` mixes rows and columns, and every "
+            "conv/linear bias and BatchNorm weight/bias gradient is wrong. A gradient smaller than "
+            "its operand (a `mean`/`sum` with `keepdims` over a leading axis) is flattened, "
+            "repeated along a new last axis and reshaped: for `x.mean(axis=0, keepdims=True)` "
+            "with upstream gradient [1, 2, 3] on a (2, 3) `x`, `x.grad` is [[.5, .5, 1], "
+            "[1, 1.5, 1.5]] instead of [[.5, 1, 1.5], [.5, 1, 1.5]]. Training-mode BatchNorm "
+            "takes its batch mean and variance over (0, 2, 3), so its input gradient, and with it "
+            "every gradient below a BatchNorm, is wrong too: training on 2.9.0 is broken. The "
+            "patch replaces the function's body: shapes of equal size are reshaped as before; "
+            "otherwise the shapes are right-aligned, the gradient is summed over the axes where "
+            "the operand has size 1 (or lacks the axis) and broadcast along the axes where the "
+            "gradient has size 1."
         ),
         reproducer=_reproducer("LUC-006-broadcast-grad-wrong"),
         patch_generator=patches.broadcast_gradients,
         depends_on=_NEEDS_IMPORT,
         not_affected={
-            "2.16.0": "2.10+ rewrote `_match_grad_shape` to right-align the shapes and sum the "
-            "broadcast axes."
+            "2.16.0": "2.16.0's `_match_grad_shape` right-aligns the shapes, sums over the "
+            "broadcast axes and broadcasts along the reduced ones (2.10-2.15 not checked)."
         },
     ),
     Finding(

@@ -474,3 +474,44 @@ def test_install_patched_prepares_the_sdist_tree(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="wheel"):
         _prepare("2.9.0", tmp_path / "other")
     shutil.rmtree(target)
+
+
+# LUC-006's first patch, which fixed only the collapse direction of ``_match_grad_shape``
+# (a gradient larger than its operand); the expand direction kept its repeat-and-reshape.
+_REDUCE_ONLY_FIX = """\
+    if data.size < grad.size and grad.ndim >= data.ndim:
+        lead = grad.ndim - data.ndim
+        pairs = list(zip(data.shape, grad.shape[lead:]))
+        if all(d in (1, g) for d, g in pairs):
+            axes = tuple(range(lead))
+            axes += tuple(lead + i for i, (d, g) in enumerate(pairs) if d == 1 and g != 1)
+            return grad.sum(axis=axes).reshape(data.shape)
+
+"""
+
+
+@pytest.mark.upstream
+def test_broadcast_reproducer_catches_a_collapse_only_fix(tmp_path: Path) -> None:
+    """LUC-006 has two directions: a patch that fixes only the collapse leaves the gradient
+    of ``x.mean(axis=0, keepdims=True)`` (and training-mode BatchNorm's input gradient) wrong,
+    and the reproducer says so; the kit's patch fixes both."""
+    finding = by_id("LUC-006-broadcast-grad-wrong")
+    source = _fetch_or_skip("2.9.0")
+    root = upstream.copy_tree("2.9.0", tmp_path / "tree")
+    edits = Edits(root)
+    path = "lucid/__init__.py"
+    edits.insert_after(
+        path,
+        "    if data.size == grad.size:\n        return grad.reshape(data.shape)\n\n",
+        _REDUCE_ONLY_FIX,
+        within="def _match_grad_shape(",
+    )
+    (root / path).write_text(edits.changes()[path], encoding="utf-8")
+    outcome, line = prove.reproduce(finding, root)
+    assert outcome == "present" and "mean(axis=0, keepdims=True)" in line, line
+
+    fixed = upstream.copy_tree("2.9.0", tmp_path / "fixed")
+    patch = tmp_path / "LUC-006.patch"
+    patch.write_text(patches.render(finding.patch_generator, source), encoding="utf-8")
+    upstream.apply(patch, fixed)
+    assert prove.reproduce(finding, fixed)[0] == "absent"

@@ -22,32 +22,49 @@ __all__ = [
 # The variable a maintainer sets to regenerate registry.json with the patched factories.
 REGISTRY_OPT_IN = "LUCID_UPDATE_MODEL_REGISTRY"
 
-_BROADCAST = """\
-    if data.size < grad.size and grad.ndim >= data.ndim:
-        # Broadcasting aligns shapes from the right: the forward pass repeated data
-        # along grad's extra leading axes and along data's own size-1 axes, so its
-        # gradient is the sum over exactly those axes.
-        lead = grad.ndim - data.ndim
-        pairs = list(zip(data.shape, grad.shape[lead:]))
-        if all(d in (1, g) for d, g in pairs):
-            axes = tuple(range(lead))
-            axes += tuple(
-                lead + i for i, (d, g) in enumerate(pairs) if d == 1 and g != 1
-            )
-            return grad.sum(axis=axes).reshape(data.shape)
+_MATCH_GRAD_SHAPE = """\
+    if data.shape == grad.shape:
+        return grad
+    if data.ndim == 0:
+        return grad.sum()
+    lib = np if device == "cpu" else mx
+    if data.size == grad.size:
+        # The same elements: axes of size 1 added or dropped, or an op that passes its
+        # gradient on flattened.
+        return grad.reshape(data.shape)
 
+    # Broadcasting aligns shapes from the right. Seen that way, a gradient of another size
+    # differs from its operand's shape only along axes where one of them has size 1 (or
+    # lacks the axis). Where data has 1, the forward repeated data along that axis, so
+    # its gradient is the sum over it; where grad has 1 (a reduction with keepdims, such
+    # as a mean over the batch), every element along it contributed, so the gradient is
+    # repeated along it. Summing first, then broadcasting, handles both at once.
+    # (This module's namespace has lucid's max/min/sum/abs/round, not the builtins.)
+    data_shape = (1,) * (grad.ndim - data.ndim) + tuple(data.shape)
+    grad_shape = (1,) * (data.ndim - grad.ndim) + tuple(grad.shape)
+    if all(d == g or d == 1 or g == 1 for d, g in zip(data_shape, grad_shape)):
+        axes = tuple(
+            i for i, (d, g) in enumerate(zip(data_shape, grad_shape)) if d == 1 and g != 1
+        )
+        grad = grad.reshape(grad_shape)
+        if axes:
+            grad = grad.sum(axis=axes, keepdims=True)
+        return lib.broadcast_to(grad, data_shape).reshape(data.shape)
+    raise ValueError(f"Cannot match grad of {grad.shape} to data of {data.shape}.")
 """
 
 
 def broadcast_gradients(root: Path) -> dict[str, str]:
-    """``_match_grad_shape``: reduce a broadcast gradient over the broadcast axes instead of
-    reshaping it into data's leading axes (the ``data.size < grad.size`` branch)."""
+    """``_match_grad_shape``: reduce a broadcast gradient by summing over the broadcast axes
+    and expand a reduced (keepdims) gradient by broadcasting it, both on right-aligned shapes,
+    instead of reshaping either into data's leading axes."""
     edits = Edits(root)
     header = "def _match_grad_shape("
-    edits.insert_after(
+    edits.replace_span(
         locate(root, header),
-        "    if data.size == grad.size:\n        return grad.reshape(data.shape)\n\n",
-        _BROADCAST,
+        "    if data.shape == grad.shape:\n",
+        '        raise ValueError("Unknown error occurred.")\n',
+        _MATCH_GRAD_SHAPE,
         within=header,
     )
     return edits.changes()
