@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
 __all__ = [
@@ -169,13 +169,17 @@ def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
         )
 
 
-def check_train_batch(shape: Sequence[int], training: bool) -> None:
-    """In train mode every BatchNorm needs more than one value per channel: batch size
-    times the last stage's map size (after ``check_input_shape``)."""
+def check_train_batch(shape: Sequence[int], training: bool, batchnorm_training: Callable[[], bool]) -> None:
+    """In train mode every BatchNorm that normalises with the batch's statistics needs more
+    than one value per channel: batch size times the last stage's map size (after
+    ``check_input_shape``). ``batchnorm_training()`` (a walk over the BatchNorms) runs only
+    when the cheap test already fails: frozen BatchNorms (in eval in a training model) use
+    running statistics, so fine-tuning with them takes any batch."""
     n, _, h, w = shape
-    if training and n * last_stage_size(h) * last_stage_size(w) == 1:
+    if training and n * last_stage_size(h) * last_stage_size(w) == 1 and batchnorm_training():
         raise ValueError(
             f"in train mode a batch of one {h}x{w} image gives the last stage's BatchNorms one "
             f"value per channel (its maps are 1x1), so they cannot normalise; use a batch of 2 "
-            f"or more, an input with a side >= {MIN_TRAIN_SIZE_AT_BATCH_1}, or eval mode"
+            f"or more, an input with a side >= {MIN_TRAIN_SIZE_AT_BATCH_1}, eval mode, or "
+            f"BatchNorms in eval"
         )

@@ -14,6 +14,7 @@ import lucid
 import lucid.nn as nn
 import numpy as np
 from lucid._backend.core import operation, unary_func_op
+from lucid.nn.modules.norm import _BatchNorm
 
 from lucid_inception import _checks
 from lucid_inception.frameworks.lucid_adapter import LucidAdapter, numpy_dtype
@@ -110,7 +111,7 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, lucid.Tensor):
             raise TypeError(f"expected a lucid.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
-        _checks.check_train_batch(x.shape, self.training)
+        _checks.check_train_batch(x.shape, self.training, self._batchnorm_training)
         dtype, model_dtype = LucidAdapter.dtype_name(x), self.dtype_name()
         if dtype != model_dtype:  # Lucid's factories make float64: compute in the model's dtype
             _checks.check_floating_input(dtype, "float" in dtype, model_dtype)
@@ -120,6 +121,10 @@ class InceptionClassifier(nn.Module):
         x = x.reshape(x.shape[0], -1)  # N x width
         x = self.dropout(x)
         return self.fc(x)  # N x num_classes
+
+    def _batchnorm_training(self) -> bool:
+        """Whether a BatchNorm normalises with batch statistics (is in train mode)."""
+        return any(m.training for m in self.modules() if isinstance(m, _BatchNorm))
 
     def dtype_name(self) -> str:
         """The model's dtype, e.g. ``"float32"``, read from its first parameter (the one the

@@ -377,6 +377,25 @@ def test_train_mode_batch_of_one_needs_a_last_stage_bigger_than_1x1(framework: s
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_train_mode_batch_of_one_is_fine_with_every_batchnorm_frozen(framework: str) -> None:
+    """Fine-tuning with frozen BatchNorms: train mode, every BatchNorm in eval uses running
+    statistics, so a 1x75x75 batch is valid; one BatchNorm left training is not."""
+    model = lucid_inception.build("inception_resnet_v1", framework, num_classes=2)
+    adapter = adapter_for(model)
+    adapter.set_training(model, True)
+    norms = [m for m in model.modules() if "BatchNorm" in type(m).__name__]
+    for bn in norms:
+        bn.eval()
+    x = adapter.tensor(image((1, 3, 75, 75)))
+    with adapter.no_grad():
+        assert model.training
+        assert adapter.to_numpy(model(x)).shape == (1, 2)
+        norms[-1].train()
+        with pytest.raises(ValueError, match="one value per channel"):
+            model(x)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_input_of_the_other_framework_is_a_type_error(shared_model, framework: str) -> None:
     model = shared_model("inception_resnet_v1", framework)
     with pytest.raises(TypeError, match="expected a (lucid|torch).Tensor"):

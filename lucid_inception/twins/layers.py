@@ -78,13 +78,21 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
-        _checks.check_train_batch(x.shape, self.training)
+        _checks.check_train_batch(x.shape, self.training, self._batchnorm_training)
         _checks.check_input_dtype(_dtype_name(x.dtype), x.dtype.is_floating_point, self.dtype_name())
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
         x = x.reshape(x.shape[0], -1)  # N x width
         x = self.dropout(x)
         return self.fc(x)  # N x num_classes
+
+    def _batchnorm_training(self) -> bool:
+        """Whether a BatchNorm normalises with batch statistics (train mode, or no running ones)."""
+        return any(
+            m.training or m.running_mean is None
+            for m in self.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        )
 
     def dtype_name(self) -> str:
         """The model's dtype, e.g. ``"float32"``, read from its first parameter."""
