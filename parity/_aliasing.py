@@ -5,8 +5,10 @@ value, and the second write silently replaces the first; a tensor whose elements
 (``expand``) cannot hold independent values at all, and torch refuses the write halfway
 through a transfer. Both are found before anything is written, from the tensor objects
 (the same object under two names, on any device) and their read-only host views (shared
-or overlapping memory). A model off the host gives no views (they would be copies): there
-only ties by object are seen.
+or overlapping memory). Views are only given for a destination written in place (torch):
+Lucid's load replaces each tensor's array, so its shared or overlapping memory cannot
+corrupt a transfer, and only ties by object matter there. A model off the host gives no
+views either (they would be copies): there too only ties by object are seen.
 """
 
 from __future__ import annotations
@@ -115,16 +117,17 @@ def aliasing_problems(
     pairs += _sharing_pairs(views)
     for group in _groups(keys, pairs):
         names = ", ".join(group)
-        tied = len({id(live[key]) for key in group}) == 1 or (
-            all(key in views for key in group) and _same_place([views[key] for key in group])
-        )
+        one_tensor = len({id(live[key]) for key in group}) == 1
+        same_place = all(key in views for key in group) and _same_place([views[key] for key in group])
+        tied = one_tensor or same_place
         if not tied:
             problems.append(
                 f"{names}: overlap in memory on the destination (partly): a transfer cannot write both"
             )
         elif not all(key in source for key in group) or not _equal_values([source[key] for key in group]):
+            what = "one tensor" if one_tensor else "share memory"
             problems.append(
-                f"{names}: one tensor on the destination (tied weights), different values in the "
+                f"{names}: {what} on the destination (tied weights), different values in the "
                 "source: a transfer cannot give each its own"
             )
     return problems

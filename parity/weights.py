@@ -69,10 +69,11 @@ def transfer(src: object, dst: object) -> None:
     state = {key: src_adapter.read_only(t) for key, t in src_live.items() if key not in odd}
     dst_live = {key: t for key, t in dst_live.items() if key not in odd}
     layout = {key: (tuple(t.shape), np.dtype(dst_names[key])) for key, t in dst_live.items()}
-    # Shared memory is read from host views; off the host they would be copies (see
+    # Shared memory matters only to a destination written in place (torch; Lucid's load
+    # replaces arrays). It is read from host views; off the host they would be copies (see
     # parity._aliasing: ties by object are still found).
-    on_host = dst_adapter.device(dst) == "cpu"
-    views = {key: dst_adapter.read_only(t) for key, t in dst_live.items()} if on_host else {}
+    in_place = dst_adapter.loads_in_place and dst_adapter.device(dst) == "cpu"
+    views = {key: dst_adapter.read_only(t) for key, t in dst_live.items()} if in_place else {}
     try:
         check_state(layout, state, what=what, check_dtype=True)
     except StateMismatchError as error:

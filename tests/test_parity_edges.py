@@ -152,6 +152,37 @@ def test_a_tied_lucid_destination_is_seen_too() -> None:
         transfer(TwoLinear(), Tied())
 
 
+class TwoVectors(torch.nn.Module):
+    def __init__(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(a), torch.nn.Parameter(b)
+
+
+def test_a_lucid_destination_whose_tensors_share_one_array_takes_the_transfer() -> None:
+    """Lucid keeps the caller's array (two Parameters of one array share memory), but its
+    load replaces each tensor's array rather than writing into it: no corruption."""
+
+    class Shared(lnn.Module):
+        def __init__(self, array: np.ndarray) -> None:
+            super().__init__()
+            self.a, self.b = lnn.Parameter(array), lnn.Parameter(array)
+
+    dst = Shared(np.zeros(3, np.float32))
+    assert np.shares_memory(dst.a.data, dst.b.data) and dst.a is not dst.b
+    transfer(TwoVectors(torch.ones(3), torch.full((3,), 2.0)), dst)
+    assert dst.a.data.tolist() == [1, 1, 1] and dst.b.data.tolist() == [2, 2, 2]
+
+
+def test_distinct_torch_tensors_sharing_memory_are_named_so() -> None:
+    """torch writes in place: two Parameters on one storage are refused, as sharing memory
+    (they are not one tensor)."""
+    base = torch.zeros(3)
+    dst = TwoVectors(base, base.view(3))
+    with pytest.raises(StateMismatchError, match=r"a, b: share memory on the destination") as error:
+        transfer(TwoVectors(torch.ones(3), torch.full((3,), 2.0)), dst)
+    assert "one tensor" not in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("strides", "shape", "overlaps"),
     [

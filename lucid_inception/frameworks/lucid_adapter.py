@@ -104,6 +104,8 @@ class LucidAdapter:
     suffixes = (".lcd",)
     # BatchNorm's running_var tracks the biased batch variance (torch: unbiased).
     running_var_unbiased = False
+    # ``load_state`` replaces each tensor's array (shared memory cannot corrupt it).
+    loads_in_place = False
 
     # ----- identity and structure
     @staticmethod

@@ -82,6 +82,8 @@ class TorchAdapter:
     suffixes = (".pt", ".pth")
     # BatchNorm's running_var tracks the unbiased batch variance, x n/(n-1) (Lucid: biased).
     running_var_unbiased = True
+    # ``load_state`` writes into each tensor (``copy_``): shared memory matters.
+    loads_in_place = True
 
     # ----- identity and structure
     @staticmethod
