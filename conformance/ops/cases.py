@@ -89,7 +89,7 @@ def _bn_make(rng: np.random.Generator, dtype: str) -> Arrays:
 def _biased_running_var(q: Quantities, data: Arrays) -> None:
     """Convention biased-running-var: torch's running_var with the batch variance's n/(n-1)
     factor undone, i.e. what torch would hold had it used the biased variance."""
-    n = N * BN_HW * BN_HW
+    n = data["x"].size // BN_C  # values per channel (the batch-1 twin has fewer)
     old = data["running_var"].astype(np.float64)
     new = q["running_var"].astype(np.float64)
     kept = (1 - BN_MOMENTUM) * old

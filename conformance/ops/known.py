@@ -23,6 +23,10 @@ class Known:
     evidence: str
     devices: tuple[str, ...] = LUCID_DEVICES
     dtypes: tuple[str, ...] = DTYPES
+    # A bug that is documented to vanish at batch 1: a case declaring it gets the
+    # ``known-bug`` verdict only if its batch-1 twin (``OpCase.batch_keys`` cut to the first
+    # sample) passes on the quantities only this bug declares.
+    vanishes_at_batch_1: bool = False
 
     def applies(self, version: str, device: str, dtype: str) -> bool:
         """Whether this deviation is expected for that Lucid version, device and dtype."""
@@ -36,6 +40,7 @@ KNOWN: dict[str, Known] = {
             id="broadcast-gradient",
             kind="bug",
             lucid="<=2.9.0",
+            vanishes_at_batch_1=True,
             summary="gradient of a broadcast operand is wrong when the batch is > 1",
             evidence=(
                 "lucid/__init__.py _match_grad_shape collapses a (N, C, ...) gradient onto a "

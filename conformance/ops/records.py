@@ -68,6 +68,9 @@ class OpCase:
     lucid: Callable[[Arrays, str], Quantities]
     torch: Callable[[Arrays, str], Quantities]
     expect: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # The arrays of ``make`` whose axis 0 is the batch: the runner keeps their first sample
+    # for the batch-1 twin of a case that declares a deviation which vanishes at batch 1.
+    batch_keys: tuple[str, ...] = ("x", "upstream")
 
     @property
     def seed(self) -> int:
