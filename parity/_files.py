@@ -1,7 +1,8 @@
 """Output files: checked before a long run, written whole or not at all.
 
 ``check_output_path`` fails (``ValueError``, one line) on a path that cannot be written:
-a folder, a missing or read-only parent folder. ``write_atomically`` writes through a
+a folder, a read-only parent folder or one that cannot be created (a missing one is
+created). ``write_atomically`` writes through a
 temporary file in the destination folder and ``os.replace``s it into place, so a failure
 or a kill mid-write leaves no half-written file (and any old one untouched). The file
 gets the mode an ordinary ``open`` would give it (``mkstemp`` creates 0600), or, when it
@@ -24,14 +25,20 @@ def _folder(path: Path) -> Path:
 
 
 def check_output_path(path: str | os.PathLike, what: str) -> None:
-    """Raise ``ValueError`` unless ``path`` can be written: not a folder, in an existing,
-    writable folder."""
+    """Raise ``ValueError`` unless ``path`` can be written: not a folder, in a writable
+    folder, created (with its parents) when missing."""
     target = Path(path)
     folder = _folder(target)
     if target.is_dir():
         raise ValueError(f"{what} {os.fspath(path)}: is a folder, expected a file name")
     if not folder.is_dir():
-        raise ValueError(f"{what} {os.fspath(path)}: folder {os.fspath(folder)} does not exist")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise ValueError(
+                f"{what} {os.fspath(path)}: cannot create folder {os.fspath(folder)}: {reason}"
+            ) from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ValueError(f"{what} {os.fspath(path)}: folder {os.fspath(folder)} is not writable")
 

@@ -461,12 +461,11 @@ def never_compares(monkeypatch) -> None:
     ("option", "name", "message"),
     [
         ("--json", ".", "is a folder"),
-        ("--json", "missing/r.json", "does not exist"),
-        ("--json", "a-file/r.json", "does not exist"),
+        ("--json", "a-file/r.json", "cannot create folder a-file"),
         ("--plot", "r.xyz", "unsupported plot suffix .xyz; supported: "),
         ("--plot", "r", "unsupported plot suffix (none)"),
         ("--plot", "a-folder.png", "is a folder"),
-        ("--plot", "missing/r.png", "does not exist"),
+        ("--plot", "a-file/r.png", "cannot create folder a-file"),
     ],
 )
 def test_an_unwritable_output_is_a_usage_error_before_the_run(
@@ -481,6 +480,15 @@ def test_an_unwritable_output_is_a_usage_error_before_the_run(
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and message in err and err.startswith(f"error: {option} ")
     assert sorted(os.listdir(tmp_path)) == ["a-file", "a-folder.png"]
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_a_missing_output_folder_is_created_before_the_run(tmp_path: Path, option: str) -> None:
+    """As before the up-front check: ``--json new/dir/r.json`` creates new/dir."""
+    target = tmp_path / "new" / "dir" / f"r.{'json' if option == '--json' else 'png'}"
+    args = argparse.Namespace(**{"json": None, "plot": None, option[2:]: target})
+    assert cli._output_problem(args) is None
+    assert target.parent.is_dir() and not target.exists()
 
 
 def test_json_and_plot_are_written_whole_with_an_ordinary_mode(tmp_path: Path, monkeypatch) -> None:
