@@ -491,6 +491,25 @@ def test_a_missing_output_folder_is_created_before_the_run(tmp_path: Path, optio
     assert target.parent.is_dir() and not target.exists()
 
 
+def test_the_umask_is_read_without_setting_it_on_linux(tmp_path: Path, monkeypatch) -> None:
+    """os.umask(0) + restore races other threads creating files: Linux reads /proc."""
+    from parity import _files
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("no /proc")
+    old = os.umask(0o027)
+    try:
+
+        def no_umask(_mask: int) -> int:
+            raise AssertionError("os.umask called")
+
+        monkeypatch.setattr(os, "umask", no_umask)
+        assert _files._mode_for(tmp_path / "new.json") == 0o640
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
+
+
 def test_json_and_plot_are_written_whole_with_an_ordinary_mode(tmp_path: Path, monkeypatch) -> None:
     old = os.umask(0o022)
     try:
