@@ -8,12 +8,10 @@ every activation after the first BatchNorm into float64 (about 1.8x slower).
 
 from __future__ import annotations
 
-from functools import partial
-
 import lucid
 import lucid.nn as nn
+import mlx.core as mx
 import numpy as np
-from lucid._backend.core import operation, unary_func_op
 from lucid.nn.modules.norm import _BatchNorm
 
 from lucid_inception import _checks
@@ -22,36 +20,17 @@ from lucid_inception.frameworks.lucid_adapter import LucidAdapter, numpy_dtype
 __all__ = ["ConvBNReLU2d", "InceptionClassifier", "ResidualBlock"]
 
 
-class _Cast(operation):
-    """A differentiable, non-mutating dtype cast (Lucid's ``Tensor.astype`` casts in place
-    and is no graph operation); the gradient goes back in the input's dtype."""
-
-    def __init__(self, dtype: str) -> None:
-        super().__init__()
-        self.dtype = dtype
-
-    @unary_func_op()
-    def cpu(self, a: lucid.Tensor) -> tuple:
-        self.result = lucid.Tensor(a.data.astype(self.dtype))
-        return self.result, partial(self.__grad__, a=a)
-
-    @unary_func_op(device="gpu")
-    def gpu(self, a: lucid.Tensor) -> tuple:
-        import mlx.core as mx
-
-        self.result = lucid.Tensor(a.data.astype(getattr(mx, self.dtype)))
-        return self.result, partial(self.__grad__, a=a)
-
-    def __grad__(self, a: lucid.Tensor) -> object:
-        return self.result.grad.astype(a.data.dtype)
-
-    def __flops__(self, a: lucid.Tensor) -> int:
-        return 0
-
-
-def cast(x: lucid.Tensor, dtype: str) -> lucid.Tensor:
-    """``x`` as a new tensor of ``dtype`` (a name, e.g. ``"float32"``), in the graph."""
-    return _Cast(dtype).gpu(x) if x.is_gpu() else _Cast(dtype).cpu(x)
+def _as_model_dtype(x: lucid.Tensor, dtype: str) -> lucid.Tensor:
+    """``x``'s values as a new tensor of ``dtype`` (a name, e.g. ``"float32"``); ``x`` is left
+    as it is. Lucid has no differentiable cast (``Tensor.astype`` rewrites the tensor in
+    place), so an input whose gradient is wanted must come in the model's dtype."""
+    if x.requires_grad and lucid.grad_enabled():
+        raise TypeError(
+            f"expected an input of the model's dtype {dtype}, got {LucidAdapter.dtype_name(x)} "
+            f"with requires_grad: casting it would cut its gradient; create it as {dtype}"
+        )
+    data = x.data.astype(getattr(mx, dtype)) if x.is_gpu() else x.data.astype(dtype)
+    return lucid.Tensor(data, device=x.device)
 
 
 class ConvBNReLU2d(nn.ConvBNReLU2d):
@@ -106,8 +85,9 @@ class InceptionClassifier(nn.Module):
 
     def forward(self, x: lucid.Tensor) -> lucid.Tensor:
         """Logits of ``x``, (N, in_channels, H, W). A floating input of another dtype than the
-        model's (Lucid's factories make float64) is cast to the model's dtype, as a graph
-        operation, so the output is the model's dtype; a non-floating input is a TypeError."""
+        model's (Lucid's factories make float64) is cast to the model's dtype, so the output
+        is the model's dtype; not one that requires grad (Lucid has no differentiable cast).
+        A non-floating input is a TypeError."""
         if not isinstance(x, lucid.Tensor):
             raise TypeError(f"expected a lucid.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
@@ -115,7 +95,7 @@ class InceptionClassifier(nn.Module):
         dtype, model_dtype = LucidAdapter.dtype_name(x), self.dtype_name()
         if dtype != model_dtype:  # Lucid's factories make float64: compute in the model's dtype
             _checks.check_floating_input(dtype, "float" in dtype, model_dtype)
-            x = cast(x, model_dtype)
+            x = _as_model_dtype(x, model_dtype)
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
         x = x.reshape(x.shape[0], -1)  # N x width
