@@ -46,6 +46,7 @@ class Fault:
     plant: Plant
     backward: bool = False
     train_step: bool = False
+    min_batch: int = 1  # a fault that mixes the samples of a batch is invisible in a batch of one
 
     @property
     def needs(self) -> str:
@@ -57,6 +58,7 @@ class Fault:
         return "float64" if self.backward else "float32"
 
     def batch(self, size: int, batch: int) -> int:
+        batch = max(batch, self.min_batch)
         return max(batch, train_step_batch(size)) if self.train_step else batch
 
 
@@ -142,6 +144,16 @@ def _batch_statistics(module: object, _original: Callable) -> Callable:
         return (x - mean) / (var + module.eps).sqrt() * module.weight.reshape(shape) + module.bias.reshape(
             shape
         )
+
+    return forward
+
+
+def _mix_samples(_module: object, original: Callable) -> Callable:
+    def forward(x):
+        # Every sample gets the batch's mean (a reduction over the wrong axis, a flatten in
+        # the wrong order): exact in a batch of one.
+        y = original(x)
+        return y.mean(dim=0, keepdim=True).expand_as(y)
 
     return forward
 
@@ -298,6 +310,14 @@ FAULTS: tuple[Fault, ...] = (
         _shadow("dropout", _dropout_at_inference),
     ),
     Fault(
+        "samples-mixed",
+        V2,
+        "avgpool",
+        "the global average pool averaging over the batch too (each sample gets the batch's mean)",
+        _shadow("avgpool", _mix_samples),
+        min_batch=2,
+    ),
+    Fault(
         "bias-gradient",
         V1,
         "conv.2.conv_linear",
@@ -424,6 +444,8 @@ def run_selftest(
         pair = pairs[fault.model]
         x = seeded_input(fault.batch(size, batch), size, seed)
         control = f"{fault.model}/{fault.needs}"
+        if fault.min_batch > batch:  # its clean pair is checked at that batch too
+            control += f" at batch {fault.batch(size, batch)}"
         if control not in controls:
             say(f"selftest: control {control}")
             report = pair.compare(pair.twin, x, **_modes(fault, local))

@@ -31,7 +31,11 @@ def test_the_catalogue_is_broad() -> None:
 
 
 def test_every_clean_pair_passes(report) -> None:
-    assert set(report.controls) >= {"inception_v4/forward", "inception_resnet_v1/train-step"}
+    assert set(report.controls) >= {
+        "inception_v4/forward",
+        "inception_resnet_v1/train-step",
+        "inception_resnet_v2/forward at batch 2",
+    }
     assert all(why is None for why in report.controls.values()), report.controls
 
 
@@ -60,6 +64,14 @@ def test_the_verdict_can_fail(report) -> None:
     table = render_selftest(report)
     assert f"FAIL: {len(FAULTS)}/{len(FAULTS) + 2} faults caught and localised" in table
     assert "declared-elsewhere" in table and "NO" in table
+
+
+def test_a_fault_that_mixes_samples_needs_a_batch_of_two() -> None:
+    """Why ``samples-mixed`` runs at batch 2: in a batch of one its pool is exact."""
+    mixed = next(f for f in FAULTS if f.id == "samples-mixed")
+    assert mixed.min_batch == 2
+    at_one = run_selftest([dataclasses.replace(mixed, min_batch=1)], size=75)
+    assert not at_one.results[0].caught and at_one.results[0].error is None
 
 
 @pytest.fixture(scope="module")
