@@ -30,6 +30,9 @@ class Finding:
     ``evidence`` is Markdown. ``depends_on`` names findings whose patches must be applied
     before this one's reproducer can run (where that finding affects the version).
     ``not_affected`` says, for each supported version outside ``affected_versions``, why.
+    ``ops_known`` names the known deviations of ``python -m conformance ops``
+    (``conformance.ops.known.KNOWN`` ids) that this finding's patch removes on its own: on
+    the combined tree the cases declaring them must no longer read ``known-bug``.
     """
 
     id: str
@@ -42,6 +45,7 @@ class Finding:
     spec_items: tuple[str, ...] = ()
     depends_on: tuple[str, ...] = ()
     not_affected: Mapping[str, str] = field(default_factory=dict)
+    ops_known: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not _ID.match(self.id):
@@ -197,6 +201,7 @@ FINDINGS: tuple[Finding, ...] = (
         reproducer=_reproducer("LUC-006-broadcast-grad-wrong"),
         patch_generator=patches.broadcast_gradients,
         depends_on=_NEEDS_IMPORT,
+        ops_known=("broadcast-gradient",),
         not_affected={
             "2.16.0": "2.16.0's `_match_grad_shape` right-aligns the shapes, sums over the "
             "broadcast axes and broadcasts along the reduced ones (2.10-2.15 not checked)."
@@ -257,6 +262,7 @@ FINDINGS: tuple[Finding, ...] = (
         reproducer=_reproducer("LUC-009-bn-buffers-float64"),
         patch_generator=patches.batchnorm_float32_buffers,
         depends_on=_NEEDS_IMPORT,
+        ops_known=("stale-dtype",),  # float32 buffers: nothing stale to promote from
         not_affected={"2.16.0": "2.10+ creates the buffers with `dtype=lucid.Float32`."},
     ),
     Finding(
@@ -304,6 +310,7 @@ FINDINGS: tuple[Finding, ...] = (
         reproducer=_reproducer("LUC-011-tensor-dtype-stale"),
         patch_generator=patches.tensor_dtype_from_data,
         depends_on=_NEEDS_IMPORT,
+        ops_known=("stale-dtype",),  # also removed by LUC-009 alone (measured)
     ),
 )
 

@@ -6,7 +6,11 @@ patch applies to pristine upstream on its own and after its dependencies, and th
 then passes. Then all of the version's patches are applied together in catalogue order: the
 result must equal the edits composed in memory (no hunk landed elsewhere), and every
 reproducer passes. The conformance check (``conformance.checker``) runs before and after
-each patch: the finding's items go fail -> pass and nothing goes pass -> fail.
+each patch: the finding's items go fail -> pass and nothing goes pass -> fail. On the combined
+tree the framework differential tests (``python -m conformance ops``, both dtypes, Lucid on
+cpu) run too: no case may fail or error, and a known deviation that a patch claims to remove
+(``Finding.ops_known``) may no longer read ``known-bug``; a half-fixed bug shows there even
+when its reproducer passes.
 
 A reproducer "fails" only by exiting 1 with a ``BUG:`` line; any other exit (a traceback, a
 timeout) is an error of the kit, never evidence.
@@ -23,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import upstream
 from .findings import FINDINGS, Finding, dependencies
@@ -32,11 +37,15 @@ __all__ = [
     "REPO",
     "Checker",
     "CheckerError",
+    "OpsError",
+    "OpsRunner",
     "Proof",
     "Step",
     "VersionProof",
     "conformance_checker",
     "differing_files",
+    "framework_ops",
+    "ops_step",
     "prove_version",
     "reproduce",
 ]
@@ -44,6 +53,11 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 REPRODUCER_TIMEOUT = 300.0
 CHECKER_TIMEOUT = 900.0
+OPS_TIMEOUT = 600.0  # the full run takes about 5 s on 2 cores
+OPS_STEP = "framework ops on the combined tree"
+
+# root -> the JSON object of ``python -m conformance ops --json`` run against it
+OpsRunner = Callable[[Path], Mapping[str, Any]]
 
 # root -> {item id: "pass" | "fail"}
 Checker = Callable[[Path], Mapping[str, str]]
@@ -115,6 +129,72 @@ def conformance_checker(root: Path) -> Mapping[str, str]:
             raise CheckerError(f"checker item must have an id and status pass|fail, got {item!r}")
         statuses[item["id"]] = item["status"]
     return statuses
+
+
+class OpsError(RuntimeError):
+    """``conformance ops`` ran but did not produce the expected JSON."""
+
+
+def framework_ops(root: Path) -> Mapping[str, Any]:
+    """Run ``python -m conformance ops --json`` (float32 and float64, Lucid and torch on cpu)
+    against ``root``'s lucid; its exit code is not read (an unexpected pass exits 1)."""
+    args = ["-m", "conformance", "ops", "--json", "--dtype", "float32", "--dtype", "float64"]
+    args += ["--lucid-device", "cpu", "--torch-device", "cpu"]
+    res = upstream.run_python(root, args, OPS_TIMEOUT, cwd=REPO)
+    try:
+        payload = json.loads(res.stdout)
+    except json.JSONDecodeError as exc:
+        raise OpsError(f"ops printed no JSON (exit {res.returncode}):\n{res.output[-2000:]}") from exc
+    results = payload.get("results") if isinstance(payload, dict) else None
+    if not isinstance(results, list) or not isinstance(payload.get("known"), dict):
+        raise OpsError("ops JSON must be an object with 'results' (a list) and 'known'")
+    for r in results:
+        if not isinstance(r, dict) or not {"case", "dtype", "verdict", "expected", "message"} <= r.keys():
+            raise OpsError(f"ops result must have case, dtype, verdict, expected, message: {r!r}")
+    return payload
+
+
+def ops_step(version: str, payload: Mapping[str, Any], fixed: Mapping[str, Sequence[str]]) -> Step:
+    """Judge ``conformance ops`` on a patched ``version``: ``fixed`` maps each known deviation
+    the patches remove to the findings that remove it. Fails on a ``fail`` or ``error``
+    verdict, on ``known-bug`` for a removed deviation, and on ``unexpected-pass`` of a
+    deviation no patch claims to remove (the patches changed something unaccounted for)."""
+    problems: list[str] = []
+    ran = payload.get("lucid_version")
+    if ran != version:
+        problems.append(f"ran against lucid-dl {ran}, not the patched {version}")
+    problems += [
+        f"kit bug: {', '.join(by)} name(s) the unknown deviation {known_id!r}"
+        for known_id, by in fixed.items()
+        if known_id not in payload["known"]
+    ]
+    counts: dict[str, int] = {}
+    gone: dict[str, int] = {}
+    for r in payload["results"]:
+        verdict, where = r["verdict"], f"{r['case']} [{r['dtype']}]"
+        counts[verdict] = counts.get(verdict, 0) + 1
+        removed = [k for k in r["expected"] if k in fixed]
+        for k in removed:
+            gone[k] = gone.get(k, 0) + (verdict in ("pass", "unexpected-pass"))
+        if verdict in ("fail", "error"):
+            problems.append(f"{where}: {verdict}: {r['message']}")
+        elif verdict == "known-bug" and removed:
+            by = sorted({f for k in removed for f in fixed[k]})
+            problems.append(f"{where}: still known-bug ({', '.join(removed)}), which {', '.join(by)} remove")
+        elif verdict == "unexpected-pass" and set(r["expected"]) - fixed.keys():
+            unclaimed = ", ".join(sorted(set(r["expected"]) - fixed.keys()))
+            problems.append(f"{where}: unexpected-pass of {unclaimed}, which no patch claims to remove")
+        elif verdict not in ("pass", "convention", "known-bug", "unexpected-pass"):
+            problems.append(f"{where}: unknown verdict {verdict!r}")
+    if problems:
+        return Step(OPS_STEP, "fail", "; ".join(problems))
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    removed = "; ".join(f"{k} ({', '.join(fixed[k])}) gone from {n} results" for k, n in gone.items())
+    return Step(
+        OPS_STEP,
+        "pass",
+        f"lucid-dl {ran}, cpu, float32+float64: {tally}" + (f"; {removed}" if removed else ""),
+    )
 
 
 def _check_step(name: str, before: Mapping[str, str], after: Mapping[str, str], items: Sequence[str]) -> Step:
@@ -278,7 +358,11 @@ def differing_files(a: Path, b: Path) -> list[str]:
 
 
 def _prove_combined(
-    trees: _Trees, findings: Sequence[Finding], patches: Mapping[str, Path], baselines: _Baselines
+    trees: _Trees,
+    findings: Sequence[Finding],
+    patches: Mapping[str, Path],
+    baselines: _Baselines,
+    ops: OpsRunner | None = framework_ops,
 ) -> Proof:
     version = trees.version
     mine = [f for f in findings if f.id in patches]
@@ -312,6 +396,17 @@ def _prove_combined(
     deps = tuple(patches[f.id] for f in mine if any(f in dependencies(g, version) for g in findings))
     items = [item for f in mine for item in f.spec_items]
     steps += _checker_steps("conformance check: all items fixed", baselines, deps, root, items)
+    if ops is None:
+        steps.append(Step(OPS_STEP, "skipped", "framework ops not requested"))
+    else:
+        fixed: dict[str, list[str]] = {}
+        for f in mine:
+            for known_id in f.ops_known:
+                fixed.setdefault(known_id, []).append(f.id[:7])
+        try:
+            steps.append(ops_step(version, ops(root), fixed))
+        except OpsError as exc:
+            steps.append(Step(OPS_STEP, "fail", str(exc)))
     return Proof(version, "all", tuple(steps))
 
 
@@ -323,10 +418,12 @@ def prove_version(
     checker: Checker | None = conformance_checker,
     check_each: bool = True,
     workers: int = 2,
+    ops: OpsRunner | None = framework_ops,
 ) -> VersionProof:
     """Prove ``findings`` on lucid-dl ``version`` with the given patch files (by finding id;
     generated into a temporary folder when omitted). ``checker=None`` leaves out the
     conformance-check steps; ``check_each=False`` runs it on the combined tree only.
+    ``ops=None`` leaves out the framework ops on the combined tree.
     ``workers`` findings are proven at once (each in its own copies)."""
     upstream.fetch(version)
     with tempfile.TemporaryDirectory(prefix="lucid-patches-") as tmp, _Trees(version) as trees:
@@ -340,5 +437,5 @@ def prove_version(
             proofs = tuple(
                 pool.map(lambda f: _prove_finding(f, trees, patches, baselines, check_each), findings)
             )
-        combined = _prove_combined(trees, findings, patches, baselines)
+        combined = _prove_combined(trees, findings, patches, baselines, ops)
         return VersionProof(version, proofs, combined, dict(patches))

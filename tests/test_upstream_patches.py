@@ -260,6 +260,12 @@ def test_all_patches_together(proofs: dict[str, prove.VersionProof], version: st
     assert sum(n.endswith("passes on the combined tree") for n in names) == len(FINDINGS)
     (check,) = [s for s in combined.steps if s.name.startswith("conformance check")]
     assert check.status == "pass", check.detail
+    (ops,) = [s for s in combined.steps if s.name == prove.OPS_STEP]
+    assert ops.status == "pass" and f"lucid-dl {version}, cpu, float32+float64" in ops.detail, ops.detail
+    if version == "2.9.0":  # the patches remove both 2.9.0 bugs the ops declare
+        assert "broadcast-gradient (LUC-006) gone" in ops.detail, ops.detail
+        assert "stale-dtype (LUC-009, LUC-011) gone" in ops.detail, ops.detail
+        assert "known-bug" not in ops.detail, ops.detail
 
 
 _FACTORIES = """
@@ -334,7 +340,9 @@ def test_planted_faults_fail_the_proof(tmp_path: Path) -> None:
     real = patches.render(dropout.patch_generator, source)
     inert = tmp_path / "inert.patch"  # applies cleanly, changes only a comment
     inert.write_text(real.replace("Dropout(p=0.2)", "Dropout(p=0.8)"))
-    proof = prove.prove_version("2.9.0", {dropout.id: inert}, findings=(dropout,), checker=None).findings[0]
+    proof = prove.prove_version(
+        "2.9.0", {dropout.id: inert}, findings=(dropout,), checker=None, ops=None
+    ).findings[0]
     failed = [s for s in proof.steps if s.status == "fail"]
     assert [s.name for s in failed] == ["reproducer passes patched"] and "BUG:" in failed[0].detail
 
@@ -344,7 +352,7 @@ def test_planted_faults_fail_the_proof(tmp_path: Path) -> None:
     import_fix = tmp_path / "import.patch"
     import_fix.write_text(patches.render(patches.future_annotations, _fetch_or_skip("2.16.0")))
     proof = prove.prove_version(
-        "2.16.0", {lying.id: inert, IMPORT_FIX: import_fix}, findings=(lying,), checker=None
+        "2.16.0", {lying.id: inert, IMPORT_FIX: import_fix}, findings=(lying,), checker=None, ops=None
     ).findings[0]
     step = next(s for s in proof.steps if s.name == "reproducer fails unpatched")
     assert step.status == "fail" and "kit bug: passes on an affected version" in step.detail
@@ -352,7 +360,7 @@ def test_planted_faults_fail_the_proof(tmp_path: Path) -> None:
     stem = by_id("LUC-001-stem-branch2-right-unused")
     item = "inception_v4/stem/branch2_right-runs"
     blind = prove.prove_version(
-        "2.9.0", findings=(stem,), checker=lambda root: {item: "fail", "other": "pass"}
+        "2.9.0", findings=(stem,), checker=lambda root: {item: "fail", "other": "pass"}, ops=None
     ).findings[0]
     step = next(s for s in blind.steps if s.name.startswith("conformance check"))
     assert step.status == "fail" and f"{item}: fail -> fail" in step.detail
@@ -490,6 +498,18 @@ _REDUCE_ONLY_FIX = """\
 """
 
 
+def _collapse_only_changes(root: Path) -> dict[str, str]:
+    """The old LUC-006 edit of ``root`` (pristine 2.9.0): {path: new text}."""
+    edits = Edits(root)
+    edits.insert_after(
+        "lucid/__init__.py",
+        "    if data.size == grad.size:\n        return grad.reshape(data.shape)\n\n",
+        _REDUCE_ONLY_FIX,
+        within="def _match_grad_shape(",
+    )
+    return edits.changes()
+
+
 @pytest.mark.upstream
 def test_broadcast_reproducer_catches_a_collapse_only_fix(tmp_path: Path) -> None:
     """LUC-006 has two directions: a patch that fixes only the collapse leaves the gradient
@@ -498,15 +518,8 @@ def test_broadcast_reproducer_catches_a_collapse_only_fix(tmp_path: Path) -> Non
     finding = by_id("LUC-006-broadcast-grad-wrong")
     source = _fetch_or_skip("2.9.0")
     root = upstream.copy_tree("2.9.0", tmp_path / "tree")
-    edits = Edits(root)
-    path = "lucid/__init__.py"
-    edits.insert_after(
-        path,
-        "    if data.size == grad.size:\n        return grad.reshape(data.shape)\n\n",
-        _REDUCE_ONLY_FIX,
-        within="def _match_grad_shape(",
-    )
-    (root / path).write_text(edits.changes()[path], encoding="utf-8")
+    for path, text in _collapse_only_changes(root).items():
+        (root / path).write_text(text, encoding="utf-8")
     outcome, line = prove.reproduce(finding, root)
     assert outcome == "present" and "mean(axis=0, keepdims=True)" in line, line
 
@@ -515,3 +528,27 @@ def test_broadcast_reproducer_catches_a_collapse_only_fix(tmp_path: Path) -> Non
     patch.write_text(patches.render(finding.patch_generator, source), encoding="utf-8")
     upstream.apply(patch, fixed)
     assert prove.reproduce(finding, fixed)[0] == "absent"
+
+
+@pytest.mark.upstream
+def test_framework_ops_step_fails_on_a_collapse_only_fix(tmp_path: Path) -> None:
+    """The proof's framework-ops step on the combined tree catches the old LUC-006 patch by
+    itself (training-mode BatchNorm's input gradient), whatever its reproducer says; the
+    real combined trees pass it in ``test_all_patches_together``."""
+    finding = by_id("LUC-006-broadcast-grad-wrong")
+    source = _fetch_or_skip("2.9.0")
+    old = tmp_path / "LUC-006-collapse-only.patch"
+    old.write_text(unified_diff(source, _collapse_only_changes(source)), encoding="utf-8")
+    combined = prove.prove_version("2.9.0", {finding.id: old}, findings=(finding,), checker=None).combined
+    (step,) = [s for s in combined.steps if s.name == prove.OPS_STEP]
+    assert step.status == "fail", step.detail
+    assert "batchnorm2d_train [float32]: fail" in step.detail and "grad:x" in step.detail, step.detail
+    assert "batchnorm2d_train [float64]: fail" in step.detail, step.detail
+
+
+def test_ops_known_names_known_bugs() -> None:
+    from conformance.ops.known import KNOWN
+
+    claimed = {k: f.id for f in FINDINGS for k in f.ops_known}
+    assert claimed.keys() >= {"broadcast-gradient", "stale-dtype"}
+    assert all(KNOWN[k].kind == "bug" for k in claimed), claimed
