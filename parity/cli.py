@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from parity._argtypes import int_at_least
 from parity._files import write_atomically
 from parity.report import module_label
 
@@ -110,23 +111,8 @@ def parse_devices(spec: str) -> tuple[str, str]:
     return chosen["lucid"], chosen["torch"]
 
 
-def _int_at_least(minimum: int, expected: str) -> Callable[[str], int]:
-    """An argparse ``type``: an integer >= ``minimum``, else a usage error saying ``expected``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {value}")
-        return value
-
-    return parse
-
-
-_positive = _int_at_least(1, "a positive integer")
-_seed = _int_at_least(0, "a non-negative integer")  # numpy's generators refuse negative seeds
+_positive = int_at_least(1, "a positive integer")
+_seed = int_at_least(0, "a non-negative integer")  # numpy's generators refuse negative seeds
 
 
 def _size(text: str) -> int:

@@ -31,6 +31,8 @@ from collections.abc import Callable
 
 import pytest
 
+from parity._argtypes import int_at_least
+
 __all__ = ["ParityFailure", "ParityItem", "parity_pair"]
 
 _MODELS = ("inception_v4", "inception_resnet_v1", "inception_resnet_v2")
@@ -46,21 +48,6 @@ def _devices(spec: str) -> tuple[str, str]:
         raise pytest.UsageError(f"--parity-devices: {error}") from None
 
 
-def _at_least(low: int, what: str) -> Callable[[str], int]:
-    """An option type: an int >= ``low`` (argparse makes anything else a usage error)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
-        return value
-
-    return parse
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("parity", "lucid-inception parity (Lucid models vs torch twins)")
     group.addoption("--parity", action="store_true", help="add the parity tests (model x dtype x devices)")
@@ -72,19 +59,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--parity-size",
-        type=_at_least(75, "a size >= 75 (the smallest input every model accepts)"),
+        type=int_at_least(75, "a size >= 75 (the smallest input every model accepts)"),
         default=299,
         help="input size (default 299; >= 75)",
     )
     group.addoption(
         "--parity-batch",
-        type=_at_least(1, "a positive integer"),
+        type=int_at_least(1, "a positive integer"),
         default=None,
         help="batch size (default 1; 2 for gradients: batch-1 gradients cannot show batch-reduction "
         "bugs, such as lucid-dl 2.9.0's broadcast gradients; an explicit 1 is honoured, with a warning)",
     )
     group.addoption(
-        "--parity-seed", type=_at_least(0, "a non-negative integer"), default=0, help="seed (default 0)"
+        "--parity-seed", type=int_at_least(0, "a non-negative integer"), default=0, help="seed (default 0)"
     )
     group.addoption(
         "--parity-devices",
