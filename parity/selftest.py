@@ -227,7 +227,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "padding-off-by-one",
         V4,
-        "conv.7.branch3.1",
+        "conv.7.branch3.1.conv",
         "a (1,7) conv padded (0,2) instead of (0,3)",
         _set("conv.7.branch3.1.conv", padding=(0, 2)),
     ),
@@ -241,7 +241,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "missing-relu",
         V1,
-        "stem.conv.4",
+        "stem.conv.4.relu",
         "a ConvBNReLU2d without its ReLU",
         _shadow("stem.conv.4.relu", _identity),
     ),
@@ -291,7 +291,7 @@ FAULTS: tuple[Fault, ...] = (
     Fault(
         "kernel-transposed",
         V2,
-        "conv.9.branch2.1",
+        "conv.9.branch2.1.conv",
         "a (1,7) kernel built as (7,1) (weights transposed, padding swapped)",
         _transpose_kernel("conv.9.branch2.1.conv"),
     ),
