@@ -343,6 +343,19 @@ def _kind_summary(report: object, kind: str) -> list[str] | None:
     ]
 
 
+def _settings_summary(report: object, shown: int = 3) -> str:
+    """The ``config`` rows in a line: how many layers, and what differs where."""
+    rows = [r for r in report.rows if r.kind == "config"]
+    if not rows:
+        return "-"
+    differing = [r for r in rows if not r.ok]
+    if not differing:
+        return f"same on both sides ({len(rows)} layers)"
+    listed = "; ".join(f"{module_label(r.module)}: {r.note}" for r in differing[:shown])
+    more = f"; +{len(differing) - shown} more" if len(differing) > shown else ""
+    return f"{len(differing)} of {len(rows)} layers differ: {listed}{more}"
+
+
 def render_result(result: object, top: int) -> str:
     """The table block of one ``ParityResult``."""
     title = f"== {result.label} =="
@@ -358,6 +371,7 @@ def render_result(result: object, top: int) -> str:
         ["input", "x".join(map(str, report.input_shape)) or f"{result.batch}x3x{result.size}x{result.size}"],
         ["compared", "locally (each module on the Lucid side's input)" if report.local else "as given"],
         ["rows compared", f"{len(report.rows)} ({len(report.failures)} out of tolerance)"],
+        ["layer settings", _settings_summary(report)],
         ["logits max rel / tol", f"{_num(logits[-1].max_rel)} / {_num(logits[-1].tol)}" if logits else "-"],
         ["worst output max rel", _num(max((r.max_rel for r in outputs), default=0.0))],
         ["liveness", result.liveness.summary() if result.liveness else "not checked"],
@@ -550,6 +564,7 @@ def render_selftest(report: object) -> str:
             "yes" if r.caught else "NO",
             module_label(r.found) if r.found is not None else (r.error or "-"),
             r.kind or "-",
+            module_label(r.found_by_values) if not r.fault.static else "(settings only)",
             "yes" if r.localized else "NO",
             f"{r.seconds:.1f}",
         ]
@@ -563,6 +578,7 @@ def render_selftest(report: object) -> str:
         "caught",
         "first divergence",
         "kind",
+        "by values alone",
         "localised",
         "s",
     ]

@@ -7,6 +7,11 @@ cast back), and so are modes, devices and gradients. In between:
 
 1. **state**: every parameter and buffer must be equal; a difference is a row of the module
    that owns the tensor.
+   **config**: every layer of a kind both adapters describe (``layer_info``: convolutions,
+   BatchNorms, pools, dropout, linear, ReLU) must have the same settings on both sides; a
+   difference (a dropout rate, a BatchNorm momentum) is a row of that layer, placed where
+   the layer runs. Some settings change nothing in an eval-mode forward and would be seen
+   by no other row (a dropout's ``p``).
 2. **output**: both forwards run in lock-step (``parity._lockstep``) and every named
    module's output is compared call by call as it arrives, in execution order; a module
    that runs on one side only fails, and an exception becomes an ``error`` row. With
@@ -279,6 +284,55 @@ def _state_rows(ctx: _Context) -> None:
         note = "; ".join(problems) if problems else f"{len(owned)} tensor(s) equal"
         row = Row(owner, "state", *shapes, *worst, ctx.tol.state, not problems, note)
         ctx.add((_PHASES["state"], order.get(owner, len(order)), 0), row)
+
+
+# Kinds whose settings say nothing about what a module computes: containers and classes
+# the adapters do not know (their class names may differ between two faithful models).
+_NOT_COMPARED_KINDS = frozenset({"module", "sequential"})
+
+
+def _layer_settings(adapter: Adapter, module: object) -> dict[str, object] | None:
+    """``adapter.layer_info(module)``, or ``None`` for a module whose settings are not compared."""
+    try:
+        info = adapter.layer_info(module)
+    except Exception:  # noqa: BLE001 (an odd attribute a user set: its outputs are still compared)
+        return None
+    return None if info.get("kind") in _NOT_COMPARED_KINDS else info
+
+
+def _settings_difference(info_a: dict[str, object], info_b: dict[str, object]) -> list[str]:
+    """What differs between two ``layer_info`` records, as ``"name a vs b"`` strings."""
+    if info_a == info_b:  # nearly always: one dict comparison
+        return []
+    if info_a["kind"] != info_b["kind"]:
+        return [f"kind {info_a['kind']} vs {info_b['kind']}"]
+    return [
+        f"{key} {info_a.get(key, '-')} vs {info_b.get(key, '-')}"
+        for key in [*info_a, *(k for k in info_b if k not in info_a)]
+        if key != "kind" and info_a.get(key) != info_b.get(key)
+    ]
+
+
+def _config_rows(ctx: _Context, results: tuple[SideResult, SideResult]) -> None:
+    """Every layer both sides describe, its settings compared; placed just before the
+    layer's first output row (where it first ran), or after every output if it never ran."""
+    phase = _PHASES["forward"]
+    named = [
+        dict(adapter.named_modules(model)) for adapter, model in zip(ctx.adapters, ctx.models, strict=True)
+    ]
+    for index, name in enumerate(named[0]):
+        infos = [
+            _layer_settings(adapter, modules[name])
+            for adapter, modules in zip(ctx.adapters, named, strict=True)
+        ]
+        if infos[0] is None or infos[1] is None:
+            continue
+        differences = _settings_difference(*infos)
+        ran = [res.first_seen[name] for res in results if name in res.first_seen]
+        key = (phase, min(ran), -math.inf) if ran else (phase, math.inf, index)
+        note = "; ".join(differences) if differences else f"{infos[0]['kind']}: same settings"
+        failed = math.inf if differences else 0.0
+        ctx.add(key, Row(name, "config", None, None, failed, failed, 0.0, not differences, note))
 
 
 def _forward(
@@ -721,6 +775,7 @@ def compare(
             for adapter, device in zip(adapters, devices, strict=True)
         )
         results = _forward(ctx, xs, grad=backward, local=bool(local))
+        _config_rows(ctx, results)
         if backward and all(res.error is None for res in results):
             _gradient_rows(ctx, results, xs, int(grad_seed))
         del results, xs  # the graphs, before the train step

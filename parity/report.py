@@ -1,6 +1,8 @@
 """What ``compare`` returns: one ``Row`` per compared quantity, in execution order.
 
-Kinds of row: ``state`` (a module's parameters and buffers before any forward),
+Kinds of row: ``state`` (a module's parameters and buffers before any forward), ``config``
+(a layer's settings: kernel, stride, padding, eps, momentum, dropout rate, ...; placed where
+the layer first ran),
 ``output`` (a module's output, call by call), ``input`` (with ``local``: the input side b's
 module computed for itself, before side a's replaced it), ``error`` (an exception in a forward or a backward),
 ``bn_batch_stats`` and ``bn_running_update`` (train step), ``input_grad`` and
@@ -16,6 +18,7 @@ __all__ = ["KINDS", "Report", "Row", "module_label"]
 
 KINDS: tuple[str, ...] = (
     "state",
+    "config",
     "output",
     "input",
     "input_grad",

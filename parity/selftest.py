@@ -6,7 +6,12 @@ planted in, what it imitates, and a ``plant`` that monkeypatches one torch twin 
 after a clean transfer (attributes, a shadowed ``forward``, a gradient hook, a changed
 tensor; the source files are never touched). A fault counts as found only when the
 comparison fails AND its first divergence is the planted module or inside it: "caught
-somewhere else" is a harness failure, and so is a fault nothing catches.
+somewhere else" is a harness failure, and so is a fault nothing catches. A fault that
+changes what the model computes must also be found there by the numbers alone (the rows
+other than ``config``, which compare layer settings): a settings check that names the
+planted layer must not stand in for outputs, gradients or statistics that no longer catch
+it. A ``static`` fault (a dropout rate) changes nothing an eval-mode compare computes: only
+its ``config`` row can find it, and must.
 
 Before any fault, each model's clean pair must pass (the control): otherwise every fault
 would be "caught" for free.
@@ -47,6 +52,7 @@ class Fault:
     backward: bool = False
     train_step: bool = False
     min_batch: int = 1  # a fault that mixes the samples of a batch is invisible in a batch of one
+    static: bool = False  # seen only in the layer's settings (``config`` rows), by no computed value
 
     @property
     def needs(self) -> str:
@@ -310,6 +316,14 @@ FAULTS: tuple[Fault, ...] = (
         _shadow("dropout", _dropout_at_inference),
     ),
     Fault(
+        "dropout-rate",
+        V2,
+        "dropout",
+        "upstream bug 2: the head's Dropout(p=0.8) drops 80% (the paper keeps 80%: p=0.2)",
+        _set("dropout", p=0.8),
+        static=True,
+    ),
+    Fault(
         "samples-mixed",
         V2,
         "avgpool",
@@ -336,15 +350,20 @@ class FaultResult:
     kind: str | None  # the kind of the first failing row
     seconds: float
     error: str | None = None  # the plant or compare itself failed
+    found_by_values: str | None = None  # the first failing row's module, ``config`` rows left out
+    value_kind: str | None = None  # and that row's kind
+
+    def _inside(self, module: str | None) -> bool:
+        where = self.fault.where
+        return module is not None and (module == where or module.startswith(where + "."))
 
     @property
     def localized(self) -> bool:
-        where = self.fault.where
-        return (
-            self.caught
-            and self.found is not None
-            and (self.found == where or self.found.startswith(where + "."))
-        )
+        if not (self.caught and self._inside(self.found)):
+            return False
+        if self.fault.static:
+            return self.kind == "config"
+        return self._inside(self.found_by_values)
 
     @property
     def ok(self) -> bool:
@@ -362,6 +381,8 @@ class FaultResult:
             "found": self.found,
             "localized": self.localized,
             "kind": self.kind,
+            "found_by_values": self.found_by_values,
+            "value_kind": self.value_kind,
             "seconds": round(self.seconds, 2),
             "error": self.error,
         }
@@ -393,6 +414,13 @@ class SelftestReport:
 def _first_failing_kind(report: object) -> str | None:
     failures = report.failures
     return failures[0].kind if failures else None
+
+
+def _first_failing_value(report: object) -> tuple[str | None, str | None]:
+    """The first divergence by the numbers alone (layer settings, ``config`` rows, left
+    out): its module and the kind of its row."""
+    row = next((row for row in report.failures if row.kind != "config"), None)
+    return (None, None) if row is None else (row.module, row.kind)
 
 
 class _Pair:
@@ -463,6 +491,7 @@ def run_selftest(
                 )
             )
             continue
+        value_row = _first_failing_value(report)
         results.append(
             FaultResult(
                 fault,
@@ -470,6 +499,8 @@ def run_selftest(
                 report.first_divergence,
                 _first_failing_kind(report),
                 time.perf_counter() - start,
+                found_by_values=value_row[0],
+                value_kind=value_row[1],
             )
         )
     return SelftestReport(controls, results, size, seed, local)

@@ -93,6 +93,7 @@ class Tolerance:
         """The tolerance that applies to a row of this kind."""
         table = {
             "state": self.state,
+            "config": 0.0,  # settings are equal or not
             "output": self.rel,
             "input": self.rel,
             "error": self.rel,

@@ -439,7 +439,11 @@ def test_train_step_names_a_changed_momentum() -> None:
     a, b = fresh_pair()
     b.conv[9].branch1.bn.momentum = 0.2
     report = compare(a, b, X, dtype="float64", train_step=True)
-    assert [(row.module, row.kind) for row in report.failures] == [("conv.9.branch1.bn", "bn_running_update")]
+    assert [(row.module, row.kind) for row in report.failures] == [
+        ("conv.9.branch1.bn", "config"),
+        ("conv.9.branch1.bn", "bn_running_update"),
+    ]
+    assert report.failures[0].note == "momentum 0.1 vs 0.2"
 
 
 # ---------------------------------------------------------------------- left as found
@@ -724,6 +728,7 @@ def test_report_round_trips_through_json_and_ranks_the_worst() -> None:
     assert [r.module for r in report.failures] == ["y", "z"]
     kinds = {
         "state",
+        "config",
         "output",
         "input",
         "input_grad",

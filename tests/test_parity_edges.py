@@ -331,3 +331,75 @@ def test_compare_refuses_a_dtype_numpy_cannot_hold_listing_every_key() -> None:
         compare(torch.nn.Linear(3, 3), odd, X)
     assert [line.split(":")[0] for line in error.value.problems] == ["weight", "bias"]
     assert odd.weight.dtype == torch.bfloat16
+
+
+# ---------------------------------------------------------------------- layer settings
+
+
+def _failing(report) -> list[tuple[str, str, str]]:
+    return [(row.module, row.kind, row.note) for row in report.failures]
+
+
+def test_a_setting_no_output_shows_fails_at_its_layer() -> None:
+    """An eval-mode forward never reads a BatchNorm's momentum: only its settings row can
+    tell, and it names the layer."""
+    a, b = twins()
+    b.bn.momentum = 0.3
+    report = compare(a, b, X)
+    assert _failing(report) == [("bn", "config", "momentum 0.1 vs 0.3")]
+    assert report.first_divergence == "bn"
+    b.bn.momentum = 0.1
+    assert compare(a, b, X).ok
+
+
+def test_settings_rows_sit_where_their_layer_runs() -> None:
+    """A settings row comes just before its layer's first output row, so an earlier
+    divergence in the numbers stays the first divergence."""
+    a, b = torch_pair("float64")
+    b.bn.eps = 1e-3  # changes the BN output too
+    original = b.conv.forward
+    b.conv.forward = lambda x: original(x) + 1.0  # an earlier fault, in the numbers only
+    report = compare(a, b, X, dtype="float64")
+    assert report.first_divergence == "conv"
+    order = [(row.module, row.kind) for row in report.rows]
+    assert order.index(("bn", "config")) == order.index(("bn", "output")) - 1
+    assert ("bn", "config", "eps 1e-05 vs 0.001") in _failing(report)
+
+
+def test_a_different_kind_of_layer_fails_even_with_equal_outputs() -> None:
+    """A global average pool and an 8x8 average pool agree on an 8x8 map, not on others."""
+    a, b = torch_pair("float64")
+    b.pool = torch.nn.AvgPool2d(8)
+    report = compare(a, b, X, dtype="float64")
+    assert _failing(report) == [("pool", "config", "kind adaptive-avgpool2d vs avgpool2d")]
+
+
+def test_containers_and_classes_the_adapters_do_not_know_are_not_compared() -> None:
+    """Two faithful models may name their own classes differently: no settings row then."""
+
+    class OwnReLU(torch.nn.Module):
+        def forward(self, x):
+            return torch.relu(x)
+
+    a, b = torch_pair("float64")
+    b.relu = OwnReLU()
+    report = compare(a, b, X, dtype="float64")
+    assert report.ok, _failing(report)
+    compared = {row.module for row in report.rows if row.kind == "config"}
+    assert compared == {"conv", "bn", "pool", "fc"}  # not the root, not relu (a ReLU on side a only)
+
+
+def test_a_layer_whose_settings_cannot_be_read_is_still_compared_by_its_output(monkeypatch) -> None:
+    from lucid_inception.frameworks import TorchAdapter
+
+    def unreadable(module):
+        if isinstance(module, torch.nn.Conv2d):
+            raise TypeError("an odd attribute")
+        return original(module)
+
+    original = TorchAdapter.layer_info
+    monkeypatch.setattr(TorchAdapter, "layer_info", staticmethod(unreadable))
+    a, b = twins()
+    report = compare(a, b, X)
+    assert report.ok and "conv" not in {row.module for row in report.rows if row.kind == "config"}
+    assert ("conv", "output") in {(row.module, row.kind) for row in report.rows}

@@ -48,11 +48,30 @@ def test_fault_is_caught_and_localised(report, fault: Fault) -> None:
 
 
 def test_kinds_of_evidence(report) -> None:
+    by_values = {r.fault.id: r.value_kind for r in report.results}
+    assert by_values["bn-momentum"] == "bn_running_update"
+    assert by_values["bias-gradient"] == "param_grad"
+    assert by_values["weight-after-transfer"] == "state"
+    assert by_values["avgpool-count-include-pad"] == "output"
+    assert by_values["dropout-rate"] is None  # no computed value sees it
+    # A changed setting is named first, at the layer that holds it (before its output row).
     kinds = {r.fault.id: r.kind for r in report.results}
-    assert kinds["bn-momentum"] == "bn_running_update"
-    assert kinds["bias-gradient"] == "param_grad"
-    assert kinds["weight-after-transfer"] == "state"
-    assert kinds["avgpool-count-include-pad"] == "output"
+    assert kinds["bn-momentum"] == kinds["avgpool-count-include-pad"] == kinds["dropout-rate"] == "config"
+    assert kinds["concat-order"] == "output"  # no layer's settings changed
+
+
+def test_a_settings_row_does_not_stand_in_for_the_numbers(report) -> None:
+    """A fault whose numbers are caught elsewhere is not localised, even when its ``config``
+    row names the right layer: the settings check must not hide a blind output check."""
+    stride = next(r for r in report.results if r.fault.id == "avgpool-stride")
+    assert stride.ok and stride.kind == "config"
+    blind = dataclasses.replace(stride, found_by_values="conv.2")
+    assert blind.caught and not blind.localized
+    unseen = dataclasses.replace(stride, found_by_values=None, value_kind=None)
+    assert not unseen.localized
+    # A static fault needs its config row.
+    rate = next(r for r in report.results if r.fault.id == "dropout-rate")
+    assert rate.ok and not dataclasses.replace(rate, kind="output").localized
 
 
 def test_the_verdict_can_fail(report) -> None:
