@@ -291,13 +291,31 @@ def _state_rows(ctx: _Context) -> None:
 _NOT_COMPARED_KINDS = frozenset({"module", "sequential"})
 
 
+def _plain(value: object) -> object:
+    """A setting as plain Python values (a numpy array or scalar a user passed as a size)."""
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return tuple(_plain(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _layer_settings(adapter: Adapter, module: object) -> dict[str, object] | None:
-    """``adapter.layer_info(module)``, or ``None`` for a module whose settings are not compared."""
+    """What a layer computes with, comparable across frameworks, from ``adapter.layer_info``;
+    ``None`` for a module whose settings are not compared. Settings are taken as used, not
+    as stored: a BatchNorm's momentum is the one its train step applies (Lucid runs
+    ``None`` as 0.1, torch as a cumulative average), and a layer without padding has no
+    padding mode or ``count_include_pad`` to differ in."""
     try:
-        info = adapter.layer_info(module)
+        info = {key: _plain(value) for key, value in adapter.layer_info(module).items()}
+        if info["kind"] in _NOT_COMPARED_KINDS:
+            return None
+        if info["kind"] == "batchnorm2d":
+            info["momentum"] = adapter.batchnorm_momentum(module)
     except Exception:  # noqa: BLE001 (an odd attribute a user set: its outputs are still compared)
         return None
-    return None if info.get("kind") in _NOT_COMPARED_KINDS else info
+    if not any(info.get("padding", (1,))):
+        info.pop("padding_mode", None)
+        info.pop("count_include_pad", None)
+    return info
 
 
 def _settings_difference(info_a: dict[str, object], info_b: dict[str, object]) -> list[str]:

@@ -361,8 +361,8 @@ class FaultResult:
     def localized(self) -> bool:
         if not (self.caught and self._inside(self.found)):
             return False
-        if self.fault.static:
-            return self.kind == "config"
+        if self.fault.static:  # its settings row finds it, and nothing else fails
+            return self.kind == "config" and self.found_by_values is None
         return self._inside(self.found_by_values)
 
     @property

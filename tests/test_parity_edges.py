@@ -273,7 +273,7 @@ def test_a_bool_output_is_compared_for_equality() -> None:
     b.load_state_dict(a.state_dict())
     report = compare(a, b, X)
     assert report.ok, report.worst(3)
-    row = next(row for row in report.rows if row.module == "mask")
+    row = next(row for row in report.rows if row.module == "mask" and row.kind == "output")
     assert row.max_abs == 0 and "bool values: compared for equality" in row.note
 
 
@@ -403,3 +403,45 @@ def test_a_layer_whose_settings_cannot_be_read_is_still_compared_by_its_output(m
     report = compare(a, b, X)
     assert report.ok and "conv" not in {row.module for row in report.rows if row.kind == "config"}
     assert ("conv", "output") in {(row.module, row.kind) for row in report.rows}
+
+
+def test_settings_are_compared_as_used_not_as_stored() -> None:
+    """Lucid runs a BatchNorm momentum of None as 0.1; torch as a cumulative average.
+    Without padding, a pool's count_include_pad and a conv's padding mode change nothing."""
+    a, b = twins()
+    a.bn.momentum = None  # Lucid: 0.1, as torch's 0.1
+    a.conv, b.conv = lnn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3, padding_mode="reflect")
+    transfer(a, b)
+    report = compare(a, b, X)
+    assert report.ok, _failing(report)
+    b.bn.momentum = None  # torch: a cumulative average
+    assert _failing(compare(a, b, X)) == [("bn", "config", "momentum 0.1 vs None")]
+
+
+def test_a_layer_replaced_by_an_identity_fails() -> None:
+    a, b = torch_pair("float64")
+    b.relu = torch.nn.Identity()
+    assert ("relu", "config", "kind relu vs identity") in _failing(compare(a, b, X, dtype="float64"))
+    assert LucidAdapter.layer_info(lnn.Identity()) == {"kind": "identity"}
+
+
+def test_a_size_given_as_a_numpy_array_is_a_plain_setting() -> None:
+    a, b = twins()
+    a.pool = lnn.AdaptiveAvgPool2d(np.array([1, 1]))
+    report = compare(a, b, X)
+    assert report.ok, _failing(report)
+
+
+def test_a_layer_that_never_runs_has_its_settings_row_after_every_output() -> None:
+    a, b = torch_pair("float64")
+    a.spare, b.spare = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(3, 4, 3)
+    b.spare.load_state_dict({"weight": b.spare.weight, "bias": a.spare.bias}, strict=False)
+    b.spare.weight = torch.nn.Parameter(b.spare.weight)
+    report = compare(a, b, X, dtype="float64")
+    kinds = [(row.module, row.kind) for row in report.rows]
+    last_output = max(i for i, (_, kind) in enumerate(kinds) if kind == "output")
+    assert kinds.index(("spare", "config")) > last_output
+    assert ("spare", "config", "in_channels 3 vs 3") not in _failing(report)
+    assert any(
+        m == "spare" and k == "config" and "kernel (1, 1) vs (3, 3)" in n for m, k, n in _failing(report)
+    )

@@ -70,6 +70,7 @@ LAYER_KINDS: tuple[str, ...] = (
     "avgpool2d",
     "adaptive-avgpool2d",
     "dropout",
+    "identity",
     "linear",
     "sequential",
     "module",

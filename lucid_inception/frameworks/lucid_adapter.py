@@ -380,10 +380,12 @@ class LucidAdapter:
             size = module.output_size
             return {
                 "kind": "adaptive-avgpool2d",
-                "output_size": tuple(size) if isinstance(size, (tuple, list)) else (size, size),
+                "output_size": tuple(size) if isinstance(size, (tuple, list, np.ndarray)) else (size, size),
             }
         if isinstance(module, lnn.Dropout):
             return {"kind": "dropout", "p": float(module.p)}
+        if isinstance(module, lnn.Identity):
+            return {"kind": "identity"}
         if isinstance(module, lnn.Linear):
             return {
                 "kind": "linear",

@@ -350,6 +350,8 @@ class TorchAdapter:
             return {"kind": "adaptive-avgpool2d", "output_size": _pair(module.output_size)}
         if isinstance(module, nn.Dropout):
             return {"kind": "dropout", "p": float(module.p)}
+        if isinstance(module, nn.Identity):
+            return {"kind": "identity"}
         if isinstance(module, nn.Linear):
             return {
                 "kind": "linear",
