@@ -41,6 +41,9 @@ Kaiming-uniform init), give every BatchNorm seeded non-trivial statistics and af
 parameters (--signal), transfer Lucid -> torch strictly (equal keys, shapes, dtypes), then
 run both on the same seeded input and compare, in execution order:
   state       every parameter and buffer (must be equal)
+  config      every layer's settings: kernel, stride, padding, eps, momentum, dropout
+              rate, ... (must be equal; each where its layer first runs: an eval-mode
+              output never shows a dropout rate or a BatchNorm momentum)
   output      every module's output, call by call
   input_grad, param_grad                    with --backward (float64, batch 2, seeded gradient)
   bn_batch_stats, bn_running_update         with --train-step

@@ -119,7 +119,11 @@ def plot_reports(reports: Sequence[tuple[str, object]], path: str | Path) -> Pat
     for title, report in reports:
         outputs = [r for r in report.rows if r.kind == "output"]
         grads = [r for r in report.rows if r.kind == "param_grad"]
-        panels.append((f"{title}: outputs ({'PASS' if report.ok else 'FAIL'})", outputs))
+        # A setting that differs (a dropout rate) may show in no output: the title names it.
+        settings = [r.module or "<model>" for r in report.rows if r.kind == "config" and not r.ok]
+        differ = f"; settings differ at {', '.join(settings[:3])}{' ...' if len(settings) > 3 else ''}"
+        verdict = f"{'PASS' if report.ok else 'FAIL'}{differ if settings else ''}"
+        panels.append((f"{title}: outputs ({verdict})", outputs))
         if grads:
             panels.append((f"{title}: parameter gradients", grads))
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.6 * len(panels)), squeeze=False)

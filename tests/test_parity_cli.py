@@ -279,6 +279,20 @@ def test_patched_upstream_agrees_with_the_port(capsys) -> None:
         assert result.agrees and result.calls == [] and result.first_divergence is None, result.summary()
 
 
+def test_the_plot_names_a_setting_that_no_output_shows(monkeypatch, tmp_path: Path) -> None:
+    from parity.report import Report, Row
+
+    rows = [
+        Row("dropout", "config", None, None, float("inf"), float("inf"), 0.0, False, "p 0.2 vs 0.8"),
+        Row("dropout", "output", (1, 4), (1, 4), 0.0, 0.0, 1e-5, True),
+    ]
+    report = Report(False, "dropout", rows, "float32", ("cpu", "cpu"), ("lucid", "torch"), "A", "B")
+    titles: list[str] = []
+    monkeypatch.setattr("parity.plot._panel", lambda ax, title, rows: titles.append(title))
+    plot_reports([("v2", report)], tmp_path / "p.png")
+    assert titles == ["v2: outputs (FAIL; settings differ at dropout)"]
+
+
 def test_plot_needs_matplotlib(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(PlotUnavailable, match="pip install"):
