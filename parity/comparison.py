@@ -11,7 +11,9 @@ cast back), and so are modes, devices and gradients. In between:
    BatchNorms, pools, dropout, linear, ReLU) must have the same settings on both sides; a
    difference (a dropout rate, a BatchNorm momentum) is a row of that layer, placed where
    the layer runs. Some settings change nothing in an eval-mode forward and would be seen
-   by no other row (a dropout's ``p``).
+   by no other row (a dropout's ``p``). Settings that agree only on some input sizes
+   (``ceil_mode``, a global pool against a fixed one) differ: the models differ elsewhere.
+   Containers and classes the adapters do not know are not compared.
 2. **output**: both forwards run in lock-step (``parity._lockstep``) and every named
    module's output is compared call by call as it arrives, in execution order; a module
    that runs on one side only fails, and an exception becomes an ``error`` row. With
