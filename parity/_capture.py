@@ -59,6 +59,7 @@ class ForwardCapture:
     def __init__(self, model: object, local: bool) -> None:
         self.model, self.local = model, local
         self.calls: Counter = Counter()
+        self.emitted = 0  # output events so far (the lock-step's sequence number of the next)
         self.last: tuple[TensorState, tuple[Any, int], np.ndarray] | None = None
         self.last_kept: tuple[np.ndarray, np.ndarray] | None = None  # (view, its copy)
 
@@ -79,6 +80,7 @@ class ForwardCapture:
             name = ("output", module) if self.local else module
             key = (name, self.calls[name])
             self.calls[name] += 1
+            self.emitted += 1
             last = self.last
             # The root's output is always compared in full, from its live values: an
             # in-place change nothing else saw (Lucid keeps no version counter) ends there.

@@ -45,7 +45,9 @@ run both on the same seeded input and compare, in execution order:
               rate, ... (must be equal; each where its layer first runs: an eval-mode
               output never shows a dropout rate or a BatchNorm momentum)
   output      every module's output, call by call
-  input_grad, param_grad                    with --backward (float64, batch 2, seeded gradient)
+  input_grad, param_grad                    with --backward (float64, batch 2, seeded gradient):
+              every parameter's gradient and every module call's input gradient, in
+              backward order (the first failing row is where the backward goes wrong)
   bn_batch_stats, bn_running_update         with --train-step
 Each row passes when max|a - b| / max(|a|, |b|) <= the dtype's tolerance (one table per
 dtype, derived from a float64 rounding-error budget: parity/tolerances.py). Finally a
@@ -567,7 +569,7 @@ def render_selftest(report: object) -> str:
             "yes" if r.caught else "NO",
             module_label(r.found) if r.found is not None else (r.error or "-"),
             r.kind or "-",
-            module_label(r.found_by_values) if not r.fault.static else "(settings only)",
+            module_label(r.found_by_values),
             "yes" if r.localized else "NO",
             f"{r.seconds:.1f}",
         ]

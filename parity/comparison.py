@@ -8,7 +8,7 @@ cast back), and so are modes, devices and gradients. In between:
 1. **state**: every parameter and buffer must be equal; a difference is a row of the module
    that owns the tensor.
    **config**: every layer of a kind both adapters describe (``layer_info``: convolutions,
-   BatchNorms, pools, dropout, linear, ReLU) must have the same settings on both sides; a
+   BatchNorms, pools, dropout, linear, ReLU, identity) must have the same settings on both sides; a
    difference (a dropout rate, a BatchNorm momentum) is a row of that layer, placed where
    the layer runs. Some settings change nothing in an eval-mode forward and would be seen
    by no other row (a dropout's ``p``). Settings that agree only on some input sizes
@@ -19,8 +19,10 @@ cast back), and so are modes, devices and gradients. In between:
    that runs on one side only fails, and an exception becomes an ``error`` row. With
    ``local=True`` every module of side b runs on side a's input for the same call
    (teacher forcing, see ``_forward``): each row then measures that module alone.
-3. **backward** (optional): a seeded random gradient on the logits; the input gradient and
-   every parameter's gradient are compared. A backward that raises is an ``error`` row.
+3. **backward** (optional): a seeded random gradient on the logits; the model input's
+   gradient, every parameter's, and every module call's input gradient (that call's share,
+   ``parity._input_grads``) are compared, in backward order. A backward that raises is an
+   ``error`` row.
 4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
    variance (from its captured input) and its running-statistics update are compared.
    Side b's BatchNorms run on side a's input (teacher forcing), so that each row measures
@@ -40,7 +42,7 @@ import gc
 import math
 import numbers
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -53,6 +55,7 @@ from lucid_inception.frameworks import (
     module_that_raised,
 )
 from parity._capture import ForwardCapture, Repeat, event_module
+from parity._input_grads import InputGrads
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
 from parity._metrics import BatchStats, batch_stats, largest, max_errors, relative
 from parity.report import Report, Row
@@ -232,6 +235,8 @@ class _Context:
     devices: tuple[str, str]
     # (sort key, row, call index or None): the key orders rows in execution order.
     rows: list[tuple[tuple, Row, int | None]] = dataclasses.field(default_factory=list)
+    # With a backward: each side's module-input gradients (``parity._input_grads``).
+    input_grads: tuple[InputGrads, InputGrads] | None = None
 
     def add(self, key: tuple, row: Row, call: int | None = None) -> None:
         self.rows.append((key, row, call))
@@ -305,18 +310,19 @@ def _layer_settings(adapter: Adapter, module: object) -> dict[str, object] | Non
     ``None`` for a module whose settings are not compared. Settings are taken as used, not
     as stored: a BatchNorm's momentum is the one its train step applies (Lucid runs
     ``None`` as 0.1, torch as a cumulative average), and a layer without padding has no
-    padding mode or ``count_include_pad`` to differ in."""
+    padding mode or ``count_include_pad`` to differ in, and a BatchNorm that keeps no
+    running statistics no momentum."""
     try:
         info = {key: _plain(value) for key, value in adapter.layer_info(module).items()}
         if info["kind"] in _NOT_COMPARED_KINDS:
             return None
         if info["kind"] == "batchnorm2d":
-            info["momentum"] = adapter.batchnorm_momentum(module)
+            info["momentum"] = adapter.batchnorm_momentum(module) if info["track_running_stats"] else None
+        if not any(info.get("padding", (1,))):
+            info.pop("padding_mode", None)
+            info.pop("count_include_pad", None)
     except Exception:  # noqa: BLE001 (an odd attribute a user set: its outputs are still compared)
         return None
-    if not any(info.get("padding", (1,))):
-        info.pop("padding_mode", None)
-        info.pop("count_include_pad", None)
     return info
 
 
@@ -403,18 +409,24 @@ def _forward(
         ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
         return out_a if kind == "input" else None  # side b's module runs on side a's input
 
+    captures = [ForwardCapture(m, local) for m in ctx.models]
+    if grad and not local:  # a backward follows: every module call's input gradient too
+        ctx.input_grads = tuple(
+            InputGrads(adapter, model, lambda capture=capture: capture.emitted)
+            for adapter, model, capture in zip(ctx.adapters, ctx.models, captures, strict=True)
+        )
     sides = [
         Side(
             adapter,
             model,
             x,
             grad,
-            capture=capture.capture,
+            capture=_with_input_grads(capture, ctx.input_grads[i] if ctx.input_grads else None),
             keep=capture.keep,
             lead_bytes=0 if local and i == 1 else LEAD_BYTES,
         )
         for i, (adapter, model, x, capture) in enumerate(
-            zip(ctx.adapters, ctx.models, xs, (ForwardCapture(m, local) for m in ctx.models), strict=True)
+            zip(ctx.adapters, ctx.models, xs, captures, strict=True)
         )
     ]
     res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
@@ -429,6 +441,21 @@ def _forward(
     if local:
         _number_calls(ctx, phase, "input", (res_a, res_b))
     return res_a, res_b
+
+
+def _with_input_grads(
+    capture: ForwardCapture, grads: InputGrads | None
+) -> Callable[[Any], contextlib.AbstractContextManager]:
+    """A side's hooks: its outputs, and with a backward to come its input gradients' nodes."""
+    if grads is None:
+        return capture.capture
+
+    @contextlib.contextmanager
+    def both(event: Any) -> Iterator[None]:
+        with grads.capture(), capture.capture(event):
+            yield
+
+    return both
 
 
 def _module_events(leftovers: list[tuple[Any, int, int, Any]], kind: str) -> list[tuple[str, int, int, Any]]:
@@ -521,7 +548,14 @@ def _gradient_rows(
     upstream = np.random.default_rng(grad_seed).standard_normal(shapes[0]).astype(ctx.dtype)
     grads: list[tuple[np.ndarray | None, dict[str, np.ndarray | None]]] = []
     raised = False
+    kept: dict[tuple[str, int], np.ndarray] = {}  # side a's module-input gradients
+    receivers = (
+        lambda key, grad: kept.__setitem__(key, np.array(grad, copy=True)),
+        lambda key, grad: _input_grad_row(ctx, key, kept.pop(key, None), grad),
+    )
     for i, (adapter, model) in enumerate(zip(ctx.adapters, ctx.models, strict=True)):
+        if ctx.input_grads is not None and not raised:
+            ctx.input_grads[i].receive = receivers[i]
         try:
             adapter.backward(outputs[i], upstream)
         except Exception as error:  # e.g. a graph cut by .detach(), a gradient hook that raises
@@ -529,9 +563,16 @@ def _gradient_rows(
             ctx.add((phase, -math.inf, i), _backward_error_row(ctx, i, error))
         else:
             grads.append((adapter.grad(xs[i]), adapter.parameter_grads(model)))
+        finally:
+            if ctx.input_grads is not None:
+                ctx.input_grads[i].finish()
         outputs[i] = results[i].output = None  # frees this side's graph before the other's backward
     if raised:  # one side's gradients are missing or partial: nothing to compare them with
+        ctx.rows = [entry for entry in ctx.rows if entry[1].kind != "input_grad"]
         return
+    for key, grad in sorted(kept.items()):  # side a's only: side b's never came
+        _input_grad_row(ctx, key, grad, None)
+    _number_calls(ctx, phase, "input_grad", results)
     (input_a, params_a), (input_b, params_b) = grads
     position = results[0].first_seen
     ctx.add((phase, math.inf, 0), _grad_row("", "input_grad", input_a, input_b, ctx, "input x"))
@@ -548,6 +589,18 @@ def _gradient_rows(
         )
         # Backward order: modules that finished last in the forward get their gradient first.
         ctx.add((phase, -position.get(owner, -1), 0), row)
+
+
+def _input_grad_row(
+    ctx: _Context, key: tuple[str, int], ga: np.ndarray | None, gb: np.ndarray | None
+) -> None:
+    """One module call's input gradient, placed in backward order: after the rows of every
+    module that entered after it (its own parameters' included), before those of modules
+    that had finished when it entered."""
+    entered = [g.entered[key] for g in ctx.input_grads if key in g.entered]
+    name, call = key
+    row = _grad_row(name, "input_grad", ga, gb, ctx, "the gradient this call sends to its input")
+    ctx.add((_PHASES["backward"], 0.5 - entered[0], 1), row, call)
 
 
 def _backward_error_row(ctx: _Context, i: int, error: Exception) -> Row:

@@ -195,6 +195,21 @@ def _bias_gradient(name: str, factor: float) -> Plant:
     return plant
 
 
+def _input_gradient_scaled(factor: float) -> Callable[[object, Callable], Callable]:
+    """A module whose backward sends ``factor`` times the right gradient to its input (a
+    wrong pooling backward); its forward, and the gradient it receives, are untouched."""
+
+    def make(_module: object, original: Callable) -> Callable:
+        def forward(x):
+            x = x.view_as(x)
+            x.register_hook(lambda grad: grad * factor)
+            return original(x)
+
+        return forward
+
+    return make
+
+
 def _stem_duplicated_branch(stem: str) -> Plant:
     """Upstream bug 1: ``concat([branch2_left(x), branch2_left(x)])``; ``branch2_right``
     never runs (its call returns ``branch2_left``'s output)."""
@@ -337,6 +352,14 @@ FAULTS: tuple[Fault, ...] = (
         "conv.2.conv_linear",
         "a bias gradient 10% too large (a wrong broadcast reduction)",
         _bias_gradient("conv.2.conv_linear", 1.1),
+        backward=True,
+    ),
+    Fault(
+        "pool-gradient",
+        V1,
+        "conv.5.branch1",
+        "a max-pool whose backward sends 10% too much gradient to its input (no parameters of its own)",
+        _shadow("conv.5.branch1", _input_gradient_scaled(1.1)),
         backward=True,
     ),
 )

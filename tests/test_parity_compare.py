@@ -413,6 +413,53 @@ def test_backward_names_a_planted_gradient_fault(fixed_lucid) -> None:
     assert [(row.module, row.note) for row in report.failures] == [("conv.7.branch2.1.conv", "weight")]
 
 
+def test_every_module_call_has_an_input_gradient_row(fixed_lucid) -> None:
+    a, b = shared_pair(SMALL)
+    report = compare(a, b, X, dtype="float64", backward=True)
+    inputs = [row for row in report.rows if row.kind == "input_grad"]
+    assert report.ok and all(row.ok for row in inputs), report.worst(3)
+    calls = {row.module for row in report.rows if row.kind == "output"}
+    assert {row.module for row in inputs} == calls  # the root's is the model input's
+    # Backward order: the head first, then each module after every module that entered after it.
+    order = [(row.module, row.kind) for row in report.rows if row.kind in ("input_grad", "param_grad")]
+    assert order[:4] == [
+        ("fc", "param_grad"),
+        ("fc", "param_grad"),
+        ("fc", "input_grad"),
+        ("dropout", "input_grad"),
+    ]
+    assert order.index(("conv.0.branch1.conv", "input_grad")) < order.index(("conv.0", "input_grad"))
+
+
+def test_a_wrong_backward_without_parameters_is_found_where_it_is(fixed_lucid) -> None:
+    """A pool whose backward is wrong shows first at the pool: before the module input
+    gradients, at the nearest parameter gradient below it (``conv.4.conv_linear``)."""
+    a, b = fresh_pair()
+    pool = b.conv[5].branch1
+    forward = pool.forward
+
+    def wrong_backward(x):
+        x = x.view_as(x)
+        x.register_hook(lambda grad: grad * 1.001)
+        return forward(x)
+
+    pool.forward = wrong_backward
+    report = compare(a, b, X, dtype="float64", backward=True)
+    assert report.first_divergence == "conv.5.branch1" and report.failures[0].kind == "input_grad"
+    assert all(row.ok for row in report.rows if row.kind == "output")
+
+
+def test_lucid_gradient_parts_are_summed_before_comparing(fixed_lucid, monkeypatch) -> None:
+    """Lucid runs a residual block input's backward twice, each time with a part of its
+    gradient; compared part by part, a faithful pair fails at every residual block."""
+    a, b = shared_pair(SMALL)
+    assert compare(a, b, X, dtype="float64", backward=True).ok
+    monkeypatch.setattr(LucidAdapter, "grad_hooks_see_parts", False)
+    report = compare(a, b, X, dtype="float64", backward=True)
+    assert {row.module for row in report.failures} >= {"conv.0", "conv.21"}
+    assert {row.kind for row in report.failures} == {"input_grad"}
+
+
 # --------------------------------------------------------------------------- train step
 
 

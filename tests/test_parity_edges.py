@@ -445,3 +445,26 @@ def test_a_layer_that_never_runs_has_its_settings_row_after_every_output() -> No
     assert any(
         m == "spare" and k == "config" and "kernel (1, 1) vs (3, 3)" in n for m, k, n in _failing(report)
     )
+
+
+def test_a_divisor_override_differs_even_without_padding() -> None:
+    a, b = torch_pair("float64")
+    a.pool, b.pool = torch.nn.AvgPool2d(8), torch.nn.AvgPool2d(8, divisor_override=32)
+    failing = _failing(compare(a, b, X, dtype="float64"))
+    assert ("pool", "config", "divisor_override None vs 32") in failing
+
+
+def test_a_torch_size_given_as_a_numpy_array_is_a_plain_setting() -> None:
+    a, b = twins()
+    b.pool = torch.nn.AdaptiveAvgPool2d(np.array([1, 1]))
+    report = compare(a, b, X)
+    assert report.ok, _failing(report)
+
+
+def test_a_batchnorm_without_running_statistics_has_no_momentum_to_differ() -> None:
+    a, b = torch_pair("float64")
+    for model, momentum in ((a, 0.1), (b, 0.3)):
+        model.bn = torch.nn.BatchNorm2d(4, momentum=momentum, track_running_stats=False)
+    b.bn.load_state_dict(a.bn.state_dict())
+    report = compare(a, b, X, dtype="float64")
+    assert report.ok, _failing(report)

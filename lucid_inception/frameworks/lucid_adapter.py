@@ -106,6 +106,11 @@ class LucidAdapter:
     running_var_unbiased = False
     # ``load_state`` replaces each tensor's array (shared memory cannot corrupt it).
     loads_in_place = False
+    # A tensor's backward hooks may run more than once, each time with a part of its
+    # gradient (the parts sum to it): ``Tensor.backward``'s depth-first sort lists a tensor
+    # that two consumers push before it is visited twice, and the backward runs at both
+    # places, clearing ``grad`` in between (measured: every residual block's input).
+    grad_hooks_see_parts = True
 
     # ----- identity and structure
     @staticmethod
@@ -375,6 +380,7 @@ class LucidAdapter:
             }
             if isinstance(module, lnn.AvgPool2d):
                 info["count_include_pad"] = True  # Lucid's average pool always divides by k*k
+                info["divisor_override"] = None
             return info
         if isinstance(module, lnn.AdaptiveAvgPool2d):
             size = module.output_size
@@ -396,6 +402,29 @@ class LucidAdapter:
         if isinstance(module, lnn.Sequential):
             return {"kind": "sequential"}
         return {"kind": "module", "class": type(module).__name__}
+
+    @staticmethod
+    def add_input_grad_hook(
+        module: lnn.Module, enter: Callable[[], Callable[[np.ndarray], None] | None]
+    ) -> Callable[[], None]:
+        """Each time the module is entered with a first argument that requires grad, call
+        ``enter()``; if it returns a function, route the argument through an identity node
+        of this call's own (a reshape to its own shape: no copy) and, in the backward, pass
+        that node's gradient, i.e. this call's share of the input's gradient, to the function
+        as a read-only view valid until it returns. Returns the function that removes the
+        hook (nodes already made keep theirs until the backward frees the graph)."""
+
+        def hook(args: tuple) -> tuple | None:
+            if not (args and isinstance(args[0], lucid.Tensor) and args[0].requires_grad):
+                return None
+            receive = enter()
+            if receive is None:
+                return None
+            node = args[0].reshape(args[0].shape)
+            node.register_hook(lambda _tensor, grad: receive(_read_only(grad)))
+            return (node, *args[1:])
+
+        return _add_forward_pre_hook(module, hook)
 
     @staticmethod
     def add_input_hook(

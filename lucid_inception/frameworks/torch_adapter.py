@@ -72,7 +72,7 @@ def _ieee_float32() -> Iterator[None]:
 
 
 def _pair(value: object) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+    return tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value, value)
 
 
 class TorchAdapter:
@@ -84,6 +84,8 @@ class TorchAdapter:
     running_var_unbiased = True
     # ``load_state`` writes into each tensor (``copy_``): shared memory matters.
     loads_in_place = True
+    # A tensor hook runs once, with the whole gradient (torch sums the parts first).
+    grad_hooks_see_parts = False
 
     # ----- identity and structure
     @staticmethod
@@ -345,6 +347,7 @@ class TorchAdapter:
                 "ceil_mode": module.ceil_mode,
                 # a divisor override replaces k*k as well: it counts as not including the padding
                 "count_include_pad": module.count_include_pad and module.divisor_override is None,
+                "divisor_override": module.divisor_override,
             }
         if isinstance(module, nn.AdaptiveAvgPool2d):
             return {"kind": "adaptive-avgpool2d", "output_size": _pair(module.output_size)}
@@ -362,6 +365,28 @@ class TorchAdapter:
         if isinstance(module, nn.Sequential):
             return {"kind": "sequential"}
         return {"kind": "module", "class": type(module).__name__}
+
+    @staticmethod
+    def add_input_grad_hook(
+        module: torch.nn.Module, enter: Callable[[], Callable[[np.ndarray], None] | None]
+    ) -> Callable[[], None]:
+        """As ``LucidAdapter.add_input_grad_hook``; the identity node is ``view_as``."""
+
+        def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:
+            if not (args and isinstance(args[0], torch.Tensor) and args[0].requires_grad):
+                return None
+            receive = enter()
+            if receive is None:
+                return None
+            node = args[0].view_as(args[0])
+
+            def on_grad(grad: torch.Tensor) -> None:
+                receive(_read_only(grad))  # returns None: a value would replace the gradient
+
+            node.register_hook(on_grad)
+            return (node, *args[1:])
+
+        return module.register_forward_pre_hook(hook).remove
 
     @staticmethod
     def add_input_hook(
