@@ -409,7 +409,9 @@ class LucidAdapter:
     ) -> Callable[[], None]:
         """Each time the module is entered with a first argument that requires grad, call
         ``enter()``; if it returns a function, route the argument through an identity node
-        of this call's own (a reshape to its own shape: no copy) and, in the backward, pass
+        of this call's own (``x[...]``: a view, no copy; not a reshape, which Lucid 2.16.0's
+        backward fusion merges with a following reshape, dropping the node and its hook)
+        and, in the backward, pass
         that node's gradient, i.e. this call's share of the input's gradient, to the function
         as a read-only view valid until it returns. Returns the function that removes the
         hook (nodes already made keep theirs until the backward frees the graph)."""
@@ -420,8 +422,15 @@ class LucidAdapter:
             receive = enter()
             if receive is None:
                 return None
-            node = args[0].reshape(args[0].shape)
-            node.register_hook(lambda _tensor, grad: receive(_read_only(grad)))
+            node = args[0][...]
+
+            def on_grad(_tensor: lucid.Tensor, grad: object) -> None:
+                # None: a second visit of the node with nothing accumulated since the first
+                # (Lucid 2.16.0's backward passes it on, see ``grad_hooks_see_parts``)
+                if grad is not None:
+                    receive(_read_only(grad))
+
+            node.register_hook(on_grad)
             return (node, *args[1:])
 
         return _add_forward_pre_hook(module, hook)
