@@ -6,7 +6,11 @@ the parameter gradients of whatever ran before it. So each module call's first a
 goes through an identity node of its own (``Adapter.add_input_grad_hook``), whose gradient
 is exactly what that call sends back to its input. In backward order, the first call whose
 input gradient differs is where the backward goes wrong: every call after it in the
-forward sent back the same gradients on both sides, so its output gradient agreed.
+forward sent back the same gradients on both sides, so its output gradient agreed. (A
+block's own code between its children, a concat or a residual sum, has no row: a wrong
+backward there shows at the child whose output it reads, inside the block.) Torch runs no
+hook on a node changed in place; the adapter says so when the module returns, and the call
+is reported as not compared.
 
 Side a's backward runs first and keeps a copy of each gradient; side b's compares each on
 arrival (a view, no copy) and frees side a's. Peak memory: one side's gradients, about the
@@ -42,13 +46,20 @@ class InputGrads:
         self.entered: dict[Key, int] = {}  # key -> position when the call entered
         self.receive: Callable[[Key, np.ndarray], None] | None = None
         self.parts: dict[Key, np.ndarray] = {}  # summed parts, until ``finish``
+        self.order: dict[Key, int] = {}  # key -> how many calls entered before it
+        # Calls whose node the module changed in place: no gradient will come (torch).
+        self.unmeasured: set[Key] = set()
 
     def _enter(self, name: str) -> Callable[[np.ndarray], None]:
         key = (name, self.calls[name])
         self.calls[name] += 1
         self.entered[key] = self.position()
+        self.order[key] = len(self.order)
 
-        def gradient(grad: np.ndarray) -> None:
+        def gradient(grad: np.ndarray | None) -> None:
+            if grad is None:  # said during the forward: the module changed its input in place
+                self.unmeasured.add(key)
+                return
             if self.receive is None:
                 return
             if not self.adapter.grad_hooks_see_parts:

@@ -597,10 +597,18 @@ def _input_grad_row(
     """One module call's input gradient, placed in backward order: after the rows of every
     module that entered after it (its own parameters' included), before those of modules
     that had finished when it entered."""
-    entered = [g.entered[key] for g in ctx.input_grads if key in g.entered]
+    side = next(g for g in ctx.input_grads if key in g.entered)
     name, call = key
-    row = _grad_row(name, "input_grad", ga, gb, ctx, "the gradient this call sends to its input")
-    ctx.add((_PHASES["backward"], 0.5 - entered[0], 1), row, call)
+    what = "the gradient this call sends to its input"
+    changed = [i for i, g in enumerate(ctx.input_grads) if key in g.unmeasured]
+    if changed:  # torch runs no hook on a node changed in place: nothing to compare
+        note = f"{what}: not compared (side {'ab'[changed[0]]}'s module changed its input in place)"
+        row = Row(name, "input_grad", None, None, 0.0, 0.0, ctx.tol.grad, True, note)
+    else:
+        row = _grad_row(name, "input_grad", ga, gb, ctx, what)
+    # Calls entering at one position nest (a container, then its first child): the inner
+    # one's backward finishes first.
+    ctx.add((_PHASES["backward"], 0.5 - side.entered[key], 1, -side.order[key]), row, call)
 
 
 def _backward_error_row(ctx: _Context, i: int, error: Exception) -> Row:

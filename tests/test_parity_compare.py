@@ -801,3 +801,36 @@ def test_full_size(name: str, dtype: str) -> None:
     assert report.ok, report.worst(3)
     logits = next(row for row in report.rows if row.module == "")
     assert logits.shape_a == (2, 1000) and logits.max_rel <= TOLERANCES[dtype].rel
+
+
+def test_an_input_changed_in_place_is_not_compared_and_fails_nothing(fixed_lucid) -> None:
+    """Torch runs no hook on a view changed in place (``ReLU(inplace=True)``): those calls
+    say so instead of failing for a gradient that cannot come."""
+    a, b = fresh_pair()
+    relus = [m for m in b.modules() if isinstance(m, torch.nn.ReLU)]
+    for relu in relus:
+        relu.inplace = True
+    report = compare(a, b, X[:1], dtype="float64", backward=True)
+    assert report.ok, report.worst(3)
+    skipped = [
+        row for row in report.rows if row.kind == "input_grad" and "changed its input in place" in row.note
+    ]
+    assert len(skipped) == len(relus) and all(row.note.startswith("the gradient") for row in skipped)
+
+
+def test_a_lucid_side_b_blames_the_child_not_its_container(fixed_lucid) -> None:
+    """Nested calls enter at one position; the inner one's row comes first, whichever side
+    delivers its gradients last (a Lucid side b hands them on after its backward)."""
+    a, b = fresh_pair()
+    pool = b.conv[5].branch1
+    forward = pool.forward
+
+    def wrong_backward(x):
+        x = x.view_as(x)
+        x.register_hook(lambda grad: grad * 1.001)
+        return forward(x)
+
+    pool.forward = wrong_backward
+    for first, second in ((a, b), (b, a)):
+        report = compare(first, second, X[:1], dtype="float64", backward=True)
+        assert report.first_divergence == "conv.5.branch1", (first is a, report.worst(3))

@@ -405,7 +405,7 @@ class LucidAdapter:
 
     @staticmethod
     def add_input_grad_hook(
-        module: lnn.Module, enter: Callable[[], Callable[[np.ndarray], None] | None]
+        module: lnn.Module, enter: Callable[[], Callable[[np.ndarray | None], None] | None]
     ) -> Callable[[], None]:
         """Each time the module is entered with a first argument that requires grad, call
         ``enter()``; if it returns a function, route the argument through an identity node
@@ -417,10 +417,10 @@ class LucidAdapter:
         hook (nodes already made keep theirs until the backward frees the graph)."""
 
         def hook(args: tuple) -> tuple | None:
-            if not (args and isinstance(args[0], lucid.Tensor) and args[0].requires_grad):
+            if not (args and isinstance(args[0], lucid.Tensor)):
                 return None
-            receive = enter()
-            if receive is None:
+            receive = enter()  # every call counts, for the call numbers
+            if receive is None or not args[0].requires_grad:
                 return None
             node = args[0][...]
 

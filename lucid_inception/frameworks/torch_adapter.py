@@ -368,15 +368,19 @@ class TorchAdapter:
 
     @staticmethod
     def add_input_grad_hook(
-        module: torch.nn.Module, enter: Callable[[], Callable[[np.ndarray], None] | None]
+        module: torch.nn.Module, enter: Callable[[], Callable[[np.ndarray | None], None] | None]
     ) -> Callable[[], None]:
-        """As ``LucidAdapter.add_input_grad_hook``; the identity node is ``view_as``."""
+        """As ``LucidAdapter.add_input_grad_hook``; the identity node is ``view_as``. Torch
+        runs no hook on a view that is changed in place afterwards (``ReLU(inplace=True)``
+        on its input): when the module returns with the node changed, the function gets
+        ``None`` at once (no gradient will come) instead."""
+        open_calls: list[tuple[torch.Tensor, int, Callable[[np.ndarray | None], None]]] = []
 
         def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:
-            if not (args and isinstance(args[0], torch.Tensor) and args[0].requires_grad):
+            if not (args and isinstance(args[0], torch.Tensor)):
                 return None
             receive = enter()
-            if receive is None:
+            if receive is None or not args[0].requires_grad:
                 return None
             node = args[0].view_as(args[0])
 
@@ -384,9 +388,22 @@ class TorchAdapter:
                 receive(_read_only(grad))  # returns None: a value would replace the gradient
 
             node.register_hook(on_grad)
+            open_calls.append((node, node._version, receive))
             return (node, *args[1:])
 
-        return module.register_forward_pre_hook(hook).remove
+        def returned(_module: torch.nn.Module, _args: tuple, _output: object) -> None:
+            if open_calls:  # the innermost open call of this module is the one returning
+                node, version, receive = open_calls.pop()
+                if node._version != version:
+                    receive(None)
+
+        handles = [module.register_forward_pre_hook(hook), module.register_forward_hook(returned)]
+
+        def remove() -> None:
+            for handle in handles:
+                handle.remove()
+
+        return remove
 
     @staticmethod
     def add_input_hook(
