@@ -431,11 +431,9 @@ def test_every_module_call_has_an_input_gradient_row(fixed_lucid) -> None:
     assert order.index(("conv.0.branch1.conv", "input_grad")) < order.index(("conv.0", "input_grad"))
 
 
-def test_a_wrong_backward_without_parameters_is_found_where_it_is(fixed_lucid) -> None:
-    """A pool whose backward is wrong shows first at the pool: before the module input
-    gradients, at the nearest parameter gradient below it (``conv.4.conv_linear``)."""
-    a, b = fresh_pair()
-    pool = b.conv[5].branch1
+def _plant_wrong_pool_backward(twin: torch.nn.Module) -> None:
+    """``conv.5.branch1`` (a max-pool) sends 0.1% too much gradient to its input."""
+    pool = twin.conv[5].branch1
     forward = pool.forward
 
     def wrong_backward(x):
@@ -444,6 +442,13 @@ def test_a_wrong_backward_without_parameters_is_found_where_it_is(fixed_lucid) -
         return forward(x)
 
     pool.forward = wrong_backward
+
+
+def test_a_wrong_backward_without_parameters_is_found_where_it_is(fixed_lucid) -> None:
+    """A pool whose backward is wrong shows first at the pool (without the module input
+    gradients it showed at the nearest parameter gradient below it, ``conv.4.conv_linear``)."""
+    a, b = fresh_pair()
+    _plant_wrong_pool_backward(b)
     report = compare(a, b, X, dtype="float64", backward=True)
     assert report.first_divergence == "conv.5.branch1" and report.failures[0].kind == "input_grad"
     assert all(row.ok for row in report.rows if row.kind == "output")
@@ -822,15 +827,7 @@ def test_a_lucid_side_b_blames_the_child_not_its_container(fixed_lucid) -> None:
     """Nested calls enter at one position; the inner one's row comes first, whichever side
     delivers its gradients last (a Lucid side b hands them on after its backward)."""
     a, b = fresh_pair()
-    pool = b.conv[5].branch1
-    forward = pool.forward
-
-    def wrong_backward(x):
-        x = x.view_as(x)
-        x.register_hook(lambda grad: grad * 1.001)
-        return forward(x)
-
-    pool.forward = wrong_backward
+    _plant_wrong_pool_backward(b)
     for first, second in ((a, b), (b, a)):
         report = compare(first, second, X[:1], dtype="float64", backward=True)
         assert report.first_divergence == "conv.5.branch1", (first is a, report.worst(3))
