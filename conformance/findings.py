@@ -312,6 +312,59 @@ FINDINGS: tuple[Finding, ...] = (
         depends_on=_NEEDS_IMPORT,
         ops_known=("stale-dtype",),  # also removed by LUC-009 alone (measured)
     ),
+    Finding(
+        id="LUC-012-backward-lists-tensor-twice",
+        title="backward runs a tensor's backward once per consumer that pushed it: x * x raises, "
+        "kept gradients are passed on twice",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "The backward pass (2.9.0: `Tensor.backward` in `lucid/_tensor/tensor.py`; 2.16.0: "
+            "`lucid.autograd.backward`) sorts the graph depth-first with an explicit stack, pushing "
+            "every parent not yet visited and appending a tensor to `topo_order` whenever it is "
+            "popped as visited. A parent that two consumers push before it is visited is popped "
+            "twice and listed twice, so its backward runs twice, and between the two runs the "
+            "gradient of a non-leaf is cleared. Three consequences: (1) `y = x * x` (or `x + x`) "
+            "with a non-leaf `x` raises `BackwardError` (`float * None`: the second run finds no "
+            "gradient); (2) with every gradient kept (2.9.0 `backward(keep_grad=True)`, 2.16.0 "
+            "`backward(retain_grad=True)`, which `lucid.autograd.grad` uses), nothing is cleared "
+            "and the second run passes on the first run's part again: for `w = h + 2h`, "
+            "`h = 3a`, `lucid.autograd.grad(w.sum(), a)` is 12 instead of 9; (3) otherwise the "
+            "gradients are right, but the tensor's backward runs twice (every Inception-ResNet "
+            "block's input, whose sum `x + scale * branch(x)` reads it before the branch does) and "
+            "a hook registered on it sees its gradient in two parts. On 2.16.0 the double listing "
+            "also makes the backward fusion count one consumer as two and skip the fusion. The "
+            "patch lists a tensor the first time it is finished, which is a valid topological "
+            "order (a later pop is a stale second push)."
+        ),
+        reproducer=_reproducer("LUC-012-backward-lists-tensor-twice"),
+        patch_generator=patches.backward_lists_each_tensor_once,
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id="LUC-013-fusion-drops-gradient",
+        title="The backward fusion takes the gradient of a tensor whose gradient is wanted",
+        severity="medium",
+        affected_versions=("2.16.0",),
+        evidence=(
+            "`lucid.autograd.backward` runs `_try_backward_fusion` on every CPU backward (the flag "
+            "is `lucid.USE_BAKCWARD_FUSION`, on by default). It merges a tensor `p` whose only "
+            "consumer `v` has a fusion partner op (`DoubleReshape`: a reshape of a reshape; "
+            "`DoubleNeg`, `DoubleT`, `LogExp`, squeeze/unsqueeze pairs) into `v`: `v`'s backward "
+            "now writes straight to `p`'s parents and `p`'s own backward is a no-op, so `p.grad` "
+            "stays None. Nothing checks whether `p`'s gradient is wanted: a backward hook on `p` is "
+            "still called, with `None`; `p.keep_grad = True` and `backward(retain_grad=True)` leave "
+            "`p.grad` None; `lucid.autograd.grad(loss, p)` raises 'Some inputs did not receive "
+            "gradients'. Found through the parity harness, whose input-gradient node was a reshape "
+            "until it met a module that reshapes its input again (it now uses `x[...]`). The patch "
+            "fuses nothing when every gradient is kept (`retain_grad`) and leaves out a `p` with a "
+            "hook or `keep_grad`; the gradients that reach the leaves are unchanged."
+        ),
+        reproducer=_reproducer("LUC-013-fusion-drops-gradient"),
+        patch_generator=patches.fusion_keeps_wanted_gradients,
+        depends_on=_NEEDS_IMPORT,
+        not_affected={"2.9.0": "2.9.0 has no backward fusion: `Tensor.backward` runs every tensor's own."},
+    ),
 )
 
 

@@ -15,8 +15,9 @@ is reported as not compared.
 Side a's backward runs first and keeps a copy of each gradient; side b's compares each on
 arrival (a view, no copy) and frees side a's. Peak memory: one side's gradients, about the
 size of one forward's activations, while side a's graph is being freed. A framework whose
-hooks may see a gradient in parts (Lucid: ``grad_hooks_see_parts``) has its parts summed,
-and handed on when its backward has finished: a Lucid side b holds all its gradients too.
+hooks may see a gradient in parts (``grad_hooks_see_parts``: lucid-dl 2.9.0 and 2.16.0 as
+released, upstream bug LUC-012) has its parts summed, and handed on when its backward has
+finished: such a Lucid side b holds all its gradients too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class InputGrads:
 
     def __init__(self, adapter: Adapter, model: object, position: Callable[[], int]) -> None:
         self.adapter, self.model, self.position = adapter, model, position
+        self.see_parts = adapter.grad_hooks_see_parts()
         self.calls: Counter = Counter()
         self.entered: dict[Key, int] = {}  # key -> position when the call entered
         self.receive: Callable[[Key, np.ndarray], None] | None = None
@@ -62,7 +64,7 @@ class InputGrads:
                 return
             if self.receive is None:
                 return
-            if not self.adapter.grad_hooks_see_parts:
+            if not self.see_parts:
                 self.receive(key, grad)
             elif key in self.parts:
                 self.parts[key] += grad

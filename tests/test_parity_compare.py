@@ -9,6 +9,8 @@ import functools
 import importlib
 import json
 import math
+import subprocess
+import sys
 
 import lucid
 import lucid.nn as lnn
@@ -17,6 +19,7 @@ import pytest
 import torch
 
 import lucid_inception
+from conformance.findings import by_id
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
 from lucid_inception.upstream import upstream_is_released
 from parity import TOLERANCES, DeviceUnavailable, Report, Row, compare, transfer
@@ -454,12 +457,26 @@ def test_a_wrong_backward_without_parameters_is_found_where_it_is(fixed_lucid) -
     assert all(row.ok for row in report.rows if row.kind == "output")
 
 
+def test_the_parts_probe_agrees_with_the_luc_012_reproducer() -> None:
+    """``LucidAdapter.grad_hooks_see_parts`` probes the installed Lucid; the conformance
+    kit's reproducer of the bug behind it (a script of its own) must say the same."""
+    script = by_id("LUC-012-backward-lists-tensor-twice").reproducer
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    assert LucidAdapter.grad_hooks_see_parts() == (run.returncode == 1), run.stdout
+
+
+@pytest.mark.skipif(
+    not LucidAdapter.grad_hooks_see_parts(),
+    reason="this Lucid runs each tensor's backward once (LUC-012 patched): no parts to sum",
+)
 def test_lucid_gradient_parts_are_summed_before_comparing(fixed_lucid, monkeypatch) -> None:
-    """Lucid runs a residual block input's backward twice, each time with a part of its
-    gradient; compared part by part, a faithful pair fails at every residual block."""
+    """Lucid as released runs a residual block input's backward twice, each time with a
+    part of its gradient; compared part by part, a faithful pair fails at every residual
+    block."""
     a, b = shared_pair(SMALL)
     assert compare(a, b, X, dtype="float64", backward=True).ok
-    monkeypatch.setattr(LucidAdapter, "grad_hooks_see_parts", False)
+    monkeypatch.setattr(LucidAdapter, "grad_hooks_see_parts", staticmethod(lambda: False))
     report = compare(a, b, X, dtype="float64", backward=True)
     assert {row.module for row in report.failures} >= {"conv.0", "conv.21"}
     assert {row.kind for row in report.failures} == {"input_grad"}

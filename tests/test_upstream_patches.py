@@ -139,6 +139,72 @@ def test_generator_fails_loudly_when_upstream_changed(tmp_path: Path, source: st
         patches.stem_branch2_right(root)
 
 
+_BACKWARD_SRC = """\
+def backward(tensor, retain_grad=False, retain_graph=False) -> None:
+    visited = set()
+    topo_order = []
+    stack = [tensor]
+
+    while stack:
+        node = stack[-1]
+        if node in visited:
+            stack.pop()
+            topo_order.append(node)
+            continue
+
+        visited.add(node)
+        for parent in node._prev:
+            if parent not in visited:
+                stack.append(parent)
+"""
+
+
+def test_backward_patch_lists_once_and_refuses_a_changed_sort(tmp_path: Path) -> None:
+    """LUC-012's generator on 2.16.0's layout: the append is guarded; a sort upstream has
+    rewritten (here: already deduplicated) is an AnchorError, not a second guard."""
+    root = _mini_tree(tmp_path / "tree", _BACKWARD_SRC)
+    (new,) = patches.backward_lists_each_tensor_once(root).values()
+    guarded = (
+        "            if node not in listed:\n"
+        "                listed.add(node)\n"
+        "                topo_order.append(node)\n"
+    )
+    assert guarded in new
+    assert new.count("topo_order.append(node)") == 1
+    changed = _BACKWARD_SRC.replace(
+        "            topo_order.append(node)\n",
+        "            if node not in topo_order:\n                topo_order.append(node)\n",
+    )
+    with pytest.raises(AnchorError, match="found 0"):
+        patches.backward_lists_each_tensor_once(_mini_tree(tmp_path / "changed", changed))
+
+
+_FUSION_SRC = """\
+def backward(tensor, retain_grad=False, retain_graph=False) -> None:
+    topo_order = []
+    if lucid.USE_BAKCWARD_FUSION and tensor.is_cpu():
+        _try_backward_fusion(topo_order)
+
+
+def _try_backward_fusion(topo_order) -> None:
+    for pid, v in list(consumer_of.items()):
+        if p._op is None or v._op is None:
+            continue
+"""
+
+
+def test_fusion_patch_guards_both_places_and_refuses_a_changed_call(tmp_path: Path) -> None:
+    """LUC-013's generator: no fusion under retain_grad, none of a tensor with a hook or
+    keep_grad; a fusion call upstream has changed is an AnchorError, not a partial patch."""
+    root = _mini_tree(tmp_path / "tree", _FUSION_SRC)
+    (new,) = patches.fusion_keeps_wanted_gradients(root).values()
+    assert "tensor.is_cpu() and not retain_grad:\n" in new
+    assert "        if p._backward_hooks or p.keep_grad:" in new
+    changed = _FUSION_SRC.replace("tensor.is_cpu():", "tensor.is_cpu() and fuse:")
+    with pytest.raises(AnchorError, match="found 0"):
+        patches.fusion_keeps_wanted_gradients(_mini_tree(tmp_path / "changed", changed))
+
+
 def test_edits_span_and_missing_newline(tmp_path: Path) -> None:
     (tmp_path / "f.py").write_text("a\nstart\nmiddle\nend\nz")  # no final newline
     edits = Edits(tmp_path)

@@ -11,9 +11,11 @@ from typing import Protocol
 from ._edits import AnchorError, unified_diff
 from .framework import (
     REGISTRY_OPT_IN,
+    backward_lists_each_tensor_once,
     batchnorm_float32_buffers,
     broadcast_gradients,
     checked_load_state_dict,
+    fusion_keeps_wanted_gradients,
     registry_opt_in,
     tensor_dtype_from_data,
 )
@@ -24,10 +26,12 @@ __all__ = [
     "REGISTRY_OPT_IN",
     "AnchorError",
     "Generator",
+    "backward_lists_each_tensor_once",
     "batchnorm_float32_buffers",
     "broadcast_gradients",
     "checked_load_state_dict",
     "dead_2048_block_c",
+    "fusion_keeps_wanted_gradients",
     "future_annotations",
     "head_dropout",
     "registry_opt_in",

@@ -12,9 +12,11 @@ from ._edits import Edits, locate
 
 __all__ = [
     "REGISTRY_OPT_IN",
+    "backward_lists_each_tensor_once",
     "batchnorm_float32_buffers",
     "broadcast_gradients",
     "checked_load_state_dict",
+    "fusion_keeps_wanted_gradients",
     "registry_opt_in",
     "tensor_dtype_from_data",
 ]
@@ -300,5 +302,67 @@ def tensor_dtype_from_data(root: Path) -> dict[str, str]:
         "            self.dtype = types.to_numeric_type(self.data.dtype)\n",
         "        self.data = self.data.astype(new_dtype)\n",
         within=header,
+    )
+    return edits.changes()
+
+
+def backward_lists_each_tensor_once(root: Path) -> dict[str, str]:
+    """The backward's depth-first sort appends a tensor to ``topo_order`` only the first time
+    it is finished, so a tensor that two consumers pushed (``x * x``; a residual's input,
+    read again by its branch) runs its backward once, on its whole gradient."""
+    edits = Edits(root)
+    path = locate(root, "topo_order.append(")
+    if "\n    def backward(self, keep_grad" in edits.text(path):  # 2.9.0: the method Tensor.backward
+        header, name, pad = "    def backward(", "tensor", " " * 8
+    else:  # 2.10+: lucid.autograd.backward, which Tensor.backward calls
+        header, name, pad = "def backward(", "node", " " * 4
+    edits.insert_after(
+        path,
+        f"{pad}visited = set()\n",
+        f"{pad}listed = set()  # in topo_order already\n",
+        within=header,
+    )
+    edits.replace(
+        path,
+        f"{pad}    if {name} in visited:\n"
+        f"{pad}        stack.pop()\n"
+        f"{pad}        topo_order.append({name})\n"
+        f"{pad}        continue\n",
+        f"{pad}    if {name} in visited:\n"
+        f"{pad}        stack.pop()\n"
+        f"{pad}        # Two consumers can push a {name} before it is visited (both operands of\n"
+        f"{pad}        # `x * x`; a residual's input, read again by its branch): it surfaces once\n"
+        f"{pad}        # per push. Listed twice, its backward would run twice, the second time on\n"
+        f"{pad}        # a cleared gradient (None) or, when gradients are kept, passing on again\n"
+        f"{pad}        # the part it already passed on.\n"
+        f"{pad}        if {name} not in listed:\n"
+        f"{pad}            listed.add({name})\n"
+        f"{pad}            topo_order.append({name})\n"
+        f"{pad}        continue\n",
+        within=header,
+    )
+    return edits.changes()
+
+
+def fusion_keeps_wanted_gradients(root: Path) -> dict[str, str]:
+    """The backward fusion (2.10+) leaves alone a tensor whose own gradient is wanted: one
+    with a backward hook or ``keep_grad``, and every tensor when the backward keeps all
+    gradients (``retain_grad``)."""
+    edits = Edits(root)
+    path = locate(root, "def _try_backward_fusion(")
+    edits.replace(
+        path,
+        "    if lucid.USE_BAKCWARD_FUSION and tensor.is_cpu():\n",
+        "    # A fused tensor's own backward never runs: it gets no gradient. Keep every\n"
+        "    # gradient (retain_grad): fuse nothing.\n"
+        "    if lucid.USE_BAKCWARD_FUSION and tensor.is_cpu() and not retain_grad:\n",
+        within="def backward(",
+    )
+    edits.insert_after(
+        path,
+        "        if p._op is None or v._op is None:\n            continue\n",
+        "        if p._backward_hooks or p.keep_grad:  # its gradient is wanted: it must get one\n"
+        "            continue\n",
+        within="def _try_backward_fusion(",
     )
     return edits.changes()

@@ -97,6 +97,26 @@ def _add_forward_pre_hook(module: lnn.Module, fn: Callable[[tuple], tuple | None
     return remove
 
 
+# ``LucidAdapter.grad_hooks_see_parts``, once probed: True or False (None: not yet known).
+_BACKWARD_SPLITS_GRADIENTS: bool | None = None
+
+
+def _probe_backward_splits_gradients() -> bool | None:
+    """How many times Lucid runs the backward hook of h in ``w = h + 2h`` (h = 3a): more
+    than once means its gradient comes in parts. None when it cannot be told."""
+    if not lucid.grad_enabled():
+        return None
+    try:
+        a = lucid.Tensor(np.ones(1), requires_grad=True)
+        h = a * 3.0
+        runs: list[object] = []
+        h.register_hook(lambda _tensor, grad: runs.append(grad))
+        (h + h * 2.0).sum().backward()  # w's parents: h, then 2h, which reads h again
+    except Exception:  # noqa: BLE001 (a Lucid that cannot run this: assume parts)
+        return None
+    return len(runs) > 1
+
+
 class LucidAdapter:
     name = "lucid"
     devices = ("cpu", "gpu")
@@ -106,11 +126,21 @@ class LucidAdapter:
     running_var_unbiased = False
     # ``load_state`` replaces each tensor's array (shared memory cannot corrupt it).
     loads_in_place = False
-    # A tensor's backward hooks may run more than once, each time with a part of its
-    # gradient (the parts sum to it): ``Tensor.backward``'s depth-first sort lists a tensor
-    # that two consumers push before it is visited twice, and the backward runs at both
-    # places, clearing ``grad`` in between (measured: every residual block's input).
-    grad_hooks_see_parts = True
+
+    @staticmethod
+    def grad_hooks_see_parts() -> bool:
+        """Whether a tensor's backward hooks may run more than once, each time with a part
+        of its gradient (the parts sum to it). Lucid's backward sorts the graph depth-first
+        and lists a tensor that two consumers push before it is visited twice; it runs the
+        tensor's backward at both places, clearing ``grad`` in between (every residual
+        block's input). That is upstream bug LUC-012 (``conformance.findings``), in 2.9.0
+        and 2.16.0 as released; a Lucid with its patch runs each tensor once. Probed once
+        on this Lucid; where it cannot be probed (gradients switched off, an error), the
+        answer is yes: summing parts is right either way, only costlier."""
+        global _BACKWARD_SPLITS_GRADIENTS
+        if _BACKWARD_SPLITS_GRADIENTS is None:
+            _BACKWARD_SPLITS_GRADIENTS = _probe_backward_splits_gradients()
+        return _BACKWARD_SPLITS_GRADIENTS is not False
 
     # ----- identity and structure
     @staticmethod
@@ -410,11 +440,11 @@ class LucidAdapter:
         """Each time the module is entered with a first argument that requires grad, call
         ``enter()``; if it returns a function, route the argument through an identity node
         of this call's own (``x[...]``: a view, no copy; not a reshape, which Lucid 2.16.0's
-        backward fusion merges with a following reshape, dropping the node and its hook)
-        and, in the backward, pass
-        that node's gradient, i.e. this call's share of the input's gradient, to the function
-        as a read-only view valid until it returns. Returns the function that removes the
-        hook (nodes already made keep theirs until the backward frees the graph)."""
+        backward fusion merges with a following reshape, handing the node's hook None:
+        upstream bug LUC-013) and, in the backward, pass that node's gradient, i.e. this
+        call's share of the input's gradient, to the function as a read-only view valid
+        until it returns. Returns the function that removes the hook (nodes already made
+        keep theirs until the backward frees the graph)."""
 
         def hook(args: tuple) -> tuple | None:
             if not (args and isinstance(args[0], lucid.Tensor)):

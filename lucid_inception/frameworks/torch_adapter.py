@@ -84,8 +84,11 @@ class TorchAdapter:
     running_var_unbiased = True
     # ``load_state`` writes into each tensor (``copy_``): shared memory matters.
     loads_in_place = True
-    # A tensor hook runs once, with the whole gradient (torch sums the parts first).
-    grad_hooks_see_parts = False
+
+    @staticmethod
+    def grad_hooks_see_parts() -> bool:
+        """No: a tensor hook runs once, with the whole gradient (torch sums the parts first)."""
+        return False
 
     # ----- identity and structure
     @staticmethod
