@@ -365,6 +365,29 @@ FINDINGS: tuple[Finding, ...] = (
         depends_on=_NEEDS_IMPORT,
         not_affected={"2.9.0": "2.9.0 has no backward fusion: `Tensor.backward` runs every tensor's own."},
     ),
+    Finding(
+        id="LUC-014-flops-miscounted",
+        title="FLOP counts double-count shared tensors, and 2.9.0 counts no convolution",
+        severity="low",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`Tensor.flops` (what `lucid.count_flops` records and `lucid.models.summarize` prints) "
+            "walks the graph with a deque used as a stack, marking a tensor visited when it is "
+            "popped and pushing every parent not yet visited. A parent that two consumers push "
+            "before it is popped is popped, and counted, twice: `x * x` counts 9 flops for 6, "
+            "`h + 2h` 12 for 9, and every Inception-ResNet block's input once more (this port's "
+            "Inception-ResNet-v1 and -v2 count 6% too many on 2.9.0). On 2.9.0 the convolution op "
+            "`conv_nd` has no `__flops__`, so a convolution counts 0 and a `Conv2d` only its bias "
+            "add: this port's Inception-v4 totals 92 million FLOPs at 299 px (bias adds and the "
+            "cheap ops), where its convolutions do 12.25 billion multiply-adds. 2.16.0's "
+            "`conv_nd_kernel` counts them. "
+            "The patch skips a tensor popped again and, on 2.9.0, gives `conv_nd` the multiply-add "
+            "count 2.16.0 uses."
+        ),
+        reproducer=_reproducer("LUC-014-flops-miscounted"),
+        patch_generator=patches.flops_counted_once,
+        depends_on=_NEEDS_IMPORT,
+    ),
 )
 
 

@@ -205,6 +205,48 @@ def test_fusion_patch_guards_both_places_and_refuses_a_changed_call(tmp_path: Pa
         patches.fusion_keeps_wanted_gradients(_mini_tree(tmp_path / "changed", changed))
 
 
+_FLOPS_SRC = """\
+class Tensor:
+    @property
+    def flops(self) -> int:
+        total = 0
+        queue = deque([self])
+        visited = set()
+
+        while queue:
+            cur = queue.popleft()
+            visited.add(cur)
+"""
+
+_CONV_OP_SRC = """\
+from lucid._backend.core import operation
+
+
+class conv_nd(operation):
+    def cpu(self, a, b):
+        return out
+
+    def __grad__(self, a: Tensor, b: Tensor, lib_: ModuleType) -> _GradFuncType:
+        return grads
+"""
+
+
+def test_flops_patch_adds_a_count_only_where_there_is_none(tmp_path: Path) -> None:
+    """LUC-014's generator: the walk skips a tensor popped again; 2.9.0's conv op gets a
+    ``__flops__``; one that has one already is an AnchorError (upstream moved on)."""
+    root = _mini_tree(tmp_path / "tree", _FLOPS_SRC)
+    (root / "lucid" / "conv.py").write_text(_CONV_OP_SRC)
+    changes = patches.flops_counted_once(root)
+    assert "            if cur in visited:" in changes["lucid/models/inception.py"]
+    conv = changes["lucid/conv.py"]
+    assert conv.index("    def __flops__(self, a: Tensor, b: Tensor)") < conv.index("    def __grad__(")
+    flops_method = "    def __flops__(self, a, b):\n        return 1\n\n"
+    counted = _CONV_OP_SRC.replace("    def cpu(", flops_method + "    def cpu(")
+    (root / "lucid" / "conv.py").write_text(counted)
+    with pytest.raises(AnchorError, match="counts its flops already"):
+        patches.flops_counted_once(root)
+
+
 def test_edits_span_and_missing_newline(tmp_path: Path) -> None:
     (tmp_path / "f.py").write_text("a\nstart\nmiddle\nend\nz")  # no final newline
     edits = Edits(tmp_path)

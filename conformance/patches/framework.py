@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ._edits import Edits, locate
+from ._edits import AnchorError, Edits, locate
 
 __all__ = [
     "REGISTRY_OPT_IN",
@@ -16,6 +16,7 @@ __all__ = [
     "batchnorm_float32_buffers",
     "broadcast_gradients",
     "checked_load_state_dict",
+    "flops_counted_once",
     "fusion_keeps_wanted_gradients",
     "registry_opt_in",
     "tensor_dtype_from_data",
@@ -366,3 +367,55 @@ def fusion_keeps_wanted_gradients(root: Path) -> dict[str, str]:
         within="def _try_backward_fusion(",
     )
     return edits.changes()
+
+
+_CONV_FLOPS = """\
+    def __flops__(self, a: Tensor, b: Tensor) -> int:
+        # Multiply-adds, as lucid-dl 2.10+ counts them: every output element sums
+        # C_in / groups * prod(kernel) products (weight b: C_out x C_in / groups x kernel).
+        stride, padding, dilation = self._normalize(b)
+        outputs = int(a.shape[0]) * int(b.shape[0])
+        for size, k, s, p, d in zip(a.shape[2:], b.shape[2:], stride, padding, dilation):
+            outputs *= (int(size) + 2 * p - d * (int(k) - 1) - 1) // s + 1
+        per_output = 1
+        for k in b.shape[1:]:
+            per_output *= int(k)
+        return outputs * per_output
+
+"""
+
+
+def flops_counted_once(root: Path) -> dict[str, str]:
+    """``Tensor.flops`` counts each operation of the graph once (it counted a tensor again
+    for every consumer that pushed it before it was visited), and on 2.9.0 the convolution
+    op counts its multiply-adds (it counted none: no ``__flops__``)."""
+    edits = Edits(root)
+    path = locate(root, "    def flops(self) -> int:\n        total = 0\n")
+    edits.replace(
+        path,
+        "            cur = queue.popleft()\n            visited.add(cur)\n",
+        "            cur = queue.popleft()\n"
+        "            if cur in visited:  # pushed again by a second consumer: counted already\n"
+        "                continue\n"
+        "            visited.add(cur)\n",
+        within="    def flops(self) -> int:",
+    )
+    if _class_counts_flops(edits, root, "\nclass conv_nd_kernel("):  # 2.10+: it does
+        return edits.changes()
+    conv = locate(root, "\nclass conv_nd(operation)")  # 2.9.0
+    if _class_counts_flops(edits, root, "\nclass conv_nd(operation)"):
+        raise AnchorError(f"{conv}: conv_nd counts its flops already; review this generator")
+    grad = "    def __grad__(self, a: Tensor, b: Tensor, lib_"
+    edits.insert_before(conv, grad, _CONV_FLOPS, within="class conv_nd(")
+    return edits.changes()
+
+
+def _class_counts_flops(edits: Edits, root: Path, header: str) -> bool:
+    """Whether the one class headed ``header`` under ``root`` defines ``__flops__`` (False
+    when no file defines that class)."""
+    try:
+        path = locate(root, header)
+    except AnchorError:
+        return False
+    body = edits.text(path).partition(header)[2].split("\nclass ")[0]
+    return "    def __flops__(" in body
