@@ -15,7 +15,7 @@ import lucid.nn as nn
 
 from lucid_inception import _checks
 from lucid_inception.inception_v4 import InceptionStem, ReductionA
-from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier, ResidualBlock
+from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier, ResidualBlock, quiet_uninitialised_casts
 
 __all__ = [
     "InceptionResNetV1",
@@ -235,20 +235,21 @@ class InceptionResNetV1(InceptionClassifier):
         dropout: float = 0.2,
         scale: float | tuple[float, float, float] = 0.2,
     ) -> None:
-        super().__init__(num_classes, in_channels, dropout)
-        scale_a, scale_b, scale_c = _checks.resolve_scales(scale)
-        self.stem = ResNetStem(self.in_channels)  # 256 x 35 x 35
-        # Table 1, Inception-ResNet-v1: k, l, m, n = 192, 192, 256, 384; 256 + 384 + 256 = 896
-        reduction_a = ReductionA(256, k=192, l=192, m=256, n=384)  # 896 x 17 x 17
-        reduction_b = ResNetV1ReductionB(reduction_a.out_channels)  # 1792 x 8 x 8
-        self.conv = nn.Sequential(
-            *[ResNetV1BlockA(256, scale_a) for _ in range(5)],
-            reduction_a,
-            *[ResNetV1BlockB(reduction_a.out_channels, scale_b) for _ in range(10)],
-            reduction_b,
-            *[ResNetV1BlockC(reduction_b.out_channels, scale_c) for _ in range(5)],
-        )
-        self.build_head(reduction_b.out_channels)
+        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's init casts, see layers.py
+            super().__init__(num_classes, in_channels, dropout)
+            scale_a, scale_b, scale_c = _checks.resolve_scales(scale)
+            self.stem = ResNetStem(self.in_channels)  # 256 x 35 x 35
+            # Table 1, Inception-ResNet-v1: k, l, m, n = 192, 192, 256, 384; 256 + 384 + 256 = 896
+            reduction_a = ReductionA(256, k=192, l=192, m=256, n=384)  # 896 x 17 x 17
+            reduction_b = ResNetV1ReductionB(reduction_a.out_channels)  # 1792 x 8 x 8
+            self.conv = nn.Sequential(
+                *[ResNetV1BlockA(256, scale_a) for _ in range(5)],
+                reduction_a,
+                *[ResNetV1BlockB(reduction_a.out_channels, scale_b) for _ in range(10)],
+                reduction_b,
+                *[ResNetV1BlockC(reduction_b.out_channels, scale_c) for _ in range(5)],
+            )
+            self.build_head(reduction_b.out_channels)
 
     def features(self, x: lucid.Tensor) -> lucid.Tensor:
         return self.conv(self.stem(x))
@@ -265,20 +266,21 @@ class InceptionResNetV2(InceptionClassifier):
         dropout: float = 0.2,
         scale: float | tuple[float, float, float] = 0.2,
     ) -> None:
-        super().__init__(num_classes, in_channels, dropout)
-        scale_a, scale_b, scale_c = _checks.resolve_scales(scale)
-        self.stem = InceptionStem(self.in_channels)  # 384 x 35 x 35
-        # Table 1, Inception-ResNet-v2: k, l, m, n = 256, 256, 384, 384; 384 + 384 + 384 = 1152
-        reduction_a = ReductionA(384, k=256, l=256, m=384, n=384)  # 1152 x 17 x 17
-        reduction_b = ResNetV2ReductionB(reduction_a.out_channels)  # 2144 x 8 x 8
-        self.conv = nn.Sequential(
-            *[ResNetV2BlockA(384, scale_a) for _ in range(5)],
-            reduction_a,
-            *[ResNetV2BlockB(reduction_a.out_channels, scale_b) for _ in range(10)],
-            reduction_b,
-            *[ResNetV2BlockC(reduction_b.out_channels, scale_c) for _ in range(5)],
-        )
-        self.build_head(reduction_b.out_channels)
+        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's init casts, see layers.py
+            super().__init__(num_classes, in_channels, dropout)
+            scale_a, scale_b, scale_c = _checks.resolve_scales(scale)
+            self.stem = InceptionStem(self.in_channels)  # 384 x 35 x 35
+            # Table 1, Inception-ResNet-v2: k, l, m, n = 256, 256, 384, 384; 384 + 384 + 384 = 1152
+            reduction_a = ReductionA(384, k=256, l=256, m=384, n=384)  # 1152 x 17 x 17
+            reduction_b = ResNetV2ReductionB(reduction_a.out_channels)  # 2144 x 8 x 8
+            self.conv = nn.Sequential(
+                *[ResNetV2BlockA(384, scale_a) for _ in range(5)],
+                reduction_a,
+                *[ResNetV2BlockB(reduction_a.out_channels, scale_b) for _ in range(10)],
+                reduction_b,
+                *[ResNetV2BlockC(reduction_b.out_channels, scale_c) for _ in range(5)],
+            )
+            self.build_head(reduction_b.out_channels)
 
     def features(self, x: lucid.Tensor) -> lucid.Tensor:
         return self.conv(self.stem(x))

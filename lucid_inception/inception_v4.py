@@ -12,7 +12,7 @@ from __future__ import annotations
 import lucid
 import lucid.nn as nn
 
-from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier
+from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier, quiet_uninitialised_casts
 
 __all__ = [
     "InceptionA",
@@ -196,19 +196,20 @@ class InceptionV4(InceptionClassifier):
     """Fig. 9: stem, 4 x A, Reduction-A, 7 x B, Reduction-B, 3 x C, head on 1536."""
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.2) -> None:
-        super().__init__(num_classes, in_channels, dropout)
-        # Table 1, Inception-v4: k, l, m, n = 192, 224, 256, 384; 384 + 384 + 256 = 1024
-        reduction_a = ReductionA(384, k=192, l=224, m=256, n=384)  # 1024 x 17 x 17
-        reduction_b = ReductionB(reduction_a.out_channels)  # 1536 x 8 x 8
-        self.conv = nn.Sequential(
-            InceptionStem(self.in_channels),  # 384 x 35 x 35
-            *[InceptionA(384) for _ in range(4)],
-            reduction_a,
-            *[InceptionB(reduction_a.out_channels) for _ in range(7)],
-            reduction_b,
-            *[InceptionC(reduction_b.out_channels) for _ in range(3)],
-        )
-        self.build_head(reduction_b.out_channels)
+        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's init casts, see layers.py
+            super().__init__(num_classes, in_channels, dropout)
+            # Table 1, Inception-v4: k, l, m, n = 192, 224, 256, 384; 384 + 384 + 256 = 1024
+            reduction_a = ReductionA(384, k=192, l=224, m=256, n=384)  # 1024 x 17 x 17
+            reduction_b = ReductionB(reduction_a.out_channels)  # 1536 x 8 x 8
+            self.conv = nn.Sequential(
+                InceptionStem(self.in_channels),  # 384 x 35 x 35
+                *[InceptionA(384) for _ in range(4)],
+                reduction_a,
+                *[InceptionB(reduction_a.out_channels) for _ in range(7)],
+                reduction_b,
+                *[InceptionC(reduction_b.out_channels) for _ in range(3)],
+            )
+            self.build_head(reduction_b.out_channels)
 
     def features(self, x: lucid.Tensor) -> lucid.Tensor:
         return self.conv(x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import lucid
 import numpy as np
@@ -475,3 +476,25 @@ def test_a_float64_model_takes_float64_input(framework: str) -> None:
 def test_in_channels_and_num_classes_are_honoured() -> None:
     model = lucid_inception.build("inception_resnet_v1", in_channels=1, num_classes=7)
     assert run(model, image((1, 1, 80, 80))).shape == (1, 7)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_building_shows_no_warning_from_lucids_uninitialised_weights(name: str, monkeypatch) -> None:
+    """lucid-dl 2.9.0's Conv2d and Linear cast ``lucid.empty``'s float64 memory to float32
+    before initialising it; garbage beyond float32's range made numpy warn "overflow
+    encountered in cast" in the middle of a user's output. Planted here: every
+    ``lucid.empty`` holds 1e300. The model must build silently, and initialised."""
+    real_empty = lucid.empty
+
+    def huge_empty(*args, **kwargs):
+        tensor = real_empty(*args, **kwargs)
+        tensor.data[...] = 1e300
+        return tensor
+
+    monkeypatch.setattr(lucid, "empty", huge_empty)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = lucid_inception.build(name, "lucid")
+    assert all(
+        np.isfinite(array).all() and np.abs(array).max() < 10 for array in LucidAdapter.state(model).values()
+    )
