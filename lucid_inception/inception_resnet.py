@@ -14,8 +14,9 @@ import lucid
 import lucid.nn as nn
 
 from lucid_inception import _checks
+from lucid_inception.frameworks.lucid_adapter import quiet_uninitialised_casts
 from lucid_inception.inception_v4 import InceptionStem, ReductionA
-from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier, ResidualBlock, quiet_uninitialised_casts
+from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier, ResidualBlock
 
 __all__ = [
     "InceptionResNetV1",
@@ -235,7 +236,7 @@ class InceptionResNetV1(InceptionClassifier):
         dropout: float = 0.2,
         scale: float | tuple[float, float, float] = 0.2,
     ) -> None:
-        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's init casts, see layers.py
+        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's harmless init warning
             super().__init__(num_classes, in_channels, dropout)
             scale_a, scale_b, scale_c = _checks.resolve_scales(scale)
             self.stem = ResNetStem(self.in_channels)  # 256 x 35 x 35
@@ -266,7 +267,7 @@ class InceptionResNetV2(InceptionClassifier):
         dropout: float = 0.2,
         scale: float | tuple[float, float, float] = 0.2,
     ) -> None:
-        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's init casts, see layers.py
+        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's harmless init warning
             super().__init__(num_classes, in_channels, dropout)
             scale_a, scale_b, scale_c = _checks.resolve_scales(scale)
             self.stem = InceptionStem(self.in_channels)  # 384 x 35 x 35

@@ -12,7 +12,8 @@ from __future__ import annotations
 import lucid
 import lucid.nn as nn
 
-from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier, quiet_uninitialised_casts
+from lucid_inception.frameworks.lucid_adapter import quiet_uninitialised_casts
+from lucid_inception.layers import ConvBNReLU2d, InceptionClassifier
 
 __all__ = [
     "InceptionA",
@@ -196,7 +197,7 @@ class InceptionV4(InceptionClassifier):
     """Fig. 9: stem, 4 x A, Reduction-A, 7 x B, Reduction-B, 3 x C, head on 1536."""
 
     def __init__(self, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.2) -> None:
-        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's init casts, see layers.py
+        with quiet_uninitialised_casts():  # lucid-dl 2.9.0's harmless init warning
             super().__init__(num_classes, in_channels, dropout)
             # Table 1, Inception-v4: k, l, m, n = 192, 224, 256, 384; 384 + 384 + 256 = 1024
             reduction_a = ReductionA(384, k=192, l=224, m=256, n=384)  # 1024 x 17 x 17

@@ -8,10 +8,6 @@ every activation after the first BatchNorm into float64 (about 1.8x slower).
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-from collections.abc import Iterator
-
 import lucid
 import lucid.nn as nn
 import mlx.core as mx
@@ -21,7 +17,7 @@ from lucid.nn.modules.norm import _BatchNorm
 from lucid_inception import _checks
 from lucid_inception.frameworks.lucid_adapter import LucidAdapter, numpy_dtype
 
-__all__ = ["ConvBNReLU2d", "InceptionClassifier", "ResidualBlock", "quiet_uninitialised_casts"]
+__all__ = ["ConvBNReLU2d", "InceptionClassifier", "ResidualBlock"]
 
 
 def _as_model_dtype(x: lucid.Tensor, dtype: str) -> lucid.Tensor:
@@ -35,19 +31,6 @@ def _as_model_dtype(x: lucid.Tensor, dtype: str) -> lucid.Tensor:
         )
     data = x.data.astype(getattr(mx, dtype)) if x.is_gpu() else x.data.astype(dtype)
     return lucid.Tensor(data, device=x.device)
-
-
-@contextlib.contextmanager
-def quiet_uninitialised_casts() -> Iterator[None]:
-    """While building a model: lucid-dl 2.9.0's ``Conv2d`` and ``Linear`` make their weights
-    with ``lucid.empty`` (float64 memory as found) and cast that to float32 before
-    ``reset_parameters`` overwrites it; where the garbage lies beyond float32's range, numpy
-    warns "overflow encountered in cast", now and then, in the middle of a user's output.
-    None of those values survives initialisation, so the warning says nothing about the
-    model; this hides that one warning and no other."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
-        yield
 
 
 class ConvBNReLU2d(nn.ConvBNReLU2d):

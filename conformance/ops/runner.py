@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import warnings
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ from conformance.ops.records import (
     Stat,
 )
 from lucid_inception.frameworks import TorchAdapter
+from lucid_inception.frameworks.lucid_adapter import quiet_uninitialised_casts
 
 
 def _compare(name: str, got: np.ndarray, ref: np.ndarray | Stat, dtype: str) -> Check:
@@ -147,10 +147,7 @@ class _Mismatch(Exception):
 
 def _measure(case: OpCase, data: dict, dtype: str, lucid_device: str, torch_device: str) -> list[Check]:
     """Run both sides on ``data`` and compare every quantity."""
-    with warnings.catch_warnings():
-        # lucid.empty casts uninitialised float64 memory when building modules
-        # (harmless: every parameter is overwritten from `data`).
-        warnings.filterwarnings("ignore", "overflow encountered in cast", RuntimeWarning)
+    with quiet_uninitialised_casts():  # every parameter is then overwritten from `data`
         got = case.lucid(data, lucid_device)
     # Lucid's "_"-prefixed observations (dropout's mask) go to the reference side.
     observed = {k: v for k, v in got.items() if k.startswith("_")}

@@ -400,22 +400,22 @@ def flops_counted_once(root: Path) -> dict[str, str]:
         "            visited.add(cur)\n",
         within="    def flops(self) -> int:",
     )
-    if _class_counts_flops(edits, root, "\nclass conv_nd_kernel("):  # 2.10+: it does
+    try:
+        kernel = locate(root, "\nclass conv_nd_kernel(")  # 2.10+
+    except AnchorError:
+        kernel = None
+    if kernel is not None and _counts_flops(edits.text(kernel), "\nclass conv_nd_kernel("):
         return edits.changes()
-    conv = locate(root, "\nclass conv_nd(operation)")  # 2.9.0
-    if _class_counts_flops(edits, root, "\nclass conv_nd(operation)"):
+    header = "\nclass conv_nd(operation)"  # 2.9.0
+    conv = locate(root, header)
+    if _counts_flops(edits.text(conv), header):
         raise AnchorError(f"{conv}: conv_nd counts its flops already; review this generator")
     grad = "    def __grad__(self, a: Tensor, b: Tensor, lib_"
     edits.insert_before(conv, grad, _CONV_FLOPS, within="class conv_nd(")
     return edits.changes()
 
 
-def _class_counts_flops(edits: Edits, root: Path, header: str) -> bool:
-    """Whether the one class headed ``header`` under ``root`` defines ``__flops__`` (False
-    when no file defines that class)."""
-    try:
-        path = locate(root, header)
-    except AnchorError:
-        return False
-    body = edits.text(path).partition(header)[2].split("\nclass ")[0]
+def _counts_flops(text: str, header: str) -> bool:
+    """Whether the class headed ``header`` in ``text`` defines ``__flops__``."""
+    body = text.partition(header)[2].split("\nclass ")[0]
     return "    def __flops__(" in body

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import warnings
 from collections.abc import Callable, Collection, Iterator, Mapping
 
 import lucid
@@ -23,12 +24,25 @@ from lucid.types import to_numeric_type
 from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.state import KeyHint, check_state
 
-__all__ = ["LucidAdapter", "numpy_dtype"]
+__all__ = ["LucidAdapter", "numpy_dtype", "quiet_uninitialised_casts"]
 
 
 def _to_numpy(data: object) -> np.ndarray:
     """A fresh numpy copy of a numpy or MLX array."""
     return np.array(data, copy=True)
+
+
+@contextlib.contextmanager
+def quiet_uninitialised_casts() -> Iterator[None]:
+    """While building Lucid modules: lucid-dl 2.9.0's ``Conv2d`` and ``Linear`` make their
+    weights with ``lucid.empty`` (float64 memory as found) and cast that to float32 before
+    ``reset_parameters`` overwrites it; where the garbage lies beyond float32's range, numpy
+    warns "overflow encountered in cast", now and then, in the middle of a user's output.
+    None of those values survives initialisation, so the warning says nothing about the
+    module; this hides that one warning and no other."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+        yield
 
 
 def numpy_dtype(data: object) -> np.dtype:
