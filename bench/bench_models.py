@@ -22,19 +22,15 @@ import functools
 import statistics
 import sys
 import time
-import warnings
 from collections import defaultdict
 
+import lucid
 import numpy as np
 from tabulate import tabulate
 
-warnings.filterwarnings("ignore")
-
-import lucid  # noqa: E402
-
-import lucid_inception  # noqa: E402
-from lucid_inception.frameworks import LucidAdapter, capture_outputs  # noqa: E402
-from lucid_inception.upstream import build_upstream  # noqa: E402
+import lucid_inception
+from lucid_inception.frameworks import LucidAdapter, capture_outputs
+from lucid_inception.upstream import build_upstream
 
 UPSTREAM = {name: functools.partial(build_upstream, name) for name in lucid_inception.MODEL_NAMES}
 

@@ -42,7 +42,6 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 from collections.abc import Iterator
 
 from parity._openblas import quiet_openblas_workers
@@ -53,8 +52,6 @@ if "--numpy-default" not in sys.argv:
 
 import numpy as np  # noqa: E402
 from tabulate import tabulate  # noqa: E402
-
-warnings.filterwarnings("ignore")  # lucid.empty's harmless overflow-in-cast warnings
 
 import lucid_inception  # noqa: E402
 from lucid_inception.frameworks import adapter_for  # noqa: E402

@@ -25,15 +25,12 @@ import argparse
 import sys
 import time
 import traceback
-import warnings
 
 from tabulate import tabulate
 
 from parity._openblas import quiet_openblas_workers
 
 quiet_openblas_workers()  # as ``python -m parity`` does, before numpy loads
-
-warnings.filterwarnings("ignore")  # lucid.empty's harmless overflow-in-cast warnings
 
 import lucid_inception  # noqa: E402
 from lucid_inception.frameworks import ADAPTERS  # noqa: E402

@@ -19,6 +19,7 @@ import lucid.models
 import lucid.nn as lnn
 
 from lucid_inception._install import upstream_object
+from lucid_inception.frameworks.lucid_adapter import quiet_uninitialised_casts
 
 __all__ = ["build_upstream", "upstream_factory", "upstream_is_released", "upstream_version"]
 
@@ -39,8 +40,11 @@ def upstream_factory(name: str) -> Callable[..., lnn.Module]:
 
 
 def build_upstream(name: str, num_classes: int = 1000, **kwargs: object) -> lnn.Module:
-    """Upstream's model for ``name``, without touching ``registry.json``."""
-    return upstream_factory(name)(num_classes, **kwargs)
+    """Upstream's model for ``name``, without touching ``registry.json`` and without the
+    init's harmless cast warning (see ``quiet_uninitialised_casts``)."""
+    factory = upstream_factory(name)
+    with quiet_uninitialised_casts():
+        return factory(num_classes, **kwargs)
 
 
 def upstream_version() -> str:

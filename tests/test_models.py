@@ -478,12 +478,16 @@ def test_in_channels_and_num_classes_are_honoured() -> None:
     assert run(model, image((1, 1, 80, 80))).shape == (1, 7)
 
 
+@pytest.mark.parametrize("builder", ["port", "upstream"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_building_shows_no_warning_from_lucids_uninitialised_weights(name: str, monkeypatch) -> None:
+def test_building_shows_no_warning_from_lucids_uninitialised_weights(
+    name: str, builder: str, monkeypatch
+) -> None:
     """lucid-dl 2.9.0's Conv2d and Linear cast ``lucid.empty``'s float64 memory to float32
     before initialising it; garbage beyond float32's range made numpy warn "overflow
     encountered in cast" in the middle of a user's output. Planted here: every
-    ``lucid.empty`` holds 1e300. The model must build silently, and initialised."""
+    ``lucid.empty`` holds 1e300. The model (the port's, and upstream's as the harness builds
+    it) must build silently, and initialised."""
     real_empty = lucid.empty
 
     def huge_empty(*args, **kwargs):
@@ -494,7 +498,7 @@ def test_building_shows_no_warning_from_lucids_uninitialised_weights(name: str, 
     monkeypatch.setattr(lucid, "empty", huge_empty)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model = lucid_inception.build(name, "lucid")
+        model = lucid_inception.build(name, "lucid") if builder == "port" else build_upstream(name)
     assert all(
         np.isfinite(array).all() and np.abs(array).max() < 10 for array in LucidAdapter.state(model).values()
     )

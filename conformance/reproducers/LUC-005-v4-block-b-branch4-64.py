@@ -14,7 +14,8 @@ from pathlib import Path
 
 import lucid
 
-warnings.filterwarnings("ignore")  # upstream init casts float64 garbage to float32
+# upstream init casts uninitialised float64 memory to float32; only that warning is hidden
+warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
 
 
 def model_module(name: str):
