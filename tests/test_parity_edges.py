@@ -454,6 +454,21 @@ def test_a_divisor_override_differs_even_without_padding() -> None:
     assert ("pool", "config", "divisor_override None vs 32") in failing
 
 
+@pytest.mark.parametrize(
+    ("setting", "note"),
+    [
+        ({"dilation": 2}, "dilation (1, 1) vs (2, 2)"),
+        ({"return_indices": True}, "return_indices False vs True"),
+    ],
+)
+def test_a_max_pools_dilation_and_indices_are_settings(setting: dict, note: str) -> None:
+    """Settings Lucid's max pool does not have (it never dilates, never returns indices)
+    still differ from a torch pool that uses them: a config row names the setting."""
+    a, b = twins()
+    a.pool, b.pool = lnn.MaxPool2d(2, 2), torch.nn.MaxPool2d(2, 2, **setting)
+    assert ("pool", "config", note) in _failing(compare(a, b, X))
+
+
 def test_a_torch_size_given_as_a_numpy_array_is_a_plain_setting() -> None:
     a, b = twins()
     b.pool = torch.nn.AdaptiveAvgPool2d(np.array([1, 1]))

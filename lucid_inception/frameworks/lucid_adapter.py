@@ -422,7 +422,10 @@ class LucidAdapter:
                 "padding": tuple(module.padding),
                 "ceil_mode": False,  # Lucid 2.x pools floor only
             }
-            if isinstance(module, lnn.AvgPool2d):
+            if isinstance(module, lnn.MaxPool2d):  # Lucid 2.x max pools: no dilation, values only
+                info["dilation"] = (1, 1)
+                info["return_indices"] = False
+            else:
                 info["count_include_pad"] = True  # Lucid's average pool always divides by k*k
                 info["divisor_override"] = None
             return info

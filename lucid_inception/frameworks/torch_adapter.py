@@ -340,6 +340,8 @@ class TorchAdapter:
                 "stride": _pair(module.kernel_size if module.stride is None else module.stride),
                 "padding": _pair(module.padding),
                 "ceil_mode": module.ceil_mode,
+                "dilation": _pair(module.dilation),
+                "return_indices": module.return_indices,  # a (values, indices) pair
             }
         if isinstance(module, nn.AvgPool2d):
             return {
