@@ -667,7 +667,12 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
         {name: module for name, module in adapter.named_modules(model) if adapter.is_batchnorm(module)}
         for adapter, model in zip(ctx.adapters, ctx.models, strict=True)
     ]
-    keys = [{f"{name}.{stat}" for name in bn for stat in ("running_mean", "running_var")} for bn in bns]
+    # The running statistics each side keeps (none for ``track_running_stats=False``).
+    keys = [
+        {f"{name}.{stat}" for name in bn for stat in ("running_mean", "running_var")}
+        & set(adapter.buffer_names(model))
+        for adapter, model, bn in zip(ctx.adapters, ctx.models, bns, strict=True)
+    ]
     momenta = [
         {name: adapter.batchnorm_momentum(module) for name, module in bn.items()}
         for adapter, bn in zip(ctx.adapters, bns, strict=True)
@@ -716,7 +721,8 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
     for name in bns[0]:
         if name in seen[0] and name in bns[1]:  # else never called, or already a failing row
             row = _running_row(ctx, name, seen, momenta, after)
-            ctx.add((phase, res_a.first_seen[name], math.inf), row)
+            if row is not None:
+                ctx.add((phase, res_a.first_seen[name], math.inf), row)
 
 
 def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:
@@ -741,25 +747,38 @@ def _running_row(
     stats: tuple[dict, dict],
     momenta: list[dict],
     after: list[dict],
-) -> Row:
-    """Running statistics after the step, both on the biased-variance convention.
+) -> Row | None:
+    """Running statistics after the step, both on the biased-variance convention; ``None``
+    when neither side keeps any (``track_running_stats=False``: nothing to update).
 
     A framework whose running_var is unbiased (torch) added ``m * v * n/(n-1)`` per call
     where a biased one (Lucid) adds ``m * v``; removing the difference ``m * v/(n-1)``
     (decayed by later calls) from its result, with ``v`` and ``n`` from its own captured BN
-    input, makes the two comparable.
+    input, makes the two comparable. Momentum ``None`` (torch's cumulative average) has no
+    such correction here: it is compared as it is when both sides use it and keep the same
+    variance convention, and fails against anything else.
     """
     tol = ctx.tol.bn
+    keeps = [f"{name}.running_mean" in side and f"{name}.running_var" in side for side in after]
+    if not any(keeps):
+        return None
+    if not all(keeps):
+        note = f"running statistics kept on side {'ab'[keeps.index(True)]} only"
+        return Row(name, "bn_running_update", None, None, math.inf, math.inf, tol, False, note)
     scale = functools.reduce(largest, (s.scale for side in stats for s in side[name]))
+    cumulative = [momenta[i][name] is None for i in range(2)]
+    as_they_are = all(cumulative) and len({a.running_var_unbiased for a in ctx.adapters}) == 1
     values, notes = [], []
+    if as_they_are:
+        notes.append("momentum None (cumulative average) on both sides: compared as they are")
     for i, adapter in enumerate(ctx.adapters):
         momentum = momenta[i][name]
-        if momentum is None:
+        if momentum is None and not as_they_are:
             note = f"side {ctx.side(i)}: momentum None (cumulative average) is not compared"
             return Row(name, "bn_running_update", None, None, math.inf, math.inf, tol, False, note)
         mean = after[i][f"{name}.running_mean"].astype(np.float64)
         var = after[i][f"{name}.running_var"].astype(np.float64)
-        if adapter.running_var_unbiased:
+        if adapter.running_var_unbiased and not as_they_are:
             correction = np.zeros_like(var)
             for s in stats[i][name]:
                 correction = (1 - momentum) * correction + momentum * s.var / max(s.n - 1, 1)

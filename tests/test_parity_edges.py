@@ -483,3 +483,52 @@ def test_a_batchnorm_without_running_statistics_has_no_momentum_to_differ() -> N
     b.bn.load_state_dict(a.bn.state_dict())
     report = compare(a, b, X, dtype="float64")
     assert report.ok, _failing(report)
+
+
+# ------------------------------------------------------------ train step: running statistics
+
+
+def _untracked(model: object) -> object:
+    """``model`` with a BatchNorm that keeps no running statistics (batch statistics only)."""
+    if isinstance(model, torch.nn.Module):
+        model.bn = torch.nn.BatchNorm2d(4, track_running_stats=False).to(model.fc.weight.dtype)
+    else:
+        model.bn = lnn.BatchNorm2d(4, track_running_stats=False)
+        LucidAdapter.cast(model, "float64")
+    return model
+
+
+def test_a_batchnorm_without_running_statistics_has_a_train_step() -> None:
+    """No running statistics on either side: batch statistics are compared, and there is
+    no running update to compare (this crashed on the missing buffers)."""
+    a, b = twins("float64")
+    _untracked(a), _untracked(b)
+    transfer(a, b)
+    report = compare(a, b, X, dtype="float64", train_step=True)
+    assert report.ok, _failing(report)
+    kinds = {row.kind for row in report.rows if row.module == "bn"}
+    assert "bn_batch_stats" in kinds and "bn_running_update" not in kinds
+
+
+def test_running_statistics_on_one_side_only_fail_at_that_batchnorm() -> None:
+    a, b = torch_pair("float64")
+    _untracked(b)
+    b.bn.load_state_dict({k: v for k, v in a.bn.state_dict().items() if not k.startswith(("running", "num"))})
+    failing = _failing(compare(a, b, X, dtype="float64", train_step=True))
+    assert ("bn", "bn_running_update", "running statistics kept on side a only") in failing
+
+
+def test_a_cumulative_average_on_both_sides_is_compared_as_it_is() -> None:
+    """Momentum None (torch's cumulative average) on both sides of one convention: the
+    running statistics are compared directly. The planted difference is a state the
+    state check does not compare (``num_batches_tracked``), so only this row sees it."""
+    a, b = torch_pair("float64")
+    a.bn.momentum = b.bn.momentum = None
+    report = compare(a, b, X, dtype="float64", train_step=True)
+    assert report.ok, _failing(report)
+    (row,) = [row for row in report.rows if row.kind == "bn_running_update"]
+    assert "compared as they are" in row.note
+    b.bn.num_batches_tracked.fill_(3)  # the step then averages in 1/4 of the batch, not all of it
+    assert [(m, k) for m, k, _ in _failing(compare(a, b, X, dtype="float64", train_step=True))] == [
+        ("bn", "bn_running_update")
+    ]
