@@ -416,6 +416,36 @@ def test_backward_names_a_planted_gradient_fault(fixed_lucid) -> None:
     assert [(row.module, row.note) for row in report.failures] == [("conv.7.branch2.1.conv", "weight")]
 
 
+def _tied(framework: str) -> object:
+    """conv -> mean -> fc1 -> fc2, with fc2's weight the very tensor of fc1's."""
+    nn = lnn if framework == "lucid" else torch.nn
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc1, self.fc2 = nn.Conv2d(3, 4, 3, padding=1), nn.Linear(4, 4), nn.Linear(4, 4)
+            self.fc2.weight = self.fc1.weight
+
+        def forward(self, x):
+            pooled = self.conv(x).mean(axis=(2, 3)) if framework == "lucid" else self.conv(x).mean(dim=(2, 3))
+            return self.fc2(self.fc1(pooled))
+
+    return Tied()
+
+
+def test_a_tied_parameter_has_a_gradient_row_under_each_name(fixed_lucid) -> None:
+    """torch's ``named_parameters()`` lists a shared parameter once, Lucid's every name:
+    the second name looked like a parameter of side a only."""
+    a, b = _tied("lucid"), _tied("torch")
+    LucidAdapter.cast(a, "float64"), b.double()
+    transfer(a, b)
+    report = compare(a, b, X, dtype="float64", backward=True)
+    assert report.ok, report.worst(3)
+    names = {f"{row.module}.{row.note}" for row in report.rows if row.kind == "param_grad"}
+    assert {"fc1.weight", "fc2.weight"} <= names
+    assert LucidAdapter.count_parameters(a) == TorchAdapter.count_parameters(b) == 3 * 4 * 9 + 4 + 16 + 4 + 4
+
+
 def test_every_module_call_has_an_input_gradient_row(fixed_lucid) -> None:
     a, b = shared_pair(SMALL)
     report = compare(a, b, X, dtype="float64", backward=True)

@@ -83,6 +83,20 @@ def test_a_cast_leaves_gradients_as_found(home: str, compared: str, backward: bo
             assert torch.equal(param.grad, before[key]), key
 
 
+def test_lucid_gradients_come_back_in_their_own_dtype() -> None:
+    """A fresh lucid-dl 2.9.0 model's float64 BatchNorm buffers (LUC-009) leave float64
+    gradients on its float32 parameters; a compare that casts the model (here to float64
+    and back) must hand them back as they were, not cast to the parameters' dtype."""
+    a, b = twins()
+    for param in a.parameters():
+        param.grad = np.linspace(-1, 1, param.size).reshape(param.shape) / 3  # float64
+    report = compare(a, b, X, dtype="float64")
+    assert report.ok, _failing(report)
+    for param in a.parameters():
+        assert param.data.dtype == np.float32 and param.grad.dtype == np.float64
+        np.testing.assert_array_equal(param.grad, np.linspace(-1, 1, param.size).reshape(param.shape) / 3)
+
+
 @pytest.mark.parametrize(("home", "compared"), [("float64", "float32"), ("float32", "float64")])
 def test_a_cast_leaves_non_persistent_buffers_as_found(home: str, compared: str) -> None:
     """Not in the state dict, so no snapshot restores them: ``compare`` must not cast them."""

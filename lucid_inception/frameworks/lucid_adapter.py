@@ -218,7 +218,10 @@ class LucidAdapter:
 
     @staticmethod
     def count_parameters(model: lnn.Module) -> int:
-        return int(sum(p.size for p in model.parameters()))
+        """Each parameter once, a tied one too (Lucid's ``parameters()`` repeats it; torch's
+        does not)."""
+        unique = {id(p): p for p in model.parameters()}
+        return int(sum(p.size for p in unique.values()))
 
     # ----- state
     @classmethod
@@ -523,14 +526,15 @@ class LucidAdapter:
     @classmethod
     def set_parameter_grads(cls, model: lnn.Module, grads: Mapping[str, np.ndarray | None]) -> None:
         """Set (or, for ``None``, clear) the named parameters' gradients, e.g. to put back
-        what ``parameter_grads`` returned."""
+        what ``parameter_grads`` returned: in the gradient's own dtype, which need not be the
+        parameter's (a float64 BatchNorm buffer makes float64 gradients, LUC-009)."""
         live = cls.tensors(model)
         for key, grad in grads.items():
             tensor = live[key]
             if grad is None:
                 tensor.grad = None
             else:
-                value = np.array(grad, dtype=numpy_dtype(tensor.data), copy=True)
+                value = np.array(grad, copy=True)
                 tensor.grad = mx.array(value) if tensor.device == "gpu" else value
 
     @staticmethod

@@ -108,12 +108,14 @@ class TorchAdapter:
 
     @staticmethod
     def parameter_names(model: torch.nn.Module) -> list[str]:
-        return [k for k, _ in model.named_parameters()]
+        """Every name, a tied parameter's too (as Lucid lists them: torch's default lists a
+        shared parameter once, and the other names would look missing on this side)."""
+        return [k for k, _ in model.named_parameters(remove_duplicate=False)]
 
     @staticmethod
     def buffer_names(model: torch.nn.Module) -> list[str]:
         """Every buffer's state-dict name, ``num_batches_tracked`` included."""
-        return [k for k, _ in model.named_buffers()]
+        return [k for k, _ in model.named_buffers(remove_duplicate=False)]
 
     @staticmethod
     def is_batchnorm(module: torch.nn.Module) -> bool:
@@ -439,13 +441,13 @@ class TorchAdapter:
 
     @classmethod
     def parameter_grads(cls, model: torch.nn.Module) -> dict[str, np.ndarray | None]:
-        return {k: cls.grad(p) for k, p in model.named_parameters()}
+        return {k: cls.grad(p) for k, p in model.named_parameters(remove_duplicate=False)}
 
     @staticmethod
     def set_parameter_grads(model: torch.nn.Module, grads: Mapping[str, np.ndarray | None]) -> None:
         """Set (or, for ``None``, clear) the named parameters' gradients, e.g. to put back
         what ``parameter_grads`` returned."""
-        live = dict(model.named_parameters())
+        live = dict(model.named_parameters(remove_duplicate=False))
         for key, grad in grads.items():
             param = live[key]
             param.grad = None if grad is None else torch.from_numpy(np.array(grad, copy=True)).to(param)
