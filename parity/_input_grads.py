@@ -8,9 +8,9 @@ is exactly what that call sends back to its input. In backward order, the first 
 input gradient differs is where the backward goes wrong: every call after it in the
 forward sent back the same gradients on both sides, so its output gradient agreed. (A
 block's own code between its children, a concat or a residual sum, has no row: a wrong
-backward there shows at the child whose output it reads, inside the block.) Torch runs no
-hook on a node changed in place; the adapter says so when the module returns, and the call
-is reported as not compared.
+backward there shows at the child whose output it reads, inside the block.) A call whose
+gradient cannot be measured is reported as not compared, with the adapter's reason: torch
+runs no hook on a node changed in place, and a Lucid with LUC-012 gets no node on a leaf.
 
 Side a's backward runs first and keeps a copy of each gradient; side b's compares each on
 arrival (a view, no copy) and frees side a's. Peak memory: one side's gradients, about the
@@ -49,8 +49,8 @@ class InputGrads:
         self.receive: Callable[[Key, np.ndarray], None] | None = None
         self.parts: dict[Key, np.ndarray] = {}  # summed parts, until ``finish``
         self.order: dict[Key, int] = {}  # key -> how many calls entered before it
-        # Calls whose node the module changed in place: no gradient will come (torch).
-        self.unmeasured: set[Key] = set()
+        # Calls whose gradient the adapter cannot measure, and why (said during the forward).
+        self.unmeasured: dict[Key, str] = {}
 
     def _enter(self, name: str) -> Callable[[np.ndarray], None]:
         key = (name, self.calls[name])
@@ -58,9 +58,9 @@ class InputGrads:
         self.entered[key] = self.position()
         self.order[key] = len(self.order)
 
-        def gradient(grad: np.ndarray | None) -> None:
-            if grad is None:  # said during the forward: the module changed its input in place
-                self.unmeasured.add(key)
+        def gradient(grad: np.ndarray | None, why: str = "") -> None:
+            if grad is None:  # said during the forward: no gradient will come
+                self.unmeasured[key] = why
                 return
             if self.receive is None:
                 return

@@ -538,7 +538,16 @@ def _gradient_rows(
     gradient and every parameter's (rows in backward order: the last module first)."""
     phase = _PHASES["backward"]
     outputs = [res.output for res in results]
-    shapes = [tuple(getattr(out, "shape", ())) for out in outputs]
+    for i, out in enumerate(outputs):
+        if not hasattr(out, "shape"):  # a tuple, a dict: nothing for the harness to seed
+            note = (
+                f"backward not run: side {ctx.side(i)}'s model returned a {type(out).__name__}, "
+                "not one tensor (backward=True seeds a single output's gradient)"
+            )
+            row = Row("", "input_grad", None, None, math.inf, math.inf, ctx.tol.grad, False, note)
+            ctx.add((phase, 0, 0), row)
+            return
+    shapes = [tuple(out.shape) for out in outputs]
     if shapes[0] != shapes[1]:
         note = f"backward skipped: the outputs' shapes differ ({shapes[0]} vs {shapes[1]})"
         ctx.add(
@@ -600,9 +609,10 @@ def _input_grad_row(
     side = next(g for g in ctx.input_grads if key in g.entered)
     name, call = key
     what = "the gradient this call sends to its input"
-    changed = [i for i, g in enumerate(ctx.input_grads) if key in g.unmeasured]
-    if changed:  # torch runs no hook on a node changed in place: nothing to compare
-        note = f"{what}: not compared (side {'ab'[changed[0]]}'s module changed its input in place)"
+    unmeasured = [(i, g.unmeasured[key]) for i, g in enumerate(ctx.input_grads) if key in g.unmeasured]
+    if unmeasured:  # e.g. torch runs no hook on a node changed in place: nothing to compare
+        i, why = unmeasured[0]
+        note = f"{what}: not compared (side {'ab'[i]}: {why})"
         row = Row(name, "input_grad", None, None, 0.0, 0.0, ctx.tol.grad, True, note)
     else:
         row = _grad_row(name, "input_grad", ga, gb, ctx, what)

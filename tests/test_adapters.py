@@ -156,7 +156,7 @@ def test_lucid_gpu_model_casts_and_hooks_inputs() -> None:
     finally:
         remove()
     assert seen == [np.dtype("float16")] and LucidAdapter.to_numpy(out).dtype == np.float16
-    LucidAdapter.set_parameter_grads(model, {"fc.bias": np.ones(10)})
+    LucidAdapter.set_parameter_grads(model, {"fc.bias": np.ones(10, np.float16)})  # put back as given
     assert LucidAdapter.grad(model.fc.bias).dtype == np.float16
 
 

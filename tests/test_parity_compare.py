@@ -870,6 +870,61 @@ def test_an_input_changed_in_place_is_not_compared_and_fails_nothing(fixed_lucid
     assert len(skipped) == len(relus) and all(row.note.startswith("the gradient") for row in skipped)
 
 
+def _through(framework: str, first: str, inplace: bool = False) -> object:
+    """conv (or, ``first="square"``, a module computing x * x) -> identity -> ReLU -> mean -> fc."""
+    nn = lnn if framework == "lucid" else torch.nn
+
+    class Square(nn.Module):
+        def forward(self, x):
+            return x * x
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.first = Square() if first == "square" else nn.Conv2d(3, 3, 3, padding=1)
+            self.idt = nn.Identity()
+            self.relu = nn.ReLU(inplace=True) if inplace else nn.ReLU()
+            self.fc = nn.Linear(3, 5)
+
+        def forward(self, x):
+            y = self.relu(self.idt(self.first(x)))
+            return self.fc(y.mean(axis=(2, 3)) if framework == "lucid" else y.mean(dim=(2, 3)))
+
+    return Net()
+
+
+def _double_pair(first: str, inplace: bool = False) -> tuple[object, object]:
+    a, b = _through("lucid", first), _through("torch", first, inplace)
+    LucidAdapter.cast(a, "float64"), b.double()
+    transfer(a, b)
+    return a, b
+
+
+def test_an_output_changed_in_place_after_its_module_returned_is_not_compared(fixed_lucid) -> None:
+    """An Identity hands its input node on unchanged; a later ``ReLU(inplace=True)`` changes
+    it, and torch runs no hook on it: its row says so instead of failing for a gradient
+    that cannot come."""
+    report = compare(*_double_pair("conv", inplace=True), X[:1], dtype="float64", backward=True)
+    assert report.ok, report.worst(3)
+    (idt,) = [row for row in report.rows if row.kind == "input_grad" and row.module == "idt"]
+    assert idt.note.endswith(
+        "not compared (side b: its module returned its input, which was then changed in place)"
+    )
+
+
+def test_a_module_reading_the_model_input_twice_keeps_a_working_backward(fixed_lucid) -> None:
+    """``x * x`` on the model's input works on any Lucid (a leaf); behind the harness's
+    identity node it raised where the backward lists a tensor once per consumer (LUC-012),
+    and the model was blamed. There the call is not compared; elsewhere it is."""
+    report = compare(*_double_pair("square"), X[:1], dtype="float64", backward=True)
+    assert report.ok, report.worst(3)
+    (square,) = [row for row in report.rows if row.kind == "input_grad" and row.module == "first"]
+    if LucidAdapter.grad_hooks_see_parts():
+        assert "not compared (side a: its input is a leaf" in square.note and "LUC-012" in square.note
+    else:
+        assert square.note == "the gradient this call sends to its input"
+
+
 def test_a_lucid_side_b_blames_the_child_not_its_container(fixed_lucid) -> None:
     """Nested calls enter at one position; the inner one's row comes first, whichever side
     delivers its gradients last (a Lucid side b hands them on after its backward)."""

@@ -546,3 +546,18 @@ def test_a_cumulative_average_on_both_sides_is_compared_as_it_is() -> None:
     assert [(m, k) for m, k, _ in _failing(compare(a, b, X, dtype="float64", train_step=True))] == [
         ("bn", "bn_running_update")
     ]
+
+
+class TupleNet(TorchNet):
+    def forward(self, x):
+        return super().forward(x), x.mean()
+
+
+def test_a_model_returning_a_tuple_is_not_blamed_for_the_backward_it_cannot_have() -> None:
+    """``backward=True`` seeds one output's gradient; a tuple has none to seed. One row says
+    so, instead of an error row per side blaming the model for 'tuple has no backward'."""
+    a, b = TupleNet().double(), TupleNet().double()
+    b.load_state_dict(a.state_dict())
+    report = compare(a, b, X, dtype="float64", backward=True)
+    assert [(row.module, row.kind) for row in report.failures] == [("", "input_grad")]
+    assert report.failures[0].note.startswith("backward not run: side a (torch)'s model returned a tuple")

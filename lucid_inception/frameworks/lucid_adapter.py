@@ -32,6 +32,12 @@ def _to_numpy(data: object) -> np.ndarray:
     return np.array(data, copy=True)
 
 
+_LEAF_UNMEASURED = (
+    "its input is a leaf (the model's input), and an identity node there can make this "
+    "Lucid's backward raise (upstream bug LUC-012)"
+)
+
+
 @contextlib.contextmanager
 def quiet_uninitialised_casts() -> Iterator[None]:
     """While building Lucid modules: lucid-dl 2.9.0's ``Conv2d`` and ``Linear`` make their
@@ -464,13 +470,22 @@ class LucidAdapter:
         upstream bug LUC-013) and, in the backward, pass that node's gradient, i.e. this
         call's share of the input's gradient, to the function as a read-only view valid
         until it returns. Returns the function that removes the hook (nodes already made
-        keep theirs until the backward frees the graph)."""
+        keep theirs until the backward frees the graph).
+
+        A leaf argument (the model's input) gets no node where the backward lists a tensor
+        once per consumer (``grad_hooks_see_parts``, upstream bug LUC-012): a module that
+        reads its input twice in one op (``x * x``) runs fine on the leaf, but on a node the
+        second run of the node's backward finds no gradient and raises, and the harness
+        would have broken a working model. The function gets ``(None, why)`` instead."""
 
         def hook(args: tuple) -> tuple | None:
             if not (args and isinstance(args[0], lucid.Tensor)):
                 return None
             receive = enter()  # every call counts, for the call numbers
             if receive is None or not args[0].requires_grad:
+                return None
+            if args[0].is_leaf and LucidAdapter.grad_hooks_see_parts():
+                receive(None, _LEAF_UNMEASURED)
                 return None
             node = args[0][...]
 

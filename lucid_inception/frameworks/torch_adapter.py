@@ -378,10 +378,13 @@ class TorchAdapter:
         module: torch.nn.Module, enter: Callable[[], Callable[[np.ndarray | None], None] | None]
     ) -> Callable[[], None]:
         """As ``LucidAdapter.add_input_grad_hook``; the identity node is ``view_as``. Torch
-        runs no hook on a view that is changed in place afterwards (``ReLU(inplace=True)``
-        on its input): when the module returns with the node changed, the function gets
-        ``None`` at once (no gradient will come) instead."""
+        runs no hook on a view that is changed in place afterwards: inside the module
+        (``ReLU(inplace=True)`` on its input), or after it returned the node itself (an
+        ``Identity``, an eval-mode ``Dropout``) to a later in-place op. A node found changed
+        when its module returns, or when the hook is removed (the forward has ended), gets
+        ``(None, why)`` from the function instead: no gradient will come."""
         open_calls: list[tuple[torch.Tensor, int, Callable[[np.ndarray | None], None]]] = []
+        returned_calls: list[tuple[torch.Tensor, int, Callable[[np.ndarray | None], None]]] = []
 
         def hook(_module: torch.nn.Module, args: tuple) -> tuple | None:
             if not (args and isinstance(args[0], torch.Tensor)):
@@ -402,13 +405,19 @@ class TorchAdapter:
             if open_calls:  # the innermost open call of this module is the one returning
                 node, version, receive = open_calls.pop()
                 if node._version != version:
-                    receive(None)
+                    receive(None, "its module changed its input in place")
+                else:  # it may still be changed by what runs next
+                    returned_calls.append((node, version, receive))
 
         handles = [module.register_forward_pre_hook(hook), module.register_forward_hook(returned)]
 
         def remove() -> None:
             for handle in handles:
                 handle.remove()
+            for node, version, receive in returned_calls:
+                if node._version != version:
+                    receive(None, "its module returned its input, which was then changed in place")
+            returned_calls.clear()  # the nodes belong to the graph, not to this hook
 
         return remove
 
