@@ -51,6 +51,9 @@ class InputGrads:
         self.order: dict[Key, int] = {}  # key -> how many calls entered before it
         # Calls whose gradient the adapter cannot measure, and why (said during the forward).
         self.unmeasured: dict[Key, str] = {}
+        # The first exception of ``receive`` (the harness's own code): raised by ``finish``,
+        # never left to the framework's backward, which would report it as the model's.
+        self.failure: Exception | None = None
 
     def _enter(self, name: str) -> Callable[[np.ndarray], None]:
         key = (name, self.calls[name])
@@ -62,24 +65,32 @@ class InputGrads:
             if grad is None:  # said during the forward: no gradient will come
                 self.unmeasured[key] = why
                 return
-            if self.receive is None:
+            if self.receive is None or self.failure is not None:
                 return
-            if not self.see_parts:
-                self.receive(key, grad)
-            elif key in self.parts:
-                self.parts[key] += grad
-            else:
-                self.parts[key] = np.array(grad, copy=True)
+            try:
+                if not self.see_parts:
+                    self.receive(key, grad)
+                elif key in self.parts:
+                    self.parts[key] += grad
+                else:
+                    self.parts[key] = np.array(grad, copy=True)
+            except Exception as error:
+                self.failure = error
 
         return gradient
 
     def finish(self) -> None:
-        """After the backward: hand on the gradients that came in parts, then stop receiving."""
+        """After the backward: hand on the gradients that came in parts, then stop receiving;
+        raise what ``receive`` raised, if anything did."""
         receive, self.receive = self.receive, None
-        while self.parts:
+        while self.parts and self.failure is None:
             key, grad = self.parts.popitem()
             if receive is not None:
                 receive(key, grad)
+        self.parts.clear()
+        if self.failure is not None:
+            failure, self.failure = self.failure, None
+            raise failure
 
     @contextlib.contextmanager
     def capture(self) -> Iterator[None]:

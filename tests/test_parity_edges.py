@@ -561,3 +561,20 @@ def test_a_model_returning_a_tuple_is_not_blamed_for_the_backward_it_cannot_have
     report = compare(a, b, X, dtype="float64", backward=True)
     assert [(row.module, row.kind) for row in report.failures] == [("", "input_grad")]
     assert report.failures[0].note.startswith("backward not run: side a (torch)'s model returned a tuple")
+
+
+def test_an_exception_in_the_harness_during_the_backward_is_raised_not_blamed_on_the_model(
+    monkeypatch,
+) -> None:
+    """The input-gradient hooks run the harness's own code inside the framework's backward;
+    its exception must reach the caller, not become an error row naming the model."""
+    import parity.comparison
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug in the harness")
+
+    monkeypatch.setattr(parity.comparison, "_input_grad_row", broken)
+    a, b = torch_pair("float64")
+    with pytest.raises(RuntimeError, match="a bug in the harness"):
+        compare(a, b, X, dtype="float64", backward=True)
+    assert not any(p.grad is not None for p in a.parameters())  # left as found
