@@ -689,6 +689,7 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
     ]
     # The statistics of the input each side's BatchNorm actually ran on, call by call.
     seen: tuple[dict, dict] = (defaultdict(list), defaultdict(list))
+    last_call: dict[str, int] = {}  # BatchNorm -> position of its last call's row
 
     def on_pair(
         name: str, call: int, seq_a: int, seq_b: int, xa: np.ndarray, xb: np.ndarray, _live: int
@@ -697,6 +698,7 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
         seen[0][name].append(own_a)
         seen[1][name].append(own_a)  # side b waits in this BatchNorm's hook for side a's input
         ctx.add((phase, min(seq_a, seq_b), seq_a), _stats_row(name, own_a, own_b, tol), call)
+        last_call[name] = min(seq_a, seq_b)
         return xa
 
     sides = [
@@ -731,8 +733,8 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
     for name in bns[0]:
         if name in seen[0] and name in bns[1]:  # else never called, or already a failing row
             row = _running_row(ctx, name, seen, momenta, after)
-            if row is not None:
-                ctx.add((phase, res_a.first_seen[name], math.inf), row)
+            if row is not None:  # after the batch statistics of the layer's last call
+                ctx.add((phase, last_call[name], math.inf), row)
 
 
 def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:

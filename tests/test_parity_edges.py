@@ -578,3 +578,18 @@ def test_an_exception_in_the_harness_during_the_backward_is_raised_not_blamed_on
     with pytest.raises(RuntimeError, match="a bug in the harness"):
         compare(a, b, X, dtype="float64", backward=True)
     assert not any(p.grad is not None for p in a.parameters())  # left as found
+
+
+class TwiceNet(TorchNet):
+    def forward(self, x):
+        y = self.relu(self.bn(self.bn(self.conv(x))))
+        return self.fc(self.pool(y).reshape(x.shape[0], -1))
+
+
+def test_the_running_update_of_a_batchnorm_called_twice_follows_both_calls() -> None:
+    a, b = TwiceNet().double(), TwiceNet().double()
+    b.load_state_dict(a.state_dict())
+    report = compare(a, b, X, dtype="float64", train_step=True)
+    assert report.ok, _failing(report)
+    kinds = [row.kind for row in report.rows if row.module == "bn" and row.kind.startswith("bn_")]
+    assert kinds == ["bn_batch_stats", "bn_batch_stats", "bn_running_update"]
