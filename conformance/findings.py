@@ -76,6 +76,8 @@ def _reproducer(finding_id: str) -> Path:
 
 
 _PY312 = "LUC-008-py312-import-nameerror"
+_FUSION = "LUC-013-fusion-drops-gradient"
+_SHARED_GRAD = "LUC-015-gradient-accumulates-into-shared-array"
 # On 2.16.0 nothing else runs before LUC-008's patch makes `import lucid` work on 3.12.
 _NEEDS_IMPORT = (_PY312,)
 _MODELS_29 = "`lucid/models/imgclf/inception.py`, `inception_res.py`"
@@ -335,14 +337,22 @@ FINDINGS: tuple[Finding, ...] = (
             "a hook registered on it sees its gradient in two parts. On 2.16.0 the double listing "
             "also makes the backward fusion count one consumer as two and skip the fusion. The "
             "patch lists a tensor the first time it is finished, which is a valid topological "
-            "order (a later pop is a stale second push)."
+            "order (a later pop is a stale second push). It needs two other patches first. "
+            "LUC-015's, on both versions: the new order lets more graphs reach that fault "
+            "(`n1 = 0.1a`, `n2 = 0.1 n1`: d/da sum(n1 + n2 + a) is right unpatched, 1.21 instead "
+            "of 1.11 with this patch alone). LUC-013's, on 2.16.0 (`depends_on` names it for "
+            "every version, and a dependency applies only where it affects the version, which "
+            "2.9.0 without a fusion is not): a consumer listed twice had blocked the fusion, so "
+            "this patch alone brings LUC-013 to graphs it had spared (a hook on "
+            "`p = (2a).reshape(2, 2)` read once by `v = p.reshape(4)`, summed as `v + 2v`, gets "
+            "None)."
         ),
         reproducer=_reproducer("LUC-012-backward-lists-tensor-twice"),
         patch_generator=patches.backward_lists_each_tensor_once,
-        depends_on=_NEEDS_IMPORT,
+        depends_on=(*_NEEDS_IMPORT, _FUSION, _SHARED_GRAD),
     ),
     Finding(
-        id="LUC-013-fusion-drops-gradient",
+        id=_FUSION,
         title="The backward fusion takes the gradient of a tensor whose gradient is wanted",
         severity="medium",
         affected_versions=("2.16.0",),
@@ -355,19 +365,23 @@ FINDINGS: tuple[Finding, ...] = (
             "stays None. Nothing checks whether `p`'s gradient is wanted: a backward hook on `p` is "
             "still called, with `None`; `p.keep_grad = True` and `backward(retain_grad=True)` leave "
             "`p.grad` None; `lucid.autograd.grad(loss, p)` raises 'Some inputs did not receive "
-            "gradients'. Found through the parity harness, whose input-gradient node was a reshape "
+            "gradients'. The fusion also rewires the graph for good: after "
+            "`backward(retain_graph=True)` a later backward, hook, `keep_grad` or "
+            "`lucid.autograd.grad` on the retained graph finds `p` cut out and gets nothing. "
+            "Found through the parity harness, whose input-gradient node was a reshape "
             "until it met a module that reshapes its input again (it now uses `x[...]`). The patch "
-            "fuses nothing when every gradient is kept (`retain_grad`) and leaves out a `p` with a "
-            "hook or `keep_grad`; the gradients that reach the leaves are unchanged."
+            "fuses nothing when every gradient is kept (`retain_grad`) or the graph is "
+            "(`retain_graph`) and leaves out a `p` with a hook or `keep_grad`; the gradients that "
+            "reach the leaves are unchanged."
         ),
-        reproducer=_reproducer("LUC-013-fusion-drops-gradient"),
+        reproducer=_reproducer(_FUSION),
         patch_generator=patches.fusion_keeps_wanted_gradients,
         depends_on=_NEEDS_IMPORT,
         not_affected={"2.9.0": "2.9.0 has no backward fusion: `Tensor.backward` runs every tensor's own."},
     ),
     Finding(
         id="LUC-014-flops-miscounted",
-        title="FLOP counts double-count shared tensors, and 2.9.0 counts no convolution",
+        title="FLOP counts double-count shared tensors and multi-output ops, and 2.9.0 counts no convolution",
         severity="low",
         affected_versions=SUPPORTED_VERSIONS,
         evidence=(
@@ -375,17 +389,52 @@ FINDINGS: tuple[Finding, ...] = (
             "walks the graph with a deque used as a stack, marking a tensor visited when it is "
             "popped and pushing every parent not yet visited. A parent that two consumers push "
             "before it is popped is popped, and counted, twice: `x * x` counts 9 flops for 6, "
-            "`h + 2h` 12 for 9, and every Inception-ResNet block's input once more (this port's "
-            "Inception-ResNet-v1 and -v2 count 6% too many on 2.9.0). On 2.9.0 the convolution op "
+            "`h + 2h` 12 for 9, and every Inception-ResNet block's input once more: 4,357,248 "
+            "FLOPs too many for this port's Inception-ResNet-v1 at 299 px, which is 6.1% of its "
+            "total counted once on unpatched 2.9.0 (71,227,768, where convolutions count 0) and "
+            "0.07% of the total with convolutions counted (6,275,797,464); -v2: 5,426,816, 5.9% "
+            "and 0.06%. "
+            "An op with several outputs is every output's `_op` and is counted once per output "
+            "reached: `q, r = lucid.linalg.qr(a)` (4x4), `(q + r).flops` is 186 for 101 (qr's "
+            "85 twice). On 2.9.0 the convolution op "
             "`conv_nd` has no `__flops__`, so a convolution counts 0 and a `Conv2d` only its bias "
             "add: this port's Inception-v4 totals 92 million FLOPs at 299 px (bias adds and the "
             "cheap ops), where its convolutions do 12.25 billion multiply-adds. 2.16.0's "
             "`conv_nd_kernel` counts them. "
-            "The patch skips a tensor popped again and, on 2.9.0, gives `conv_nd` the multiply-add "
-            "count 2.16.0 uses."
+            "The patch skips a tensor popped again and an op counted already and, on 2.9.0, "
+            "gives `conv_nd` the multiply-add count 2.16.0 uses."
         ),
         reproducer=_reproducer("LUC-014-flops-miscounted"),
         patch_generator=patches.flops_counted_once,
+        depends_on=_NEEDS_IMPORT,
+    ),
+    Finding(
+        id=_SHARED_GRAD,
+        title="A gradient is accumulated in place into an array other tensors hold as theirs: "
+        "b + c + c and a second backward of w1 + w2 give wrong gradients",
+        severity="high",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`lucid._set_tensor_grad` (`lucid/__init__.py`, the same in 2.9.0 and 2.16.0) stores a "
+            "tensor's first gradient as given (`tensor.grad = grad`) and adds every later one into "
+            "that array in place (`tensor.grad[at] = tensor.grad[at] + grad`; `+=` for 0-d). The "
+            "array given is often another tensor's gradient too: add's backward hands its own "
+            "`result.grad` to both operands, and a same-shape gradient passes through "
+            "`_match_grad_shape` unchanged. So adding to one tensor's gradient adds to all of them, "
+            "silently, on 'cpu' (numpy) and 'gpu' (MLX item assignment updates the shared array "
+            "object) alike. With `b = 1a`, `c = b.reshape(3)`, d/da sum(b + c + c) is 4 instead of "
+            "3 (`(b + c)` and `c` get one array, and `c`'s second part doubles `(b + c)`'s), and a "
+            "kept `(b + c).grad` reads 4 instead of 1. Two leaves added directly get one array: "
+            "two backward passes of sum(w1 + w2) without zeroing (gradient accumulation) leave 3 "
+            "in both for 2, and `w1.grad is w2.grad`, so an in-place edit of one (clipping, "
+            "averaging) edits the other. Which graphs are hit depends on the backward order: with "
+            "LUC-012's patch alone, `n1 = 0.1a`, `n2 = 0.1 n1`, d/da sum(n1 + n2 + a) is 1.21 "
+            "instead of 1.11, so LUC-012's patch depends on this one. The patch stores a copy of "
+            "the first gradient (`grad.copy()`, `mx.array(grad)` on 'gpu'), so the array a tensor "
+            "accumulates into is its own; the accumulation itself is unchanged."
+        ),
+        reproducer=_reproducer(_SHARED_GRAD),
+        patch_generator=patches.gradient_stored_as_a_copy,
         depends_on=_NEEDS_IMPORT,
     ),
 )

@@ -12,8 +12,10 @@ import argparse
 import shutil
 import subprocess
 import sys
+from collections import deque
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conformance import patches, prove, reports, upstream
@@ -26,6 +28,9 @@ from .conftest import UPSTREAM_BUG_ITEMS
 VERSIONS = upstream.SUPPORTED_VERSIONS
 
 IMPORT_FIX = "LUC-008-py312-import-nameerror"
+LISTS_TWICE = "LUC-012-backward-lists-tensor-twice"
+FUSION = "LUC-013-fusion-drops-gradient"
+SHARED_GRAD = "LUC-015-gradient-accumulates-into-shared-array"
 
 
 def _fetch_or_skip(version: str) -> Path:
@@ -78,10 +83,14 @@ def test_catalogue_ids_reproducers_and_spec_items() -> None:
 
 def test_import_fix_precedes_everything_on_2_16_0_only() -> None:
     assert by_id(IMPORT_FIX).affected_versions == ("2.16.0",)
+    # LUC-012's new order exposes LUC-015 (both versions) and, on 2.16.0, LUC-013: a consumer
+    # listed twice had blocked the fusion. LUC-013 does not affect 2.9.0: no dependency there.
+    also = {LISTS_TWICE: {"2.9.0": [SHARED_GRAD], "2.16.0": [FUSION, SHARED_GRAD]}}
     for finding in FINDINGS:
         if finding.id != IMPORT_FIX:
-            assert [d.id for d in dependencies(finding, "2.16.0")] == [IMPORT_FIX]
-            assert dependencies(finding, "2.9.0") == ()
+            more = also.get(finding.id, {})
+            assert [d.id for d in dependencies(finding, "2.16.0")] == [IMPORT_FIX, *more.get("2.16.0", [])]
+            assert [d.id for d in dependencies(finding, "2.9.0")] == more.get("2.9.0", [])
     with pytest.raises(ValueError, match="no finding"):
         by_id("LUC-999-nothing")
 
@@ -194,11 +203,13 @@ def _try_backward_fusion(topo_order) -> None:
 
 
 def test_fusion_patch_guards_both_places_and_refuses_a_changed_call(tmp_path: Path) -> None:
-    """LUC-013's generator: no fusion under retain_grad, none of a tensor with a hook or
-    keep_grad; a fusion call upstream has changed is an AnchorError, not a partial patch."""
+    """LUC-013's generator: no fusion under retain_grad or retain_graph, none of a tensor with
+    a hook or keep_grad; a fusion call upstream has changed is an AnchorError, not a partial
+    patch."""
     root = _mini_tree(tmp_path / "tree", _FUSION_SRC)
     (new,) = patches.fusion_keeps_wanted_gradients(root).values()
-    assert "tensor.is_cpu() and not retain_grad:\n" in new
+    # retain_graph too: a fusion rewires the retained graph for good
+    assert "        and tensor.is_cpu()\n        and not (retain_grad or retain_graph)\n    ):\n" in new
     assert "        if p._backward_hooks or p.keep_grad:" in new
     changed = _FUSION_SRC.replace("tensor.is_cpu():", "tensor.is_cpu() and fuse:")
     with pytest.raises(AnchorError, match="found 0"):
@@ -216,6 +227,14 @@ class Tensor:
         while queue:
             cur = queue.popleft()
             visited.add(cur)
+            if cur._op is not None:
+                total += cur._op.flops
+
+            for next in cur._prev:
+                if next not in visited:
+                    queue.appendleft(next)
+
+        return total
 """
 
 _CONV_OP_SRC = """\
@@ -232,12 +251,24 @@ class conv_nd(operation):
 
 
 def test_flops_patch_adds_a_count_only_where_there_is_none(tmp_path: Path) -> None:
-    """LUC-014's generator: the walk skips a tensor popped again; 2.9.0's conv op gets a
-    ``__flops__``; one that has one already is an AnchorError (upstream moved on)."""
+    """LUC-014's generator: the walk skips a tensor popped again and an op counted already
+    (one op, several outputs); 2.9.0's conv op gets a ``__flops__``; one that has one
+    already is an AnchorError (upstream moved on)."""
     root = _mini_tree(tmp_path / "tree", _FLOPS_SRC)
     (root / "lucid" / "conv.py").write_text(_CONV_OP_SRC)
     changes = patches.flops_counted_once(root)
-    assert "            if cur in visited:" in changes["lucid/models/inception.py"]
+    walk = changes["lucid/models/inception.py"]
+    assert "            if cur in visited:" in walk
+    # x * x counts its op once; q and r of one qr share their op: (q + r) counts it once
+    scope: dict = {"deque": deque}
+    exec(walk, scope)
+    x = _Node(_Op(1), [_Node(None, [])])
+    square = _Node(_Op(10), [x, x])
+    qr = _Op(100)
+    leaf = _Node(None, [])
+    q, r = _Node(qr, [leaf]), _Node(qr, [leaf])
+    assert scope["Tensor"].flops.fget(square) == 11
+    assert scope["Tensor"].flops.fget(_Node(_Op(10), [q, r])) == 110
     conv = changes["lucid/conv.py"]
     assert conv.index("    def __flops__(self, a: Tensor, b: Tensor)") < conv.index("    def __grad__(")
     flops_method = "    def __flops__(self, a, b):\n        return 1\n\n"
@@ -245,6 +276,66 @@ def test_flops_patch_adds_a_count_only_where_there_is_none(tmp_path: Path) -> No
     (root / "lucid" / "conv.py").write_text(counted)
     with pytest.raises(AnchorError, match="counts its flops already"):
         patches.flops_counted_once(root)
+
+
+_SET_GRAD_SRC = """\
+def _set_tensor_grad(
+    tensor: Tensor, grad: _NumPyArray | _MLXArray, at: SupportsIndex = ...
+) -> None:
+    if not tensor.requires_grad:
+        return
+    if tensor.grad is None:
+        tensor.grad = grad
+    else:
+        if tensor.is_cpu() and not tensor.grad.flags.writeable:
+            tensor.grad = tensor.grad.copy()
+
+        if tensor.grad.ndim == 0:
+            tensor.grad += grad
+        else:
+            tensor.grad[at] = tensor.grad[at] + grad
+"""
+
+
+def test_gradient_patch_stores_a_copy_and_refuses_a_changed_store(tmp_path: Path) -> None:
+    """LUC-015's generator: the first gradient is stored as a copy, so accumulating into one
+    tensor's gradient leaves a tensor handed the same array alone (add's two operands); a
+    store upstream has changed is an AnchorError."""
+    root = _mini_tree(tmp_path / "tree", _SET_GRAD_SRC)
+    (new,) = patches.gradient_stored_as_a_copy(root).values()
+    assert "        tensor.grad = grad.copy() if tensor.is_cpu() else mx.array(grad)\n" in new
+    scope: dict = {}
+    exec("from __future__ import annotations\n" + new, scope)
+    shared = np.ones(3)  # what add's backward hands both operands
+    b, c = _Grad(), _Grad()
+    for tensor in (b, c, c):
+        scope["_set_tensor_grad"](tensor, shared)
+    assert b.grad.tolist() == [1.0] * 3 and c.grad.tolist() == [2.0] * 3 and shared.tolist() == [1.0] * 3
+    changed = _SET_GRAD_SRC.replace("        tensor.grad = grad\n", "        tensor.grad = grad + 0\n")
+    with pytest.raises(AnchorError, match="found 0"):
+        patches.gradient_stored_as_a_copy(_mini_tree(tmp_path / "changed", changed))
+
+
+class _Grad:
+    """What ``_set_tensor_grad`` reads of a cpu tensor."""
+
+    requires_grad = True
+    grad = None
+
+    def is_cpu(self) -> bool:
+        return True
+
+
+class _Op:
+    def __init__(self, flops: int) -> None:
+        self.flops = flops
+
+
+class _Node:
+    """What ``Tensor.flops`` reads of a tensor."""
+
+    def __init__(self, op: _Op | None, prev: list[_Node]) -> None:
+        self._op, self._prev = op, prev
 
 
 def test_edits_span_and_missing_newline(tmp_path: Path) -> None:
@@ -654,6 +745,29 @@ def test_framework_ops_step_fails_on_a_collapse_only_fix(tmp_path: Path) -> None
     assert step.status == "fail", step.detail
     assert "batchnorm2d_train [float32]: fail" in step.detail and "grad:x" in step.detail, step.detail
     assert "batchnorm2d_train [float64]: fail" in step.detail, step.detail
+
+
+@pytest.mark.upstream
+@pytest.mark.parametrize("version", VERSIONS)
+def test_backward_order_patch_needs_its_dependencies(tmp_path: Path, version: str) -> None:
+    """LUC-012's patch without the ones it depends on: its new backward order gives a wrong
+    gradient through the array LUC-015 shares, and on 2.16.0 lets the fusion (LUC-013) take
+    a hooked tensor's gradient; each is caught by a reproducer."""
+    source = _fetch_or_skip(version)
+    written = patches.write_version_patches(FINDINGS, version, source, tmp_path / "patches")
+    root = upstream.copy_tree(version, tmp_path / "tree")
+    for finding_id in (IMPORT_FIX, LISTS_TWICE):
+        if finding_id in written:
+            upstream.apply(written[finding_id], root)
+    outcome, line = prove.reproduce(by_id(SHARED_GRAD), root)
+    assert outcome == "present" and "d/da sum(n1 + n2 + a) is [1.21" in line, line
+    outcome, line = prove.reproduce(by_id(LISTS_TWICE), root)
+    if version == "2.16.0":
+        assert outcome == "present" and line == (
+            "BUG: v + 2v with v = p.reshape(4): a hook on p got ['None'], expected one gradient of 3s"
+        ), line
+    else:
+        assert outcome == "absent", line
 
 
 def test_ops_known_names_known_bugs() -> None:

@@ -17,6 +17,7 @@ from .framework import (
     checked_load_state_dict,
     flops_counted_once,
     fusion_keeps_wanted_gradients,
+    gradient_stored_as_a_copy,
     registry_opt_in,
     tensor_dtype_from_data,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "flops_counted_once",
     "fusion_keeps_wanted_gradients",
     "future_annotations",
+    "gradient_stored_as_a_copy",
     "head_dropout",
     "registry_opt_in",
     "render",

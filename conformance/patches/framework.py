@@ -18,6 +18,7 @@ __all__ = [
     "checked_load_state_dict",
     "flops_counted_once",
     "fusion_keeps_wanted_gradients",
+    "gradient_stored_as_a_copy",
     "registry_opt_in",
     "tensor_dtype_from_data",
 ]
@@ -348,15 +349,21 @@ def backward_lists_each_tensor_once(root: Path) -> dict[str, str]:
 def fusion_keeps_wanted_gradients(root: Path) -> dict[str, str]:
     """The backward fusion (2.10+) leaves alone a tensor whose own gradient is wanted: one
     with a backward hook or ``keep_grad``, and every tensor when the backward keeps all
-    gradients (``retain_grad``)."""
+    gradients (``retain_grad``) or the graph (``retain_graph``: a later backward,
+    ``lucid.autograd.grad`` or hook on the retained graph must find it unfused)."""
     edits = Edits(root)
     path = locate(root, "def _try_backward_fusion(")
     edits.replace(
         path,
         "    if lucid.USE_BAKCWARD_FUSION and tensor.is_cpu():\n",
-        "    # A fused tensor's own backward never runs: it gets no gradient. Keep every\n"
-        "    # gradient (retain_grad): fuse nothing.\n"
-        "    if lucid.USE_BAKCWARD_FUSION and tensor.is_cpu() and not retain_grad:\n",
+        "    # A fused tensor's own backward never runs: it gets no gradient, and the fusion\n"
+        "    # rewires the graph for good. Keep every gradient (retain_grad) or the graph for\n"
+        "    # another backward (retain_graph): fuse nothing.\n"
+        "    if (\n"
+        "        lucid.USE_BAKCWARD_FUSION\n"
+        "        and tensor.is_cpu()\n"
+        "        and not (retain_grad or retain_graph)\n"
+        "    ):\n",
         within="def backward(",
     )
     edits.insert_after(
@@ -387,18 +394,34 @@ _CONV_FLOPS = """\
 
 def flops_counted_once(root: Path) -> dict[str, str]:
     """``Tensor.flops`` counts each operation of the graph once (it counted a tensor again
-    for every consumer that pushed it before it was visited), and on 2.9.0 the convolution
-    op counts its multiply-adds (it counted none: no ``__flops__``)."""
+    for every consumer that pushed it before it was visited, and an op with several outputs
+    once per output), and on 2.9.0 the convolution op counts its multiply-adds (it counted
+    none: no ``__flops__``)."""
     edits = Edits(root)
     path = locate(root, "    def flops(self) -> int:\n        total = 0\n")
+    header = "    def flops(self) -> int:"
+    edits.insert_after(
+        path,
+        "        visited = set()\n",
+        "        counted = set()  # ids of the ops counted\n",
+        within=header,
+    )
     edits.replace(
         path,
-        "            cur = queue.popleft()\n            visited.add(cur)\n",
+        "            cur = queue.popleft()\n"
+        "            visited.add(cur)\n"
+        "            if cur._op is not None:\n"
+        "                total += cur._op.flops\n",
         "            cur = queue.popleft()\n"
         "            if cur in visited:  # pushed again by a second consumer: counted already\n"
         "                continue\n"
-        "            visited.add(cur)\n",
-        within="    def flops(self) -> int:",
+        "            visited.add(cur)\n"
+        "            # An op with several outputs (q and r of qr) is every output's _op: count\n"
+        "            # it once.\n"
+        "            if cur._op is not None and id(cur._op) not in counted:\n"
+        "                counted.add(id(cur._op))\n"
+        "                total += cur._op.flops\n",
+        within=header,
     )
     try:
         kernel = locate(root, "\nclass conv_nd_kernel(")  # 2.10+
@@ -419,3 +442,22 @@ def _counts_flops(text: str, header: str) -> bool:
     """Whether the class headed ``header`` in ``text`` defines ``__flops__``."""
     body = text.partition(header)[2].split("\nclass ")[0]
     return "    def __flops__(" in body
+
+
+def gradient_stored_as_a_copy(root: Path) -> dict[str, str]:
+    """``_set_tensor_grad`` stores a copy of a tensor's first gradient, so the array it later
+    accumulates into in place is the tensor's own: add's backward hands one array to both
+    operands, and adding to one operand's gradient added to the other's."""
+    edits = Edits(root)
+    header = "def _set_tensor_grad("
+    edits.replace(
+        locate(root, header),
+        "    if tensor.grad is None:\n        tensor.grad = grad\n",
+        "    if tensor.grad is None:\n"
+        "        # A copy: the array given can be another tensor's gradient too (add's backward\n"
+        "        # hands one array to both operands), and the next gradient is added to the one\n"
+        "        # stored in place, which would change every tensor holding it.\n"
+        "        tensor.grad = grad.copy() if tensor.is_cpu() else mx.array(grad)\n",
+        within=header,
+    )
+    return edits.changes()

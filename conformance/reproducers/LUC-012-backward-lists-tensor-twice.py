@@ -2,6 +2,8 @@
 pushed it before it was visited, and runs its backward once per listing: `x * x` on a
 non-leaf x raises, a residual's input runs its backward twice, and a kept gradient
 (`keep_grad` in 2.9.0, `retain_grad` and `lucid.autograd.grad` in 2.16.0) is passed on twice.
+On 2.16.0 the double listing had also blocked the backward fusion: listed once, a hooked
+tensor read by a consumer read twice is fused (LUC-013) unless LUC-013's patch came first.
 
 Exits 0 when the bug is absent, 1 with one line when present.
 Run: PYTHONPATH=<folder holding lucid/> python LUC-012-backward-lists-tensor-twice.py
@@ -50,6 +52,18 @@ def main() -> int:
     grad, _ = residual(**{KEEP: True})
     if not np.allclose(grad, 9.0):
         problems.append(f"backward({KEEP}=True) gives d/da {grad}, expected 9")
+
+    # p's only consumer v is read twice: listed twice, v blocked 2.16.0's DoubleReshape
+    # fusion of p; listed once, p is fused and its hook gets None without LUC-013's patch.
+    a = lucid.Tensor(np.ones(4), requires_grad=True)
+    p = (a * 2.0).reshape(2, 2)
+    seen = []
+    p.register_hook(lambda tensor, grad: seen.append(grad))
+    v = p.reshape(4)
+    (v + v * 2.0).sum().backward()
+    if len(seen) != 1 or seen[0] is None or not np.allclose(seen[0], 3.0):
+        shown = ["None" if g is None else np.asarray(g).ravel().tolist() for g in seen]
+        problems.append(f"v + 2v with v = p.reshape(4): a hook on p got {shown}, expected one gradient of 3s")
 
     autograd = getattr(lucid, "autograd", None)
     if autograd is not None and hasattr(autograd, "grad"):

@@ -1,6 +1,8 @@
 """LUC-013: the backward fusion of 2.10+ fuses a tensor into its consumer even when that
 tensor's own gradient is wanted: its hooks get None, and neither `keep_grad`,
-`backward(retain_grad=True)` nor `lucid.autograd.grad` gets its gradient.
+`backward(retain_grad=True)` nor `lucid.autograd.grad` gets its gradient; after
+`backward(retain_graph=True)` the retained graph stays fused, so a later backward does not
+reach the tensor either.
 
 Exits 0 when the bug is absent, 1 with one line when present.
 Run: PYTHONPATH=<folder holding lucid/> python LUC-013-fusion-drops-gradient.py
@@ -50,20 +52,37 @@ def main() -> int:
     if y.grad is None or not np.allclose(y.grad, EXPECTED):
         problems.append(f"after backward({KEEP}=True), y.grad is {show(y.grad)}")
 
+    # The graph kept for a second backward must still reach y.
+    y, loss = reshaped_twice()
+    loss.backward(retain_graph=True)
+    y.keep_grad = True
+    loss.backward()
+    if y.grad is None or not np.allclose(y.grad, EXPECTED):
+        problems.append(
+            f"after backward(retain_graph=True), a second backward with y.keep_grad: y.grad is {show(y.grad)}"
+        )
+
     autograd = getattr(lucid, "autograd", None)
     if autograd is not None and hasattr(autograd, "grad"):
-        y, loss = reshaped_twice()
-        try:
-            got = autograd.grad(loss, y)
-            if not np.allclose(got, EXPECTED):
-                problems.append(f"lucid.autograd.grad(loss, y) is {show(got)}")
-        except RuntimeError as error:
-            problems.append(f"lucid.autograd.grad(loss, y) raised RuntimeError: {error}")
+        for retained in (False, True):
+            y, loss = reshaped_twice()
+            if retained:
+                loss.backward(retain_graph=True)
+            call = "backward(retain_graph=True), then " if retained else ""
+            try:
+                got = autograd.grad(loss, y)
+                if not np.allclose(got, EXPECTED):
+                    problems.append(f"{call}lucid.autograd.grad(loss, y) is {show(got)}")
+            except RuntimeError as error:
+                problems.append(f"{call}lucid.autograd.grad(loss, y) raised RuntimeError: {error}")
 
     if problems:
         print(f"BUG: {'; '.join(problems)}")
         return 1
-    print("OK: a tensor whose gradient is wanted (hook, keep_grad, retain_grad, autograd.grad) gets it")
+    print(
+        "OK: a tensor whose gradient is wanted (hook, keep_grad, retain_grad, autograd.grad) gets it, "
+        "also from a graph retained (retain_graph)"
+    )
     return 0
 
 

@@ -1,6 +1,7 @@
 """LUC-014: FLOP counts (`lucid.count_flops`, `Tensor.flops`, `lucid.models.summarize`) are
 wrong: `Tensor.flops` counts a tensor again for every consumer that pushed it before it was
-visited, and on 2.9.0 a convolution counts none of its multiply-adds.
+visited and an op with several outputs (qr) once per output, and on 2.9.0 a convolution
+counts none of its multiply-adds.
 
 Exits 0 when the bug is absent, 1 with one line when present.
 Run: PYTHONPATH=<folder holding lucid/> python LUC-014-flops-miscounted.py
@@ -25,6 +26,16 @@ def main() -> int:
         residual = (h + h * 2.0).flops  # h, 2h, their sum: 9
     if square != 6 or residual != 9:
         problems.append(f"x * x counts {square} flops (expected 6), h + 2h {residual} (expected 9)")
+
+    # q and r are two outputs of one qr op (both carry it as `_op`): q + r is that op once
+    # plus the add.
+    m = lucid.Tensor(np.eye(4) * 4.0 + np.arange(16.0).reshape(4, 4) / 16.0, requires_grad=True)
+    with lucid.count_flops():
+        q, r = lucid.linalg.qr(m)
+        both = q + r
+    expected = q._op.flops + both._op.flops
+    if both.flops != expected:
+        problems.append(f"q + r of one qr counts {both.flops} flops, expected {expected} (qr once, the add)")
 
     # A convolution does C_in / groups * prod(kernel) multiply-adds per output element, read
     # here from the output it returns; a Conv2d adds one more per element for its bias
