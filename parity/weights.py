@@ -121,9 +121,12 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{os.fspath(path)}: no such checkpoint file")
     try:
         content = adapter.load_file(path)
-    except (TypeError, ImportError, AttributeError) as error:
-        # A tensor numpy cannot hold (bfloat16), or a pickle naming a module or class that
-        # is not installed: the file is unusable input, not a bug.
+    except (ValueError, OSError):  # the adapter's own verdict, or the file system's
+        raise
+    except Exception as error:
+        # A tensor numpy cannot hold (bfloat16), a pickle naming a module or class that is
+        # not installed, or a corrupt file (a pickle frame too long to exist, a truncated
+        # archive: OverflowError, MemoryError, IndexError...): unusable input, not a bug.
         raise ValueError(
             f"{os.fspath(path)}: not a state dict of float32/float64 arrays ({type(error).__name__}: {error})"
         ) from error

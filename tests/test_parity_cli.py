@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -581,7 +582,14 @@ def test_convert_writes_an_ordinary_mode_and_refuses_unreadable_files(tmp_path: 
 
     # A pickle (protocol 0) of an object whose class lives in a module that is not installed.
     (tmp_path / "gone.lcd").write_bytes(b"cno_such_module_anywhere\nGone\n(tR.")
-    for src in ("bf16.pt", "gone.lcd"):
+    # A protocol-4 frame claiming 2^64 - 1 bytes: pickle raises OverflowError.
+    (tmp_path / "frame.lcd").write_bytes(b"\x80\x04\x95" + b"\xff" * 8)
+    # A torch archive whose pickle builds a tuple from an empty stack: IndexError.
+    with zipfile.ZipFile(tmp_path / "a.pt") as good, zipfile.ZipFile(tmp_path / "stack.pt", "w") as bad:
+        for item in good.infolist():
+            data = good.read(item)
+            bad.writestr(item, b"\x80\x02\x86." if item.filename.endswith("data.pkl") else data)
+    for src in ("bf16.pt", "gone.lcd", "frame.lcd", "stack.pt"):
         assert main(["convert", str(tmp_path / src), str(tmp_path / "out.lcd")]) == EXIT_USAGE
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and f"{src}: not a state dict" in err, err
