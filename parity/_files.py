@@ -2,19 +2,25 @@
 
 ``check_output_path`` fails (``ValueError``, one line) on a path that cannot be written:
 a folder, a read-only parent folder or one that cannot be created (a missing one is
-created). ``write_atomically`` writes through a
-temporary file in the destination folder and ``os.replace``s it into place, so a failure
-or a kill mid-write leaves no half-written file (and any old one untouched). The file
-gets the mode an ordinary ``open`` would give it (``mkstemp`` creates 0600), or, when it
-replaces a file, that file's mode.
+created). ``write_atomically`` writes through a temporary file in the destination folder,
+flushes it to disk and ``os.replace``s it into place, so a failure, Ctrl-C, a SIGTERM (a
+CI timeout, ``kill``) or a crash of the machine mid-write leaves no half-written file and
+any old one untouched (a SIGKILL leaves the hidden temporary file behind, never a
+half-written target). The file gets the mode an ordinary ``open`` would give it
+(``mkstemp`` creates 0600), or, when it replaces a file, that file's mode. A symbolic link
+is written through (the link stays, the file it names is replaced); a hard-linked file is
+replaced by a new one, as any atomic write must.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import tempfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 __all__ = ["check_output_path", "write_atomically"]
@@ -66,20 +72,63 @@ def _umask() -> int:
     return umask
 
 
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While active (on the main thread, where Python runs signal handlers), SIGTERM raises
+    ``SystemExit(143)`` like Ctrl-C raises ``KeyboardInterrupt``: the ``except`` below then
+    removes the temporary file. By default SIGTERM ends the process without unwinding."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:  # a handler installed from C reads as None: the default is what it did
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+def _sync(path: Path) -> None:
+    """Flush ``path`` (a file or a folder) to disk: without it a crash of the machine can
+    leave the new name pointing at data that was never written."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder cannot be opened on every platform
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # a file system without fsync on folders
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` into a temporary file next to ``path`` (same suffix: writers that
-    pick their format from it see the right one), then move it into place."""
+    """``write(tmp)`` into a temporary file next to ``path`` (same suffix, lower-cased:
+    writers that pick their format from it see the right one, and ``lucid.save`` knows
+    ``.lcd`` only), then move it into place."""
     target = Path(path)
+    if target.is_symlink():  # write the file it names; the link stays
+        target = Path(os.path.realpath(target))
     folder = _folder(target)
     if not folder.is_dir():
         raise FileNotFoundError(f"{os.fspath(path)}: folder {os.fspath(folder)} does not exist")
-    fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=target.suffix)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.chmod(tmp, _mode_for(target))
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    tmp: Path | None = None
+    with _sigterm_unwinds():
+        try:
+            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=target.suffix.lower())
+            os.close(fd)
+            tmp = Path(name)
+            write(tmp)
+            os.chmod(tmp, _mode_for(target))
+            _sync(tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        _sync(folder)  # the rename itself

@@ -596,6 +596,58 @@ def test_convert_writes_an_ordinary_mode_and_refuses_unreadable_files(tmp_path: 
     assert not (tmp_path / "out.lcd").exists()
 
 
+def test_convert_to_an_upper_case_suffix_and_through_a_symbolic_link(tmp_path: Path, capsys) -> None:
+    """``.LCD`` passes the suffix check, so it must be written (``lucid.save`` knows ``.lcd``
+    only); a link to the output stays a link, and the file it names gets the checkpoint."""
+    import torch
+
+    torch.save({"w": torch.arange(3.0)}, tmp_path / "a.pt")
+    assert main(["convert", str(tmp_path / "a.pt"), str(tmp_path / "b.LCD")]) == EXIT_OK, capsys.readouterr()
+    assert np.array_equal(load_checkpoint_file(tmp_path / "b.LCD")["w"], [0.0, 1.0, 2.0])
+    (tmp_path / "real.pt").write_bytes(b"old")
+    (tmp_path / "link.pt").symlink_to("real.pt")
+    assert main(["convert", str(tmp_path / "b.LCD"), str(tmp_path / "link.pt")]) == EXIT_OK
+    assert (tmp_path / "link.pt").is_symlink()
+    assert np.array_equal(load_checkpoint_file(tmp_path / "real.pt")["w"], [0.0, 1.0, 2.0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.LCD", "link.pt", "real.pt"]
+
+
+def test_an_atomic_write_reaches_the_disk_before_its_name_does(tmp_path: Path, monkeypatch) -> None:
+    from parity import _files
+
+    synced: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (synced.append("replace"), real_replace(a, b))[1])
+    _files.write_atomically(tmp_path / "out.txt", lambda tmp: tmp.write_text("whole"))
+    assert synced == ["fsync", "replace", "fsync"]  # the data, the rename, the folder
+    assert (tmp_path / "out.txt").read_text() == "whole"
+
+
+_TERMINATED_WRITE = """
+import os, signal, sys, time
+from pathlib import Path
+from parity._files import write_atomically
+
+def write(tmp: Path) -> None:
+    tmp.write_text("half")
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+
+write_atomically(Path(sys.argv[1]), write)
+"""
+
+
+def test_a_sigterm_mid_write_leaves_no_temporary_file_and_the_old_file(tmp_path: Path) -> None:
+    (tmp_path / "out.pt").write_text("old")
+    command = [sys.executable, "-c", _TERMINATED_WRITE, str(tmp_path / "out.pt")]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1]
+    )
+    assert result.returncode == 128 + 15, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["out.pt"] and (tmp_path / "out.pt").read_text() == "old"
+
+
 def test_a_nan_liveness_change_survives_strict_json() -> None:
     from parity.signal import BlockLiveness, LivenessReport
 
