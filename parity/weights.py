@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from lucid_inception.frameworks import ADAPTERS, Adapter, StateMismatchError, adapter_for, check_state
-from parity._aliasing import aliasing_problems
+from parity._aliasing import aliasing_problems, shared_with
 from parity._files import write_atomically
 
 __all__ = [
@@ -58,29 +58,55 @@ def transfer(src: object, dst: object) -> None:
     what = f"transferring {_describe(src, src_adapter)} -> {_describe(dst, dst_adapter)}"
     src_live, dst_live = src_adapter.tensors(src), dst_adapter.tensors(dst)
     dst_names = _dtype_names(dst_adapter, dst_live)
+    # State-dict entries that are no tensor (torch's extra state): a transfer cannot carry
+    # them and must not drop them silently. One line per key, naming its side(s).
+    held: dict[str, list[str]] = {}
+    for side, adapter, model in (("source", src_adapter, src), ("destination", dst_adapter, dst)):
+        for key, what_it_is in adapter.untransferable(model).items():
+            held.setdefault(key, []).append(f"{what_it_is} on the {side}")
+    problems = [
+        f"{key}: {' and '.join(where)}, which transfer does not carry: tensors only"
+        for key, where in held.items()
+    ]
     odd_src = _dtype_problems(_dtype_names(src_adapter, src_live), "source")
     odd_dst = _dtype_problems(dst_names, "destination")
-    problems = [*odd_src.values(), *odd_dst.values()]
+    # Tensors no write can reach (torch: meta device, inference tensors): copy_ would do
+    # nothing, or raise halfway through.
+    unwritable = {
+        key: f"{key}: on the destination, {why}"
+        for key, why in dst_adapter.unwritable(dst_live).items()
+        if key not in odd_dst
+    }
+    problems += [*odd_src.values(), *odd_dst.values(), *unwritable.values()]
     # A key in such a dtype is listed for that alone: the checks below would name it again
     # (float16: "dtype float32, the model has float16") or could not read it (bfloat16).
-    odd = odd_src.keys() | odd_dst.keys()
+    odd = odd_src.keys() | odd_dst.keys() | unwritable.keys()
     # Views, not copies: the destination makes whatever copies it needs, so a transfer
     # never holds a third copy of the weights.
     state = {key: src_adapter.read_only(t) for key, t in src_live.items() if key not in odd}
     dst_live = {key: t for key, t in dst_live.items() if key not in odd}
     layout = {key: (tuple(t.shape), np.dtype(dst_names[key])) for key, t in dst_live.items()}
     # Shared memory matters only to a destination written in place (torch; Lucid's load
-    # replaces arrays). It is read from host views; off the host they would be copies (see
-    # parity._aliasing: ties by object are still found).
-    in_place = dst_adapter.loads_in_place and dst_adapter.device(dst) == "cpu"
-    views = {key: dst_adapter.read_only(t) for key, t in dst_live.items()} if in_place else {}
+    # replaces arrays). It is read from host views on the host, from the framework's
+    # metadata elsewhere (a view there would be a copy; see parity._aliasing).
+    in_place = dst_adapter.loads_in_place
+    on_host = dst_adapter.device(dst) == "cpu"
+    views = {key: dst_adapter.read_only(t) for key, t in dst_live.items()} if in_place and on_host else {}
+    layouts = (
+        {key: dst_adapter.memory_layout(t) for key, t in dst_live.items()} if in_place and not on_host else {}
+    )
     try:
         check_state(layout, state, what=what, check_dtype=True)
     except StateMismatchError as error:
         problems = error.problems + problems
-    problems += aliasing_problems(dst_live, views, state)
+    problems += aliasing_problems(dst_live, views, state, layouts)
     if problems:
         raise StateMismatchError(what, problems)
+    # The source in memory the destination is about to write (modules shared by both
+    # models) would be read after an earlier key overwrote it: those arrays are copied.
+    # Off the host nothing is found, nor needed: a source view is host memory or a copy.
+    for key in shared_with(views, state):
+        state[key] = np.array(state[key], copy=True)
     dst_adapter.load_state(dst, state, what=what)
 
 

@@ -15,7 +15,7 @@ import torch
 
 import lucid_inception
 from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
-from parity import StateMismatchError, transfer
+from parity import StateMismatchError, compare, transfer
 from parity.weights import checkpoint_format, convert_checkpoint, load_checkpoint_file, save_checkpoint
 
 from .conftest import randomize_batchnorm
@@ -287,3 +287,151 @@ def test_a_bad_file_names_every_offending_key(tmp_path) -> None:
     (tmp_path / "text.pt").write_text(json.dumps({"a": 1}))
     with pytest.raises(ValueError, match="not a torch state dict"):
         load_checkpoint_file(tmp_path / "text.pt")
+
+
+# ------------------------------------------------------------------ memory and odd tensors
+
+
+def test_a_source_sharing_modules_with_the_destination_is_read_before_it_is_overwritten() -> None:
+    """One module in both models, at other places: written key by key, the destination
+    would overwrite a source tensor before that tensor is read."""
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(2, 2, bias=False), torch.nn.Linear(2, 2, bias=False)
+    src, dst = torch.nn.Sequential(a, b), torch.nn.Sequential(b, a)  # the same two, swapped
+    want = TorchAdapter.state(src)
+    transfer(src, dst)
+    _assert_bit_equal(TorchAdapter.state(dst), want)
+
+
+class _Buffers(torch.nn.Module):
+    """A parameter (written first) and the given buffers, kept as given (views too)."""
+
+    def __init__(self, **buffers: torch.Tensor) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.full((2,), 5.0))
+        for name, tensor in buffers.items():
+            self.register_buffer(name, tensor)
+
+
+def _source_for(dst: torch.nn.Module) -> torch.nn.Module:
+    """A model with dst's keys and shapes, independent seeded values, its own memory."""
+    rng = np.random.default_rng(6)
+    src = _Buffers(
+        **{k: torch.from_numpy(rng.standard_normal(b.shape, np.float32)) for k, b in dst.named_buffers()}
+    )
+    src.w.data = torch.from_numpy(rng.standard_normal(2, np.float32))
+    return src
+
+
+def _off_the_host(monkeypatch) -> None:
+    """A destination as if on CUDA: no host views, torch's metadata only (as on a GPU)."""
+    monkeypatch.setattr(TorchAdapter, "device", staticmethod(lambda model: "cuda"))
+
+
+def _refused(dst: torch.nn.Module) -> list[str]:
+    """The keys a transfer into ``dst`` names; every destination tensor left bit for bit."""
+    before = TorchAdapter.snapshot(dst)
+    with pytest.raises(StateMismatchError) as caught:
+        transfer(_source_for(dst), dst)
+    _assert_bit_equal(TorchAdapter.snapshot(dst), before)
+    return [line.split(":")[0] for line in caught.value.problems]
+
+
+def _halves(first: slice, second: slice) -> dict[str, torch.Tensor]:
+    base = torch.zeros(6)
+    return {"p": base[first], "q": base[second]}
+
+
+@pytest.mark.parametrize(
+    ("buffers", "named"),
+    [
+        (lambda: {"e": torch.zeros(3).expand(2, 3)}, ["e"]),  # torch: overlaps (stride 0)
+        (lambda: {"s": torch.zeros(5).as_strided((3, 3), (1, 1))}, ["s"]),  # torch: cannot tell
+        (lambda: _halves(slice(0, 4), slice(2, 6)), ["p, q"]),
+        (lambda: _halves(slice(0, 6, 2), slice(1, 6, 2)), ["p, q"]),  # conservative: byte ranges
+    ],
+    ids=["expanded", "strided", "partly", "interleaved"],
+)
+def test_off_the_host_memory_is_read_from_torchs_metadata(buffers, named: list[str], monkeypatch) -> None:
+    """Without host views a destination's overlaps were found by object only: torch then
+    raised halfway through (expanded) or wrote wrong values silently (the others)."""
+    _off_the_host(monkeypatch)
+    problems = _refused(_Buffers(**buffers()))
+    assert problems == named
+
+
+def test_off_the_host_memory_takes_what_it_can_hold(monkeypatch) -> None:
+    """A slice (torch cannot tell it does not overlap itself) and two names of the very
+    same memory given equal values transfer there, as on the host."""
+    _off_the_host(monkeypatch)
+    base = torch.zeros(4)
+    dst = _Buffers(s=torch.zeros(8)[::2], t=base[1:], u=base[1:].view(3))
+    src = _source_for(dst)
+    src.u.copy_(src.t)
+    transfer(src, dst)
+    _assert_bit_equal(TorchAdapter.state(dst), TorchAdapter.state(src))
+
+
+def test_on_the_host_interleaved_slices_are_told_apart() -> None:
+    dst = _Buffers(**_halves(slice(0, 6, 2), slice(1, 6, 2)))
+    src = _source_for(dst)
+    transfer(src, dst)
+    _assert_bit_equal(TorchAdapter.state(dst), TorchAdapter.state(src))
+
+
+def test_meta_and_inference_tensors_are_refused_before_any_write() -> None:
+    """copy_ into a meta tensor does nothing (no error: nothing was transferred); into an
+    inference tensor torch raises, after the keys before it were written."""
+    with torch.device("meta"):
+        meta = torch.nn.Linear(3, 2)
+    with pytest.raises(StateMismatchError, match="meta device") as caught:
+        transfer(torch.nn.Linear(3, 2), meta)
+    # (a meta tensor has no values to find unchanged)
+    assert [line.split(":")[0] for line in caught.value.problems] == ["weight", "bias"]
+    with torch.inference_mode():
+        frozen = torch.zeros(2)
+    assert _refused(_Buffers(z=frozen)) == ["z"]
+
+
+class _WithExtraState(torch.nn.Conv2d):
+    def get_extra_state(self) -> dict:
+        return {"version": 2}
+
+    def set_extra_state(self, state: object) -> None:
+        pass
+
+
+def _lucid_conv() -> lucid.nn.Sequential:
+    return lucid.nn.Sequential(lucid.nn.Conv2d(3, 2, 1))
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "sides"),
+    [
+        (lambda: torch.nn.Sequential(_WithExtraState(3, 2, 1)), _lucid_conv, "source"),
+        (_lucid_conv, lambda: torch.nn.Sequential(_WithExtraState(3, 2, 1)), "destination"),
+        (
+            lambda: torch.nn.Sequential(_WithExtraState(3, 2, 1)),
+            lambda: torch.nn.Sequential(_WithExtraState(3, 2, 1)),
+            "source and extra state (a dict) on the destination",
+        ),
+    ],
+    ids=["torch-lucid", "lucid-torch", "torch-torch"],
+)
+def test_extra_state_is_named_not_a_crash(src, dst, sides: str) -> None:
+    """A module's extra state (any object) is no tensor: it was an AttributeError."""
+    source, target = src(), dst()
+    adapter = adapter_for(target)
+    before = adapter.state(target)
+    with pytest.raises(StateMismatchError) as caught:
+        transfer(source, target)
+    assert caught.value.problems == [
+        f"0._extra_state: extra state (a dict) on the {sides}, which transfer does not carry: tensors only"
+    ]
+    _assert_bit_equal(adapter.state(target), before)
+
+
+def test_compare_takes_models_with_extra_state() -> None:
+    a, b = torch.nn.Sequential(_WithExtraState(3, 2, 1)), torch.nn.Sequential(_WithExtraState(3, 2, 1))
+    b.load_state_dict(a.state_dict())
+    assert compare(a, b, np.ones((1, 3, 4, 4)), dtype="float64").ok

@@ -203,6 +203,11 @@ class LucidAdapter:
         walk("", model)
         return found
 
+    @staticmethod
+    def untransferable(model: lnn.Module) -> dict[str, str]:
+        """As ``TorchAdapter.untransferable``: none (Lucid's state dict holds tensors only)."""
+        return {}
+
     @classmethod
     def parameter_names(cls, model: lnn.Module) -> list[str]:
         return [k for k, t in cls.tensors(model).items() if isinstance(t, lnn.Parameter)]
@@ -261,6 +266,11 @@ class LucidAdapter:
         new = {k: np.array(state[k], dtype=expected[k][1], copy=True) for k in live}
         for key, tensor in live.items():
             _assign(tensor, new[key])
+
+    @staticmethod
+    def unwritable(live: Mapping[str, lucid.Tensor]) -> dict[str, str]:
+        """As ``TorchAdapter.unwritable``: none (``load_state`` replaces arrays, on any device)."""
+        return {}
 
     @classmethod
     def layout(cls, model: lnn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

@@ -1,8 +1,10 @@
 """Everything the project does to a torch model, with the Lucid adapter's vocabulary.
 
 torch specifics handled here: ``num_batches_tracked`` is not part of the transferable
-state (Lucid has no such buffer); a forward hook must return ``None`` or it replaces the
-module's output; ``.numpy()`` shares memory, so captured arrays are copied.
+state (Lucid has no such buffer), nor is a module's extra state (``get_extra_state``: any
+object, which only its ``set_extra_state`` can put back); a forward hook must return
+``None`` or it replaces the module's output; ``.numpy()`` shares memory, so captured
+arrays are copied.
 """
 
 from __future__ import annotations
@@ -22,6 +24,30 @@ from lucid_inception.frameworks.state import KeyHint, check_state
 __all__ = ["TorchAdapter"]
 
 _TORCH_ONLY_SUFFIX = "num_batches_tracked"
+_EXTRA_STATE = "_extra_state"  # torch.nn.modules.module._EXTRA_STATE_KEY_SUFFIX
+
+
+def _is_extra_state(model: torch.nn.Module, key: str) -> bool:
+    """``key`` holds what its module's ``get_extra_state`` returned: any object (a tensor
+    too), which only ``set_extra_state`` writes back, never a ``copy_``."""
+    owner, _, name = key.rpartition(".")
+    if name != _EXTRA_STATE:
+        return False
+    try:
+        module = model.get_submodule(owner)
+    except AttributeError:  # a key a state-dict hook made up
+        return False
+    return type(module).get_extra_state is not torch.nn.Module.get_extra_state
+
+
+def _is_tensor_state(model: torch.nn.Module, key: str, value: object) -> bool:
+    return isinstance(value, torch.Tensor) and not _is_extra_state(model, key)
+
+
+def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict's tensors (``num_batches_tracked`` too), without extra state: what
+    ``snapshot``, ``restore`` and ``cast`` cover."""
+    return {k: t for k, t in model.state_dict(keep_vars=True).items() if _is_tensor_state(model, k, t)}
 
 
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
@@ -101,9 +127,19 @@ class TorchAdapter:
 
     @staticmethod
     def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        """Parameters and buffers by state-dict name, without ``num_batches_tracked``."""
+        """Parameters and buffers by state-dict name, without ``num_batches_tracked``, extra
+        state or any other object that is not a tensor (``untransferable`` lists those)."""
+        return {k: t for k, t in _state_tensors(model).items() if not k.endswith(_TORCH_ONLY_SUFFIX)}
+
+    @staticmethod
+    def untransferable(model: torch.nn.Module) -> dict[str, str]:
+        """Key -> what it holds, for the state-dict entries that are not tensor state:
+        extra state, or anything else a state-dict hook added. A transfer cannot carry
+        them, so it names them rather than drop them silently."""
         return {
-            k: t for k, t in model.state_dict(keep_vars=True).items() if not k.endswith(_TORCH_ONLY_SUFFIX)
+            k: f"extra state (a {type(v).__name__})" if _is_extra_state(model, k) else f"a {type(v).__name__}"
+            for k, v in model.state_dict(keep_vars=True).items()
+            if not _is_tensor_state(model, k, v)
         }
 
     @staticmethod
@@ -165,6 +201,35 @@ class TorchAdapter:
             for key, tensor in live.items():
                 tensor.copy_(torch.from_numpy(sources[key]))
 
+    @staticmethod
+    def unwritable(live: Mapping[str, torch.Tensor]) -> dict[str, str]:
+        """Key -> why, for every tensor ``load_state`` cannot write: one on the meta device
+        (no memory: ``copy_`` into it does nothing and raises nothing), an inference tensor
+        (torch refuses to change it outside ``inference_mode``, halfway through a load)."""
+        why = {}
+        for key, tensor in live.items():
+            if tensor.is_meta:
+                why[key] = "a tensor on the meta device: it has no memory to write into"
+            elif tensor.is_inference():
+                why[key] = (
+                    "an inference tensor (made under torch.inference_mode()): torch refuses to write into it"
+                )
+        return why
+
+    @staticmethod
+    def memory_layout(t: torch.Tensor) -> tuple[tuple[str, int | None], int, int, tuple, tuple, bool | None]:
+        """Where ``t``'s elements lie, from torch's metadata alone (no copy, any device):
+        (device, address of its first element, element size, shape, strides in bytes,
+        whether elements overlap). The last is torch's own verdict, ``None`` where torch
+        cannot tell (any non-dense tensor: ``x[::2]``): ``parity._aliasing`` then works it
+        out from the strides."""
+        size = t.element_size()
+        address = t.untyped_storage().data_ptr() + t.storage_offset() * size
+        verdict = torch._debug_has_internal_overlap(t)  # 0: no, 1: yes, 2: too hard to tell
+        overlaps = {0: False, 1: True}.get(verdict)
+        strides = tuple(stride * size for stride in t.stride())
+        return (t.device.type, t.device.index), address, size, tuple(t.shape), strides, overlaps
+
     @classmethod
     def layout(cls, model: torch.nn.Module) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """Name -> (shape, dtype) of every transferable tensor: what ``load_state`` expects."""
@@ -173,14 +238,14 @@ class TorchAdapter:
     @staticmethod
     def snapshot(model: torch.nn.Module, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
         """Copies of the named tensors (all when ``keys`` is None, ``num_batches_tracked``
-        included), each in its own dtype, for ``restore``."""
-        live = model.state_dict(keep_vars=True)
+        included, extra state not), each in its own dtype, for ``restore``."""
+        live = _state_tensors(model)
         return {k: _to_numpy(t) for k, t in live.items() if keys is None or k in keys}
 
     @staticmethod
     def restore(model: torch.nn.Module, snapshot: Mapping[str, np.ndarray]) -> None:
         """Put back tensors taken by ``snapshot`` bit for bit, dtypes included (no cast)."""
-        live = model.state_dict(keep_vars=True)
+        live = _state_tensors(model)
         unknown = sorted(set(snapshot) - set(live))
         if unknown:
             raise KeyError(f"restore: the model has no tensors {unknown[:5]}")
@@ -200,7 +265,7 @@ class TorchAdapter:
         and every non-persistent buffer, which nothing could put back."""
         target = getattr(torch, np.dtype(dtype).name)
         with torch.no_grad():
-            for tensor in model.state_dict(keep_vars=True).values():
+            for tensor in _state_tensors(model).values():
                 if tensor.is_floating_point() and tensor.dtype != target:
                     tensor.data = tensor.data.to(target)  # keeps the Parameter object
 
