@@ -14,6 +14,7 @@ does for a caller they do too (``_drop_in``): take ``weights=`` and name the mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 from collections.abc import Callable
@@ -68,14 +69,26 @@ def _lucid_model_modules() -> list[ModuleType]:
 
 
 def install() -> None:
-    """Make ``lucid.models.<name>`` build the corrected networks."""
-    for module in _lucid_model_modules():
-        for name, factory in FACTORIES.items():
-            current = module.__dict__.get(name)
-            if current is None or current is factory:
-                continue
-            _saved.setdefault((module.__name__, name), current)
-            setattr(module, name, factory)
+    """Make ``lucid.models.<name>`` build the corrected networks: in every ``lucid.models``
+    module that binds the name, or, if any binding fails, in none (those made are undone)."""
+    made: list[tuple[ModuleType, str, object, bool]] = []  # (module, name, upstream's, first save)
+    try:
+        for module in _lucid_model_modules():
+            for name, factory in FACTORIES.items():
+                current = module.__dict__.get(name)
+                if current is None or current is factory:
+                    continue
+                key = (module.__name__, name)
+                made.append((module, name, current, key not in _saved))
+                _saved.setdefault(key, current)
+                setattr(module, name, factory)
+    except BaseException:
+        for module, name, current, first in reversed(made):
+            with contextlib.suppress(Exception):  # the binding that failed may fail again
+                setattr(module, name, current)
+            if first:
+                _saved.pop((module.__name__, name), None)
+        raise
 
 
 def uninstall() -> None:
@@ -93,5 +106,10 @@ def upstream_object(name: str) -> Callable:
 
 
 def installed() -> bool:
-    """Whether ``lucid.models`` currently builds the corrected networks."""
-    return all(getattr(lucid.models, name) is factory for name, factory in FACTORIES.items())
+    """Whether ``lucid.models`` currently builds the corrected networks, and so does every
+    ``lucid.models`` module that binds one of the names (the defining modules too)."""
+    return all(getattr(lucid.models, name) is factory for name, factory in FACTORIES.items()) and all(
+        module.__dict__.get(name) in (None, factory)
+        for module in _lucid_model_modules()
+        for name, factory in FACTORIES.items()
+    )

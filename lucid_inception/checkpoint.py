@@ -37,6 +37,11 @@ def _upstream_hint(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> str
 def load_checkpoint(model: lnn.Module, state_dict: Mapping[str, np.ndarray]) -> None:
     """Load ``state_dict`` (e.g. ``lucid.load(path)`` or an upstream model's
     ``state_dict()``) into ``model``, casting values to the model's dtypes."""
+    if not isinstance(model, lnn.Module):  # a torch twin fails deep in numpy otherwise
+        raise TypeError(
+            f"load_checkpoint loads Lucid models, got a {type(model).__module__}.{type(model).__name__}; "
+            "for a torch twin use its load_state_dict or parity.transfer"
+        )
     LucidAdapter.load_state(
         model,
         state_dict,

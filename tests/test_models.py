@@ -473,6 +473,13 @@ def test_a_float64_model_takes_float64_input(framework: str) -> None:
             run(model, image((1, 3, 75, 75)))
 
 
+def test_load_checkpoint_names_a_torch_twin_instead_of_failing_in_numpy() -> None:
+    twin = lucid_inception.build("inception_resnet_v1", "torch", num_classes=4)
+    state = lucid_inception.build("inception_resnet_v1", "lucid", num_classes=4).state_dict()
+    with pytest.raises(TypeError, match="loads Lucid models, got a .*InceptionResNetV1; for a torch twin"):
+        lucid_inception.load_checkpoint(twin, state)
+
+
 def test_in_channels_and_num_classes_are_honoured() -> None:
     model = lucid_inception.build("inception_resnet_v1", in_channels=1, num_classes=7)
     assert run(model, image((1, 1, 80, 80))).shape == (1, 7)

@@ -174,6 +174,35 @@ def test_install_puts_corrected_factories_into_lucid_models(restore_lucid_models
     assert package_digest() == digest
 
 
+def test_an_install_failing_half_way_undoes_itself(restore_lucid_models) -> None:
+    """A binding that fails (planted: one module refuses the name) leaves every module as
+    it was, and ``installed()`` looks at every module that binds a name, not only
+    ``lucid.models``."""
+    originals = _factory_bindings()
+    module = sys.modules[upstream_object("inception_resnet_v2").__module__]
+
+    class Refusing(types.ModuleType):
+        def __setattr__(self, name: str, value: object) -> None:
+            if name == "inception_resnet_v2":
+                raise RuntimeError("planted: this module refuses the binding")
+            super().__setattr__(name, value)
+
+    module.__class__ = Refusing
+    try:
+        with pytest.raises(RuntimeError, match="planted"):
+            lucid_inception.install()
+    finally:
+        module.__class__ = types.ModuleType
+    assert not lucid_inception.installed()
+    after = _factory_bindings()
+    assert after.keys() == originals.keys() and all(after[k] is originals[k] for k in originals)
+    assert lucid_inception._install._saved == {}
+    lucid_inception.install()  # and a later install is whole
+    assert lucid_inception.installed()
+    module.inception_resnet_v2 = originals[(module.__name__, "inception_resnet_v2")]  # undone by hand
+    assert not lucid_inception.installed()  # one module still upstream's: not installed
+
+
 def test_building_writes_nothing_into_site_packages(tmp_path: Path) -> None:
     digest = package_digest()
     mtime = os.stat(Path(lucid.__file__).parent / "models").st_mtime_ns
