@@ -181,6 +181,19 @@ def _transpose_kernel(name: str) -> Plant:
     return plant
 
 
+def _computed_transposed(conv: object, _original: Callable) -> Callable:
+    """A (7, 1) conv computed as (1, 7) from the right weights (a wrong permute when porting
+    a kernel), padding swapped to match: the state is untouched, only outputs can tell."""
+    import torch.nn.functional as F
+
+    def forward(x):
+        padding = (conv.padding[1], conv.padding[0])
+        weight = conv.weight.transpose(2, 3)
+        return F.conv2d(x, weight, conv.bias, conv.stride, padding, conv.dilation, conv.groups)
+
+    return forward
+
+
 def _drop_bias(name: str) -> Plant:
     def plant(twin: object) -> None:
         _module(twin, name).bias = None  # a conv built with bias=False (the timm convention)
@@ -313,8 +326,15 @@ FAULTS: tuple[Fault, ...] = (
         "kernel-transposed",
         V2,
         "conv.9.branch2.1.conv",
-        "a (1,7) kernel built as (7,1) (weights transposed, padding swapped)",
+        "a (1,7) kernel built as (7,1) (weights transposed, padding swapped: the state rows see the shape)",
         _transpose_kernel("conv.9.branch2.1.conv"),
+    ),
+    Fault(
+        "kernel-computed-transposed",
+        V2,
+        "conv.10.branch2.2.conv",
+        "a (7,1) kernel applied as (1,7): right weights, transposed view in the forward",
+        _shadow("conv.10.branch2.2.conv", _computed_transposed),
     ),
     Fault(
         "conv-bias-missing",
@@ -350,7 +370,7 @@ FAULTS: tuple[Fault, ...] = (
         "bias-gradient",
         V1,
         "conv.2.conv_linear",
-        "a bias gradient 10% too large (a wrong broadcast reduction)",
+        "a conv bias's gradient 10% too large in the backward (a wrong backward formula)",
         _bias_gradient("conv.2.conv_linear", 1.1),
         backward=True,
     ),

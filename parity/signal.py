@@ -25,7 +25,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import lucid_inception
-from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_inputs
+from lucid_inception.frameworks import (
+    LucidAdapter,
+    TorchAdapter,
+    adapter_for,
+    capture_inputs,
+    capture_outputs,
+)
 from parity.comparison import DeviceUnavailable, compare, unheld_dtype
 from parity.report import _json_float
 from parity.tolerances import TOLERANCES
@@ -222,7 +228,8 @@ def randomize_weights(model: object, seed: int) -> int:
 
 def verify_equal_state(a: object, b: object) -> list[str]:
     """Keys whose values differ between two models (exactly, after promoting both to
-    float64); an empty list when the states are equal. Key-set differences are listed too."""
+    float64) or whose dtypes differ; an empty list when the states are equal. Key-set
+    differences are listed too."""
     sa, sb = adapter_for(a).state_views(a), adapter_for(b).state_views(b)
     problems = [f"{k}: only in the first model" for k in sa if k not in sb]
     problems += [f"{k}: only in the second model" for k in sb if k not in sa]
@@ -230,6 +237,8 @@ def verify_equal_state(a: object, b: object) -> list[str]:
         va, vb = sa[key], sb[key]
         if va.shape != vb.shape:
             problems.append(f"{key}: shape {va.shape} vs {vb.shape}")
+        elif va.dtype != vb.dtype:  # equal values in another dtype compute differently
+            problems.append(f"{key}: dtype {va.dtype} vs {vb.dtype}")
         elif not np.array_equal(va, vb):  # compares in the promoted dtype
             difference = va.astype(np.float64) - vb.astype(np.float64)
             problems.append(f"{key}: max |difference| {np.max(np.abs(difference)):.3g}")
@@ -295,12 +304,15 @@ def knockout(model: object, block: str) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class BlockLiveness:
-    """How much knocking out ``block`` moved the logits (max |change| / max |logit|)."""
+    """How much knocking out ``block`` moved the logits (max |change| / max |logit|).
+    ``ran``: False for a layer with parameters that never ran in the forward (a dead
+    branch, upstream bug 1's kind): nothing that happens there can reach the logits."""
 
     block: str
     change: float
     threshold: float
     alive: bool
+    ran: bool = True
 
 
 @dataclass(frozen=True)
@@ -325,7 +337,11 @@ class LivenessReport:
                 f"liveness ok: all {len(self.blocks)} blocks move the logits by >= {self.factor:g} x tol "
                 f"(weakest {weakest.block}: {weakest.change:.3g} relative)"
             )
-        rows = ", ".join(f"{b.block} ({b.change:.3g})" for b in self.blocks if not b.alive)
+        rows = ", ".join(
+            f"{b.block} ({b.change:.3g})" if b.ran else f"{b.block} (never runs)"
+            for b in self.blocks
+            if not b.alive
+        )
         return (
             f"liveness FAILED: knocking out these blocks moves the logits by less than "
             f"{self.factor:g} x tol = {self.factor * self.tol:.3g} relative, so a fault there "
@@ -342,6 +358,12 @@ class LivenessReport:
         }
 
 
+def _layers_with_parameters(adapter: object, model: object) -> list[str]:
+    """The modules that own parameters directly (not through a child), in module order."""
+    owners = {key.rpartition(".")[0] for key in adapter.parameter_names(model)}
+    return [name for name, _ in adapter.named_modules(model) if name in owners]
+
+
 def liveness(
     model: object,
     x: np.ndarray,
@@ -352,7 +374,9 @@ def liveness(
 ) -> LivenessReport:
     """Knock out each block in turn (``knockout_blocks`` by default) and measure how far the
     eval-mode logits move, relative to their largest magnitude; a block is alive when the
-    change is at least ``factor * tol``. The model's training modes are restored."""
+    change is at least ``factor * tol``. Below block level, every layer with parameters of
+    its own must run in the forward, or it is listed as never running (a dead branch inside
+    a live block is invisible to block knock-outs). The model's training modes are restored."""
     if tol <= 0 or factor <= 0:
         raise ValueError(f"tol and factor must be positive, got tol={tol}, factor={factor}")
     adapter = adapter_for(model)
@@ -369,7 +393,14 @@ def liveness(
     try:
         adapter.set_training(model, False)
         with adapter.no_grad():
-            base = logits()
+            ran: set[str] = set()
+            with capture_outputs(model, lambda name, _view: ran.add(name), copy=False):
+                base = logits()
+            results += [
+                BlockLiveness(layer, 0.0, factor * tol, False, ran=False)
+                for layer in _layers_with_parameters(adapter, model)
+                if layer not in ran
+            ]
             scale = max(float(np.max(np.abs(base))), np.finfo(np.float64).tiny)
             for block in blocks:
                 with knockout(model, block):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import lucid_inception
-from lucid_inception.frameworks import TorchAdapter, adapter_for, capture_outputs
+from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for, capture_outputs
 from parity.signal import (
     LIVENESS_FACTOR,
     batchnorm_names,
@@ -97,6 +97,9 @@ def test_transfer_is_verified_exactly() -> None:
     state["conv.3.branch2.1.bn.running_var"][5] += 1e-6
     TorchAdapter.load_state(twin, state)
     assert [p.split(":")[0] for p in verify_equal_state(source, twin)] == ["conv.3.branch2.1.bn.running_var"]
+    twin.conv[3].branch2[1].bn.double()  # the same values in float64
+    TorchAdapter.load_state(twin, {**TorchAdapter.state(twin), **LucidAdapter.state(source)}, cast=True)
+    assert "conv.3.branch2.1.bn.weight: dtype float32 vs float64" in verify_equal_state(source, twin)
 
 
 def test_knockout_blocks_cover_trunk_stem_branches_and_residual_branches() -> None:
@@ -142,6 +145,25 @@ def test_liveness_passes_and_names_an_invisible_block() -> None:
     report = liveness(twin, x, tol=TOL, blocks=blocks)
     assert not report.ok and report.invisible == ["conv.3.conv_linear"]
     assert "conv.3.conv_linear" in report.summary() and "invisible" in report.summary()
+
+
+def test_liveness_names_a_dead_branch_inside_a_live_block() -> None:
+    """Upstream bug 1's kind inside a trunk block: a branch whose layers never run. The
+    block itself is alive (its other branches reach the logits), so only the layers'
+    absence from the forward can tell."""
+    twin = lucid_inception.build("inception_resnet_v1", "torch")
+    x = seeded_input(1, SIZE, 0)
+    prepare_signal(twin, x, seed=0)
+    block = dict(TorchAdapter.named_modules(twin))["conv.0"]
+    assert liveness(twin, x, tol=TOL, blocks=["conv.0"]).ok
+    block.branch3.forward = block.branch2.forward  # branch3's own layers never run
+    report = liveness(twin, x, tol=TOL, blocks=["conv.0"])
+    dead = [
+        name for name, module in TorchAdapter.named_modules(block.branch3) if list(module.parameters(False))
+    ]
+    assert not report.ok and report.invisible == [f"conv.0.branch3.{name}" for name in dead], report.summary()
+    assert f"conv.0.branch3.{dead[0]} (never runs)" in report.summary()
+    assert [b.block for b in report.blocks if b.ran] == ["conv.0"]
 
 
 def test_liveness_demands_factor_times_tol_not_just_tol() -> None:
