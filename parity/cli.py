@@ -28,6 +28,7 @@ EXIT_OK = 0  # every compared pair agreed (skipped devices are not failures)
 EXIT_FAIL = 1  # a divergence, a liveness failure, an uncaught self-test fault, upstream differs
 EXIT_USAGE = 2  # bad options or unusable input (argparse uses 2 as well)
 EXIT_ERROR = 3  # the harness itself raised
+EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's convention (128 + SIGINT)
 
 MODELS = ("inception_v4", "inception_resnet_v1", "inception_resnet_v2")
 DTYPES = ("float32", "float64")
@@ -77,8 +78,9 @@ exit codes:
      upstream differs from the port
   2  usage error or unusable input (bad option, unknown device, bad checkpoint,
      --json/--plot path that cannot be written, --plot without matplotlib), found
-     before comparing
+     before comparing; or an input too large for this machine's memory
   3  the harness itself raised (a bug: please report it with the traceback)
+  130  interrupted (Ctrl-C); a --json or --plot file is written whole or not at all
 
 examples:
   python -m parity --size 75                          all three models, float32, quick
@@ -314,6 +316,11 @@ def _shape(row: object) -> str:
     return show(a) if a == b else f"{show(a)} vs {show(b)}"
 
 
+def _short(note: str, width: int = 48) -> str:
+    """A row's note in a table cell: its first ``width`` characters (the JSON has it all)."""
+    return note if len(note) <= width else note[: width - 3] + "..."
+
+
 def _worst_table(rows: Sequence[object]) -> str:
     table = [
         [
@@ -325,10 +332,11 @@ def _worst_table(rows: Sequence[object]) -> str:
             _num(r.tol),
             _ratio(r),
             "ok" if r.ok else "FAIL",
+            _short(r.note),  # which parameter, which setting, what raised
         ]
         for r in rows
     ]
-    headers = ["module", "kind", "shape", "max abs", "max rel", "tol", "rel/tol", "verdict"]
+    headers = ["module", "kind", "shape", "max abs", "max rel", "tol", "rel/tol", "verdict", "note"]
     return tabulate(table, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
@@ -370,9 +378,11 @@ def render_result(result: object, top: int) -> str:
     first = report.first_divergence
     logits = [r for r in report.rows if r.kind == "output" and r.module == ""]
     outputs = [r for r in report.rows if r.kind == "output"]
+    first_failure = report.failures[0] if report.failures else None
     summary = [
         ["verdict", "PASS" if result.ok else "FAIL"],
         ["first divergence", module_label(first)],
+        *([["why", first_failure.note]] if first_failure is not None and first_failure.note else []),
         ["input", "x".join(map(str, report.input_shape)) or f"{result.batch}x3x{result.size}x{result.size}"],
         ["compared", "locally (each module on the Lucid side's input)" if report.local else "as given"],
         ["rows compared", f"{len(report.rows)} ({len(report.failures)} out of tolerance)"],
@@ -396,7 +406,8 @@ def render_result(result: object, top: int) -> str:
     ]
     if report.backward or report.train_step or any(s[0] == "error" for s in grads):
         headers = ["kind", "rows", "failed", "worst module", "max rel", "tol"]
-        parts.append("gradients and train step:\n" + tabulate(grads, headers=headers, disable_numparse=True))
+        heading = "gradients and train step" if report.backward or report.train_step else "errors"
+        parts.append(f"{heading}:\n" + tabulate(grads, headers=headers, disable_numparse=True))
     return "\n".join(parts)
 
 
@@ -437,6 +448,8 @@ def _output_problem(args: argparse.Namespace) -> str | None:
 
     try:
         if args.json is not None:
+            if str(args.json) == "-":
+                return "--json -: standard output is not supported (the tables go there); give a file path"
             check_output_path(args.json, "--json")
         if getattr(args, "plot", None) is not None:
             from parity.plot import PlotUnavailable, plot_format
@@ -491,7 +504,7 @@ def _run_check(args: argparse.Namespace) -> int:
         )
     args.local = local
     say = _progress(args.quiet)
-    models = args.model or list(MODELS)
+    models = list(dict.fromkeys(args.model)) if args.model else list(MODELS)  # once each
     dtypes = list(dict.fromkeys(args.dtype or ["float32"]))
     if args.backward and "float64" not in dtypes:
         dtypes.append("float64")
@@ -639,7 +652,7 @@ def _run_upstream(args: argparse.Namespace) -> int:
 
     say = _progress(args.quiet)
     results = []
-    for name in args.model or list(MODELS):
+    for name in dict.fromkeys(args.model or MODELS):  # once each
         say(f"upstream: {name} ({args.size}x{args.size}, {args.dtype})")
         result = compare_upstream(name, size=args.size, batch=args.batch, seed=args.seed, dtype=args.dtype)
         results.append(result)
@@ -692,6 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return runners[args.command](args)
+    except KeyboardInterrupt:
+        print("parity: interrupted (exit 130); output files are written whole or not at all", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except MemoryError as error:
+        print(f"parity: out of memory ({error}); try a smaller --size or --batch", file=sys.stderr)
+        return EXIT_USAGE
     except Exception:
         traceback.print_exc()
         print("parity: the harness raised (exit 3); this is a bug", file=sys.stderr)

@@ -43,7 +43,7 @@ def _block(module: str) -> str:
     return ".".join(parts[:2]) if parts[0] == "conv" and len(parts) > 1 else (parts[0] or "<model>")
 
 
-def _panel(ax, title: str, rows: Sequence[object]) -> None:
+def _panel(ax, title: str, rows: Sequence[object], xlabel: str) -> None:
     xs = list(range(len(rows)))
     raw = [r.max_rel if math.isfinite(r.max_rel) else math.nan for r in rows]
     positive = [e for e in raw if e > 0 and math.isfinite(e)] + [r.tol for r in rows if r.tol > 0]
@@ -81,7 +81,7 @@ def _panel(ax, title: str, rows: Sequence[object]) -> None:
                     va="bottom", ha="center", color="grey")  # fmt: skip
         previous = block
     ax.set_title(title, fontsize=9, pad=28)
-    ax.set_xlabel("module, in execution order", fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=8)
     ax.set_ylabel("max |a - b| / max(|a|, |b|)", fontsize=8)
     ax.tick_params(labelsize=7)
     ax.grid(True, which="major", axis="y", lw=0.3, alpha=0.5)
@@ -93,7 +93,10 @@ def supported_formats() -> dict[str, str]:
     _pyplot()
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    return FigureCanvasAgg.get_supported_filetypes()
+    formats = dict(FigureCanvasAgg.get_supported_filetypes())
+    # pgf needs a TeX installation, found only when the file is saved, after the whole run.
+    formats.pop("pgf", None)
+    return formats
 
 
 def plot_format(path: str | Path) -> str:
@@ -122,14 +125,19 @@ def plot_reports(reports: Sequence[tuple[str, object]], path: str | Path) -> Pat
         # A setting that differs (a dropout rate) may show in no output: the title names it.
         settings = [r.module or "<model>" for r in report.rows if r.kind == "config" and not r.ok]
         differ = f"; settings differ at {', '.join(settings[:3])}{' ...' if len(settings) > 3 else ''}"
-        verdict = f"{'PASS' if report.ok else 'FAIL'}{differ if settings else ''}"
-        panels.append((f"{title}: outputs ({verdict})", outputs))
+        # Each panel's own verdict: the report's may fail on rows another panel shows.
+        verdict = (
+            f"{'PASS' if all(r.ok for r in outputs) and not settings else 'FAIL'}{differ if settings else ''}"
+        )
+        panels.append((f"{title}: outputs ({verdict})", outputs, "module, in execution order"))
         if grads:
-            panels.append((f"{title}: parameter gradients", grads))
+            verdict = "PASS" if all(r.ok for r in grads) else "FAIL"
+            order = "parameter, in backward order (the last module's first)"
+            panels.append((f"{title}: parameter gradients ({verdict})", grads, order))
     fig, axes = plt.subplots(len(panels), 1, figsize=(12, 3.6 * len(panels)), squeeze=False)
-    for ax, (title, rows) in zip(axes[:, 0], panels, strict=True):
+    for ax, (title, rows, xlabel) in zip(axes[:, 0], panels, strict=True):
         if rows:
-            _panel(ax, title, rows)
+            _panel(ax, title, rows, xlabel)
         else:
             ax.set_title(f"{title}: no rows", fontsize=9)
     fig.tight_layout()

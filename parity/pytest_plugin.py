@@ -13,6 +13,10 @@ Run the suite (one test per model x dtype x device spec)::
     pytest --parity --parity-devices lucid=cpu,torch=cuda   # skipped, with the reason, without CUDA
     pytest --parity -m "not slow"      # generated tests are marked "parity", and "slow" at >= 299
     pytest --parity --parity-signal calibrated        # trained-like statistics, compared locally
+    pytest --parity -k "inception_v4 and float32 and torch_cpu"   # one of the generated tests
+
+The generated tests (``parity[MODEL-DTYPE-lucid_DEVICE-torch_DEVICE]``) belong to no file,
+so a failing one is run again by ``-k``, not by its node id.
 
 A failing test prints the same table as ``python -m parity``: verdict, first divergence,
 worst rows, liveness. Or write your own tests with the ``parity_pair`` fixture, which
@@ -183,10 +187,11 @@ def _generated_items(session: pytest.Session) -> list[ParityItem]:
         dtypes.append("float64")  # gradients are compared in float64 only (see parity.tolerances)
     items = []
     for device in devices:
-        for model in config.getoption("parity_model") or _MODELS:
+        for model in dict.fromkeys(config.getoption("parity_model") or _MODELS):  # once each
             for dtype in dtypes:
                 options = dict(base, backward=backward and dtype == "float64")
-                name = f"parity[{model}-{dtype}-lucid={device[0]}-torch={device[1]}]"
+                # No "=" in the name: pytest's -k expressions cannot hold one.
+                name = f"parity[{model}-{dtype}-lucid_{device[0]}-torch_{device[1]}]"
                 items.append(
                     ParityItem.from_parent(
                         session, name=name, model=model, dtype=dtype, devices=device, options=options

@@ -116,7 +116,10 @@ def test_check_names_a_changed_setting_no_output_shows(monkeypatch, capsys) -> N
     assert main([*SMALL, "--no-liveness"]) == EXIT_FAIL
     out = capsys.readouterr().out
     assert "first divergence      dropout" in out
+    assert "why                   p 0.2 vs 0.8" in out  # the first failing row's note, in full
     assert "layer settings        1 of " in out and "layers differ: dropout: p 0.2 vs 0.8" in out
+    worst = out[out.index(" rows:\n") :]  # the "worst N rows:" table
+    assert "note" in worst.splitlines()[1] and "p 0.2 vs 0.8" in worst  # and in the worst rows
 
 
 def _record_check_pair(monkeypatch) -> list[dict]:
@@ -153,6 +156,44 @@ def test_backward_is_compared_in_float64_at_batch_2(monkeypatch, capsys) -> None
     calls.clear()
     assert main(SMALL) == EXIT_OK  # no gradients: batch 1
     assert [kw["batch"] for kw in calls] == [1]
+
+
+def test_a_repeated_model_runs_once(monkeypatch) -> None:
+    calls = _record_check_pair(monkeypatch)
+    assert main([*SMALL, "--model", "inception_resnet_v1"]) == EXIT_OK
+    assert len(calls) == 1
+
+
+def test_json_to_standard_output_is_refused_not_written_to_a_file_named_dash(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([*SMALL, "--json", "-"]) == EXIT_USAGE
+    assert "standard output is not supported" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "said"),
+    [
+        (KeyboardInterrupt(), cli.EXIT_INTERRUPTED, "interrupted (exit 130)"),
+        (
+            MemoryError("Unable to allocate 213. PiB"),
+            EXIT_USAGE,
+            "out of memory (Unable to allocate 213. PiB)",
+        ),
+    ],
+)
+def test_an_interrupt_and_memory_running_out_are_not_harness_bugs(
+    monkeypatch, capsys, raised, code, said
+) -> None:
+    def stop(_model: str, **_kw: object) -> None:
+        raise raised
+
+    monkeypatch.setattr("parity.signal.check_pair", stop)
+    assert main(SMALL) == code
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and "this is a bug" not in err
 
 
 def test_help_says_backward_runs_at_batch_2(capsys) -> None:
@@ -289,9 +330,31 @@ def test_the_plot_names_a_setting_that_no_output_shows(monkeypatch, tmp_path: Pa
     ]
     report = Report(False, "dropout", rows, "float32", ("cpu", "cpu"), ("lucid", "torch"), "A", "B")
     titles: list[str] = []
-    monkeypatch.setattr("parity.plot._panel", lambda ax, title, rows: titles.append(title))
+    monkeypatch.setattr("parity.plot._panel", lambda ax, title, rows, xlabel: titles.append(title))
     plot_reports([("v2", report)], tmp_path / "p.png")
     assert titles == ["v2: outputs (FAIL; settings differ at dropout)"]
+
+
+def test_each_plot_panel_has_its_own_verdict_and_order(monkeypatch, tmp_path: Path) -> None:
+    """Outputs that agree are not titled FAIL because a gradient failed; gradients run in
+    backward order, and their axis says so."""
+    from parity.plot import plot_format
+    from parity.report import Report, Row
+
+    rows = [
+        Row("fc", "output", (1, 4), (1, 4), 0.0, 0.0, 1e-5, True),
+        Row("fc", "param_grad", (4,), (4,), 1.0, 1.0, 1e-12, False, "bias"),
+    ]
+    report = Report(False, "fc", rows, "float64", ("cpu", "cpu"), ("lucid", "torch"), "A", "B", backward=True)
+    panels: list[tuple[str, str]] = []
+    monkeypatch.setattr("parity.plot._panel", lambda ax, title, rows, xlabel: panels.append((title, xlabel)))
+    plot_reports([("v1", report)], tmp_path / "p.png")
+    assert panels == [
+        ("v1: outputs (PASS)", "module, in execution order"),
+        ("v1: parameter gradients (FAIL)", "parameter, in backward order (the last module's first)"),
+    ]
+    with pytest.raises(ValueError, match="unsupported plot suffix .pgf"):  # needs TeX, found too late
+        plot_format(tmp_path / "p.pgf")
 
 
 def test_plot_needs_matplotlib(monkeypatch, tmp_path: Path) -> None:
@@ -337,7 +400,7 @@ def test_pytest_plugin_generates_tests_and_reports_failures(tmp_path: Path) -> N
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
     assert "1 failed, 1 passed" in done.stdout
-    assert "parity[inception_resnet_v1-float32-lucid=cpu-torch=cpu]" in done.stdout
+    assert "parity[inception_resnet_v1-float32-lucid_cpu-torch_cpu]" in done.stdout
     assert "first divergence      conv.0" in done.stdout
 
 
