@@ -104,10 +104,13 @@ class Trace:
         return calls[0] if calls else None
 
 
-def trace(model: object, *, channels: int, size: int, seed: int, keep: Collection[str]) -> Trace:
+def trace(
+    model: object, *, channels: int, size: int, seed: int, keep: Collection[str], train: Collection[str] = ()
+) -> Trace:
     """Run one eval-mode forward of a 1 x channels x size x size standard-normal batch;
     record every module call, with arrays for the modules named in ``keep``. A forward
-    that raises is recorded in ``Trace.error`` with the calls made before it."""
+    that raises is recorded in ``Trace.error`` with the calls made before it. The modules
+    named in ``train`` (a dropout, to see where its output goes) run in training mode."""
     adapter = adapter_for(model)
     x = np.random.default_rng(seed).standard_normal((1, channels, size, size)).astype(np.float32)
     result = Trace(size)
@@ -127,6 +130,10 @@ def trace(model: object, *, channels: int, size: int, seed: int, keep: Collectio
 
     modes = adapter.training_modes(model)
     adapter.set_training(model, False)
+    if train:
+        modules = dict(adapter.named_modules(model))
+        for name in train:
+            adapter.set_training(modules[name], True)
     try:
         with adapter.no_grad(), capture_calls(model, record):
             model(adapter.tensor(x))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lucid
 import lucid.nn as lnn
+import numpy as np
 import pytest
 import torch
 
@@ -290,6 +291,136 @@ def test_blocks_applied_twice() -> None:
     assert "conv.6 .. conv.12 (7): applied 2 times per forward (once expected)" in report.failures[0].found
 
 
+def _v4_with_features(route) -> torch.nn.Module:
+    model = lucid_inception.twins.inception_v4()
+    trunk = list(model.conv)  # conv.0 is the stem
+    model.features = lambda x: route(trunk, x)
+    return model
+
+
+def _drop_output_of(index: int):
+    def route(trunk, x):
+        for i, block in enumerate(trunk):
+            y = block(x)
+            if i != index:
+                x = y
+        return x
+
+    return route
+
+
+def _scale_after(index: int):
+    def route(trunk, x):
+        for i, block in enumerate(trunk):
+            x = block(x)
+            if i == index:
+                x = x * 0.5
+        return x
+
+    return route
+
+
+@pytest.mark.parametrize(
+    ("route", "found"),
+    [
+        (_drop_output_of(2), "conv.3: does not read the output of conv.2 (it reads the output of conv.1)"),
+        (_scale_after(5), "conv.6: does not read the output of conv.5"),
+        (_drop_output_of(16), "avgpool: the head's avgpool does not read the output of conv.16 (it reads"),
+    ],
+    ids=["block-output-dropped", "op-between-blocks", "head-reads-the-block-before-last"],
+)
+def test_hand_over_between_blocks(route, found: str) -> None:
+    # Each block runs and is right inside; what one hands the next is not what it made
+    report = _check(_v4_with_features(route), "inception_v4")
+    assert _failing(report) == {"inception_v4/layout/hand-over"}
+    assert report.failures[0].found.startswith(found)
+
+
+def test_hand_over_to_the_head() -> None:
+    # The trunk's output replaced by zeros: the output is fc.bias for any input
+    model = lucid_inception.twins.inception_resnet_v2()
+    features = model.features
+    model.features = lambda x: torch.zeros_like(features(x))
+    report = _check(model, "inception_resnet_v2")
+    assert _failing(report) == {"inception_resnet_v2/layout/hand-over"}
+    assert report.failures[0].found == "avgpool: the head's avgpool does not read the output of conv.21"
+
+
+def test_hand_over_in_the_port() -> None:
+    model = lucid_inception.inception_resnet_v1()
+    trunk = list(model.conv)
+
+    def features(x):
+        x = model.stem(x)
+        for i, block in enumerate(trunk):
+            y = block(x)
+            if i != 3:
+                x = y
+        return x
+
+    model.features = features
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/layout/hand-over"}
+    found = report.failures[0].found
+    assert found == "conv.4: does not read the output of conv.3 (it reads the output of conv.2)"
+
+
+def test_concat_of_a_branch_whose_container_never_runs() -> None:
+    # The forward runs branch4's ops one by one, so branch4 itself never runs: its slot
+    # is checked against its last op's output
+    model = lucid_inception.twins.inception_v4()
+
+    def forward(self, x):
+        first, second, third = self.branch4
+        y4 = third(second(first(x)))
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), torch.zeros_like(y4)], dim=1)
+
+    for block in model.conv[1:5]:
+        block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_a/concat-384"}
+    found = report.failures[0].found
+    assert found.startswith("conv.1: concat layout branch1@0, branch2@96, branch3@192 = 384")
+
+
+def test_residual_concat_of_a_branch_whose_container_never_runs() -> None:
+    model = lucid_inception.twins.inception_resnet_v1()
+
+    def forward(self, x):
+        first, second, third = self.branch3
+        y3 = third(second(first(x)))
+        mixed = torch.cat([self.branch1(x), self.branch2(x), torch.zeros_like(y3)], dim=1)
+        return self.relu(x + self.scale * self.conv_linear(mixed))
+
+    block = model.conv[2]
+    block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/block_a/concat-96"}
+    assert report.failures[0].found.startswith("conv.2: concat layout branch1@0, branch2@32 = 96")
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+def test_bypassed_dropout(framework: str) -> None:
+    # Dropout runs, but fc reads the undropped array: in eval mode the two are equal
+    model = lucid_inception.build("inception_v4", framework)
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x))
+        x = x.reshape(x.shape[0], -1)
+        self.dropout(x)
+        return self.fc(x)
+
+    model.forward = types.MethodType(forward, model)
+    np.random.seed(7), torch.manual_seed(7)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/head/dropout-keep-0.8"}
+    found = report.failures[0].found
+    assert found == "dropout: bypassed: with it in training mode, fc does not read its output"
+    # The training-mode forward drew its mask from the global RNGs and put them back.
+    assert np.random.rand() == np.random.RandomState(7).rand()
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(7)))
+
+
 def test_branch_applied_twice_in_its_block() -> None:
     model = lucid_inception.twins.inception_v4()
     block = model.conv[2]  # Inception-A
@@ -416,7 +547,7 @@ def test_cli_table_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     if released:
         assert "item" in out and "status" in out and "expected" in out and "found" in out
         assert "FAIL inception_resnet_v1/residual-scale" in out
-    assert out.rstrip().endswith(f"1 model(s), 77 items, {2 if released else 0} failing")
+    assert out.rstrip().endswith(f"1 model(s), 78 items, {2 if released else 0} failing")
 
 
 @pytest.mark.slow

@@ -49,10 +49,19 @@ def _find_offsets(out: np.ndarray, part: np.ndarray) -> list[int]:
 
 
 def _check_concat(
-    item: Item, view: ModelView, tr: Trace, stage: S.Stage, path: str, out: np.ndarray | None, where: str
+    item: Item,
+    view: ModelView,
+    tr: Trace,
+    stage: S.Stage,
+    path: str,
+    out: np.ndarray | None,
+    where: str,
+    ends: dict[str, BranchEnd],
 ) -> None:
     """The stage output holds each branch's output at its paper offset (or at the offset
-    of an order a Decision accepts for this concat)."""
+    of an order a Decision accepts for this concat). A branch's output is its container's
+    (each call), or, where a forward calls the container's ops one by one and never the
+    container, its last op's (``ends``)."""
     if out is None:
         item.fail(path, f"concat not observed ({where})")
         return
@@ -60,6 +69,9 @@ def _check_concat(
     for name in stage.output:
         calls = tr.calls.get(join_path(path, name), [])
         outputs[name] = [c.output for c in calls if c.output is not None]
+        end = ends[name].output
+        if not outputs[name] and end is not None:
+            outputs[name] = [end[0]]
     widths = {n: (o[0].shape[1] if o else stage.branch(n).out_channels) for n, o in outputs.items()}
     located = {n: _find_offsets(out, o[0]) for n, o in outputs.items() if o}
     layout = sorted((offs[0], n) for n, offs in located.items() if offs)
@@ -140,8 +152,16 @@ def _fit_residual(tr: Trace, path: str, linear_path: str) -> ResidualFit:
 
 
 def check_block(
-    net: S.Network, block: S.Block, view: ModelView, tr: Trace, paths: list[str], size: int
+    net: S.Network,
+    block: S.Block,
+    view: ModelView,
+    tr: Trace,
+    paths: list[str],
+    size: int,
+    extra: dict[str, list[tuple[str, str]]] | None = None,
 ) -> tuple[list[ItemResult], list[ResidualFit]]:
+    """The block's items on every repeat; ``extra`` adds problems found elsewhere to an op
+    item (item id -> (where, what)), e.g. the head's train-mode dropout check."""
     prefix = f"{net.name}/{block.name}"
     in_hw = S.block_shapes(net, size)[block.name][0]
     runs: dict[str, Item] = {}
@@ -249,7 +269,7 @@ def check_block(
                 item = concats.setdefault(cid, Item(cid, f"[{names}] = {stage.out_channels}", stage.ref))
                 item.where.append(path)
                 out, where = _stage_output(view, tr, block, path, si)
-                _check_concat(item, view, tr, stage, path, out, where)
+                _check_concat(item, view, tr, stage, path, out, where, ends)
                 # The concat item holds the layout of the array the next stage's first op
                 # reads; every other first op of that stage must read the same array.
                 local = where.replace(f"{path}.", "") if path else where
@@ -268,6 +288,9 @@ def check_block(
                 formula.fail(path, fit.problem)
             _check_width(residual["width"], view, tr, block, path, lpath)
 
+    for oid, problems in (extra or {}).items():
+        for where, what in problems:
+            ops[oid].fail(where, what)
     errors = [f.error for f in fits if f.error is not None and f.problem is None]
     if errors:
         residual["formula"].found.append(f"holds in {len(errors)}, max rel. error {max(errors):.0e}")

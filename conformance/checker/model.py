@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
+
+import numpy as np
+
 from conformance import spec as S
 from conformance.checker.binding import Binding, bind_spec, join_path, kept_paths, op_path
 from conformance.checker.blocks import ResidualFit, check_block
 from conformance.checker.op_checks import fmt_hw, fmt_hwc
-from conformance.checker.results import Item, ItemResult, ModelReport, all_branches
+from conformance.checker.results import Item, ItemResult, ModelReport, all_branches, op_item
 from conformance.introspect import ModelView, Trace, trace
 
 MIN_SIZE = 75  # the smallest input all three accept; every op still runs (SPEC.md)
@@ -68,7 +74,53 @@ def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) 
         forward.fail("", f"forward raised {tr.error}")
     else:
         forward.found.append(f"ran, {sum(len(c) for c in tr.calls.values())} module calls")
-    return [forward.result(), repeats.result(), stage.result(), _check_accounted(net, view, tr, binding)]
+    return [
+        forward.result(),
+        repeats.result(),
+        stage.result(),
+        _check_hand_over(net, view, tr, binding),
+        _check_accounted(net, view, tr, binding),
+    ]
+
+
+def _check_hand_over(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> ItemResult:
+    """The data handed on between blocks: the first block (the stem, as the spec defines
+    it) reads the model input, each block exactly the previous block's traced output, and
+    the head's first op the last block's output. Each block checks its own inside; only
+    this ties them together (a block whose output is dropped, an unlisted op between two
+    blocks or before the head, would otherwise pass)."""
+    item = Item(
+        f"{net.name}/layout/hand-over",
+        "the stem reads the input, each block the previous block's output, the head the last block's",
+        net.ref,
+    )
+    root = tr.first("")
+    handed: list[tuple[str, np.ndarray]] = []  # (what, array) handed on so far, in order
+    if root and root.inputs:
+        handed.append(("the model input", root.inputs[0]))
+    readers = [p for block in net.blocks for p in binding.blocks[block.name]]
+    head_branch = net.head.stages[0].branches[0]
+    head_op = op_path(view, join_path(binding.blocks["head"][0], head_branch.name), 0)
+    for path in [*readers, head_op]:
+        if not path:
+            continue
+        call = tr.first(path)
+        label = "" if path in readers else f"the head's {head_branch.name} "
+        item.where.append(path)
+        if call is None or not call.inputs or not handed:
+            item.notes.append(f"{path}: input not observed (did not run)")
+        else:
+            what, expected = handed[-1]
+            got = call.inputs[0]
+            if not (got.size == expected.size and np.array_equal(got.reshape(-1), expected.reshape(-1))):
+                same = [w for w, a in handed[:-1] if a.shape == got.shape and np.array_equal(a, got)]
+                instead = f" (it reads {same[-1]})" if same else ""
+                item.fail(path, f"{label}does not read {what}{instead}")
+        last = tr.calls[path][-1] if call is not None else None  # a block applied twice: layout/repeats
+        if path in readers and last is not None and last.output is not None:
+            handed.append((f"the output of {path}", last.output))
+    item.found.append(f"{len(item.where)} hand-overs, each the same array")
+    return item.result()
 
 
 def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> ItemResult:
@@ -150,6 +202,56 @@ def _check_scale(net: S.Network, fits_by_block: dict[str, list[ResidualFit]]) ->
     return item.result()
 
 
+@contextlib.contextmanager
+def _global_rngs_kept() -> Iterator[None]:
+    """numpy's global RNG (Lucid's dropout draws from it) and torch's, if loaded, are left
+    as they were: a conformance check must not change what a user's next draw gives."""
+    numpy_state = np.random.get_state()
+    torch = sys.modules.get("torch")
+    torch_state = torch.random.get_rng_state() if torch is not None else None
+    try:
+        yield
+    finally:
+        np.random.set_state(numpy_state)
+        if torch is not None:
+            torch.random.set_rng_state(torch_state)
+
+
+def _check_dropout_used(
+    model: object, net: S.Network, view: ModelView, binding: Binding, channels: int, size: int, seed: int
+) -> dict[str, list[tuple[str, str]]]:
+    """A head dropout is the identity in the eval-mode trace, so a forward that runs it
+    and feeds the op after it the undropped array passes every eval-mode check. One more
+    forward with only the dropout in training mode shows where its output goes: the op
+    that reads it must read exactly the dropped array (any mask: with keep < 1 it
+    differs from the input). Problems by item id."""
+    problems: dict[str, list[tuple[str, str]]] = {}
+    root = binding.blocks["head"][0]
+    stage = net.head.stages[0]
+    for branch in stage.branches:
+        if branch.ops[-1].kind != "dropout":
+            continue
+        dpath = op_path(view, join_path(root, branch.name), len(branch.ops) - 1)
+        readers = [b for b in stage.branches if b.source == branch.name]
+        if not dpath or not readers or view.op_kind(dpath) != "dropout":
+            continue  # the op items report a missing or wrong module
+        rpath = op_path(view, join_path(root, readers[0].name), 0)
+        if not rpath:
+            continue
+        with _global_rngs_kept():  # the dropout's mask comes from the framework's global RNG
+            tr = trace(model, channels=channels, size=size, seed=seed, keep={dpath, rpath}, train={dpath})
+        drop, read = tr.first(dpath), tr.first(rpath)
+        if drop is None or read is None or drop.output is None or not read.inputs:
+            continue  # the -runs items report an op that did not run
+        got = read.inputs[0]
+        if got.size != drop.output.size or not np.array_equal(got.reshape(-1), drop.output.reshape(-1)):
+            item = f"{net.name}/{net.head.name}/{op_item(branch, len(branch.ops) - 1)}"
+            problems.setdefault(item, []).append(
+                (dpath, f"bypassed: with it in training mode, {rpath} does not read its output")
+            )
+    return problems
+
+
 def traced_size_problem(size: int) -> str | None:
     """Why ``size`` cannot be traced, or None."""
     if size < MIN_SIZE:
@@ -172,9 +274,12 @@ def check_model(
     channels = net.blocks[0].in_channels
     tr = trace(model, channels=channels, size=size, seed=seed, keep=kept_paths(view, binding, net))
     results = _check_layout(net, view, tr, binding)
+    extra = {"head": _check_dropout_used(model, net, view, binding, channels, size, seed)}
     fits_by_block: dict[str, list[ResidualFit]] = {}
     for block in (*net.blocks, net.head):
-        block_results, fits = check_block(net, block, view, tr, binding.blocks[block.name], size)
+        block_results, fits = check_block(
+            net, block, view, tr, binding.blocks[block.name], size, extra.get(block.name)
+        )
         results += block_results
         if block.residual:
             fits_by_block[block.name] = fits

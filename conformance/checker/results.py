@@ -62,7 +62,8 @@ def expected_item_ids(name: str) -> tuple[str, ...]:
     if name not in S.SPECS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(S.SPECS)}")
     net = S.SPECS[name]
-    ids = [f"{name}/layout/{item}" for item in ("forward", "repeats", "stage-shapes", "modules-accounted")]
+    layout = ("forward", "repeats", "stage-shapes", "hand-over", "modules-accounted")
+    ids = [f"{name}/layout/{item}" for item in layout]
     for block in (*net.blocks, net.head):
         prefix = f"{name}/{block.name}"
         branches = all_branches(block)
