@@ -53,7 +53,7 @@ run both on the same seeded input and compare, in execution order:
 Each row passes when max|a - b| / max(|a|, |b|) <= the dtype's tolerance (one table per
 dtype, derived from a float64 rounding-error budget: parity/tolerances.py). Finally a
 liveness check knocks out each block of the twin and demands that the logits move by at
-least 1000 x tolerance: a block that does not is named, since a fault there would be
+least 100 x tolerance: a block that does not is named, since a fault there would be
 invisible.
 
 Reading the output: one table per model and dtype. "verdict" is PASS/FAIL; "first

@@ -66,7 +66,7 @@ __all__ = [
 # How BatchNorm statistics are drawn (``prepare_signal``):
 # - "random": mean ~ N(0, 0.2), var ~ U(0.5, 2), weight ~ U(0.5, 1.5), bias ~ N(0, 0.2),
 #   whatever the activations' scale. Untrained Inception-v4 then shrinks its signal layer by
-#   layer, but liveness still holds (every block moves the logits by >= 1000 x tol).
+#   layer, but liveness still holds (every block moves the logits by >= 100 x tol).
 # - "calibrated": the same draws in units of each channel's measured scale, so that every
 #   layer has unit gain (Kaiming-like). A live signal through 60 plain layers also carries
 #   rounding error: measured, float32 divergence grows ~1.5x per Inception-v4 block, to
@@ -77,8 +77,12 @@ __all__ = [
 SIGNALS: tuple[str, ...] = ("random", "calibrated")
 
 # A knocked-out block must move the logits by at least this many tolerances: a fault
-# 1000x smaller than a whole block's contribution still shows above the tolerance.
-LIVENESS_FACTOR = 1e3
+# 100x smaller than a whole block's contribution still shows above the tolerance. Not
+# 1000: measured on faithful pairs at 75 px in float32, seeds 0-11, Inception-v4's weakest
+# knock-out (a stem branch) moves the logits by only 830-2720 x tol, so 1000 failed seeds 7,
+# 9 and 10 ("invisible" blocks on a correct model); the ResNets' weakest move them by
+# >= 7,500 x tol.
+LIVENESS_FACTOR = 1e2
 
 # The batch a gradient comparison runs at unless told otherwise. A gradient that must be
 # summed over the batch (of any operand broadcast over it: a bias, a BatchNorm weight) is
