@@ -94,7 +94,11 @@ def shared_with(views: Mapping[str, np.ndarray], others: Mapping[str, np.ndarray
     """The keys of ``others`` whose arrays share memory with any of ``views``: one sweep
     over both, keys tagged by side (0: ``views``, 1: ``others``)."""
     tagged = {**{(0, k): v for k, v in views.items()}, **{(1, k): v for k, v in others.items()}}
-    return {key for pair in _sharing_pairs(tagged) if pair[0][0] != pair[1][0] for side, key in pair if side}
+    shared = set()
+    for (side_a, key_a), (side_b, key_b) in _sharing_pairs(tagged):
+        if side_a != side_b:  # a pair within one side is no source read after a write
+            shared.add(key_a if side_a == 1 else key_b)
+    return shared
 
 
 def _groups(keys: list[str], pairs: list[tuple[str, str]]) -> list[list[str]]:

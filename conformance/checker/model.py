@@ -204,17 +204,16 @@ def _check_scale(net: S.Network, fits_by_block: dict[str, list[ResidualFit]]) ->
 
 @contextlib.contextmanager
 def _global_rngs_kept() -> Iterator[None]:
-    """numpy's global RNG (Lucid's dropout draws from it) and torch's, if loaded, are left
-    as they were: a conformance check must not change what a user's next draw gives."""
+    """numpy's global RNG (Lucid's dropout draws from it) and torch's, if loaded (its CPU
+    and CUDA generators, as ``conformance.ops`` forks them), are left as they were: a
+    conformance check must not change what a user's next draw gives."""
     numpy_state = np.random.get_state()
     torch = sys.modules.get("torch")
-    torch_state = torch.random.get_rng_state() if torch is not None else None
     try:
-        yield
+        with torch.random.fork_rng() if torch is not None else contextlib.nullcontext():
+            yield
     finally:
         np.random.set_state(numpy_state)
-        if torch is not None:
-            torch.random.set_rng_state(torch_state)
 
 
 def _check_dropout_used(

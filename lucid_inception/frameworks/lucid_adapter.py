@@ -156,7 +156,8 @@ class LucidAdapter:
         block's input). That is upstream bug LUC-012 (``conformance.findings``), in 2.9.0
         and 2.16.0 as released; a Lucid with its patch runs each tensor once. Probed once
         on this Lucid; where it cannot be probed (gradients switched off, an error), the
-        answer is yes: summing parts is right either way, only costlier."""
+        answer is yes: summing parts is right either way, only costlier (and a module fed
+        the model's input gets no input-gradient row, see ``add_input_grad_hook``)."""
         global _BACKWARD_SPLITS_GRADIENTS
         if _BACKWARD_SPLITS_GRADIENTS is None:
             _BACKWARD_SPLITS_GRADIENTS = _probe_backward_splits_gradients()
