@@ -28,7 +28,9 @@ _MARKER = ".lucid-inception-patched"  # marks a --target this module wrote and m
 
 _VERIFY = """\
 import importlib.metadata, sys, warnings
-warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+warnings.filterwarnings(
+    "ignore", message="(overflow|invalid value) encountered in cast", category=RuntimeWarning
+)
 import lucid, lucid.models
 model = lucid.models.inception_resnet_v2(num_classes=10, scale=(0.1, 0.2, 0.3))
 print(lucid.__file__)

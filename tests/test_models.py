@@ -485,24 +485,30 @@ def test_in_channels_and_num_classes_are_honoured() -> None:
     assert run(model, image((1, 1, 80, 80))).shape == (1, 7)
 
 
+# Float64 garbage whose cast to float32 makes numpy warn: beyond float32's range
+# ("overflow encountered in cast"), and a signalling NaN ("invalid value encountered in
+# cast"; seen on this machine building Inception-ResNet-v1).
+GARBAGE = {"huge": 1e300, "signalling-nan": np.array(0x7FF0000000000001, np.uint64).view(np.float64)}
+
+
+@pytest.mark.parametrize("garbage", GARBAGE)
 @pytest.mark.parametrize("builder", ["port", "upstream"])
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_building_shows_no_warning_from_lucids_uninitialised_weights(
-    name: str, builder: str, monkeypatch
+    name: str, builder: str, garbage: str, monkeypatch
 ) -> None:
     """lucid-dl 2.9.0's Conv2d and Linear cast ``lucid.empty``'s float64 memory to float32
-    before initialising it; garbage beyond float32's range made numpy warn "overflow
-    encountered in cast" in the middle of a user's output. Planted here: every
-    ``lucid.empty`` holds 1e300. The model (the port's, and upstream's as the harness builds
-    it) must build silently, and initialised."""
+    before initialising it; some garbage made numpy warn in the middle of a user's output.
+    Planted here in every ``lucid.empty``. The model (the port's, and upstream's as the
+    harness builds it) must build silently, and initialised."""
     real_empty = lucid.empty
 
-    def huge_empty(*args, **kwargs):
+    def garbage_empty(*args, **kwargs):
         tensor = real_empty(*args, **kwargs)
-        tensor.data[...] = 1e300
+        tensor.data[...] = GARBAGE[garbage]
         return tensor
 
-    monkeypatch.setattr(lucid, "empty", huge_empty)
+    monkeypatch.setattr(lucid, "empty", garbage_empty)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model = lucid_inception.build(name, "lucid") if builder == "port" else build_upstream(name)

@@ -469,7 +469,9 @@ def test_all_patches_together(proofs: dict[str, prove.VersionProof], version: st
 
 _FACTORIES = """
 import warnings
-warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+warnings.filterwarnings(
+    "ignore", message="(overflow|invalid value) encountered in cast", category=RuntimeWarning
+)
 import lucid, lucid.models as M
 m = M.inception_resnet_v2(num_classes=10, scale=0.2)
 blocks = [b for b in m.conv._modules.values() if hasattr(b, "scale")]
@@ -501,7 +503,9 @@ def test_upstream_factories_take_scale_once_patched(combined: dict[str, Path], v
 
 _TENSOR_DTYPE = """
 import warnings
-warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+warnings.filterwarnings(
+    "ignore", message="(overflow|invalid value) encountered in cast", category=RuntimeWarning
+)
 import lucid, numpy as np
 t = lucid.zeros((2,))
 t.data = np.zeros(2, dtype=np.float32)

@@ -11,8 +11,10 @@ import warnings
 import lucid
 import numpy as np
 
-# upstream init casts uninitialised float64 memory to float32; only that warning is hidden
-warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+# upstream init casts uninitialised float64 memory to float32; only those warnings are hidden
+warnings.filterwarnings(
+    "ignore", message="(overflow|invalid value) encountered in cast", category=RuntimeWarning
+)
 
 
 def model_module(name: str):

@@ -12,8 +12,10 @@ import warnings
 import lucid
 import numpy as np
 
-# upstream init casts uninitialised float64 memory to float32; only that warning is hidden
-warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+# upstream init casts uninitialised float64 memory to float32; only those warnings are hidden
+warnings.filterwarnings(
+    "ignore", message="(overflow|invalid value) encountered in cast", category=RuntimeWarning
+)
 
 WIDTHS = {"v1": (256, 896, 1792), "v2": (384, 1152, 2144)}  # block inputs, Fig. 15 / Fig. 18
 DEFAULT = 0.2  # the port's default, and the patch's

@@ -42,12 +42,14 @@ _LEAF_UNMEASURED = (
 def quiet_uninitialised_casts() -> Iterator[None]:
     """While building Lucid modules: lucid-dl 2.9.0's ``Conv2d`` and ``Linear`` make their
     weights with ``lucid.empty`` (float64 memory as found) and cast that to float32 before
-    ``reset_parameters`` overwrites it; where the garbage lies beyond float32's range, numpy
-    warns "overflow encountered in cast", now and then, in the middle of a user's output.
-    None of those values survives initialisation, so the warning says nothing about the
-    module; this hides that one warning and no other."""
+    ``reset_parameters`` overwrites it. Where the garbage lies beyond float32's range numpy
+    warns "overflow encountered in cast", where it is a signalling NaN "invalid value
+    encountered in cast", now and then, in the middle of a user's output. None of those
+    values survives initialisation, so the warnings say nothing about the module; this
+    hides those two and no other."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+        for message in ("overflow encountered in cast", "invalid value encountered in cast"):
+            warnings.filterwarnings("ignore", message=message, category=RuntimeWarning)
         yield
 
 
