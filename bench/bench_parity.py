@@ -3,9 +3,7 @@
 Per model, side by side:
 - time: ``compare`` (float32, forward, every module's output captured and compared) over
   the time of the two bare forwards it replaces (Lucid's, then torch's, both ``no_grad``,
-  eval mode; torch's on a contiguous and on a channels-last input, the faster counting,
-  since a compare gives torch a channels-last input facing Lucid's channels-last
-  convolution outputs); medians of ``--repeats`` alternating runs, at batch ``--batch`` and
+  eval mode); medians of ``--repeats`` alternating runs, at batch ``--batch`` and
   ``--mem-batch``. Target <= 1.3. Measured as ``python -m parity`` runs it: this script,
   like the CLI, sets ``OPENBLAS_THREAD_TIMEOUT=4`` before numpy loads unless it is set
   (see ``parity/_openblas.py``); the last time column is a fresh process where numpy's
@@ -74,10 +72,10 @@ def _pair(name: str, x: np.ndarray, *, signal: bool = True) -> tuple[object, obj
     return source, twin
 
 
-def _bare_forward(model: object, x: np.ndarray, memory_format: str = "contiguous") -> float:
+def _bare_forward(model: object, x: np.ndarray) -> float:
     adapter = adapter_for(model)
     adapter.set_training(model, False)
-    tensor = adapter.tensor(x, device="cpu", memory_format=memory_format)
+    tensor = adapter.tensor(x, device="cpu")
     start = time.perf_counter()
     with adapter.no_grad():
         model(tensor)
@@ -104,23 +102,16 @@ def peak_rss_mb() -> float:
 
 def time_pair(source: object, twin: object, x: np.ndarray, repeats: int) -> dict[str, float]:
     """Median seconds of Lucid's bare forward, torch's, and a compare, in alternating rounds
-    after a warm-up of each. Torch's bare forward is timed on a contiguous and on a
-    channels-last input, and the faster counts (``torch_s``): a compare hands torch a
-    channels-last input (``parity.comparison._input_formats``), and the ratio must not
-    gain from a layout a bare forward could use too."""
+    after a warm-up of each."""
     _bare_forward(source, x), _bare_forward(twin, x), compare(source, twin, x)
-    _bare_forward(twin, x, "channels_last")
-    runs: dict[str, list[float]] = {"lucid_s": [], "torch_contiguous_s": [], "torch_channels_last_s": []}
-    runs["compare_s"] = []
+    runs: dict[str, list[float]] = {"lucid_s": [], "torch_s": [], "compare_s": []}
     for _ in range(repeats):
         runs["lucid_s"].append(_bare_forward(source, x))
-        runs["torch_contiguous_s"].append(_bare_forward(twin, x))
-        runs["torch_channels_last_s"].append(_bare_forward(twin, x, "channels_last"))
+        runs["torch_s"].append(_bare_forward(twin, x))
         start = time.perf_counter()
         compare(source, twin, x)
         runs["compare_s"].append(time.perf_counter() - start)
     medians = {key: statistics.median(values) for key, values in runs.items()}
-    medians["torch_s"] = min(medians["torch_contiguous_s"], medians["torch_channels_last_s"])
     medians["ratio"] = medians["compare_s"] / (medians["lucid_s"] + medians["torch_s"])
     return medians
 
@@ -214,8 +205,8 @@ def breakdown(name: str, size: int, batch: int, repeats: int) -> list[list[str]]
             totals: dict[str, float] = {}
             with _timing(totals):
                 start = time.perf_counter()
-                if mode == "bare":  # torch on the channels-last input a compare gives it
-                    _bare_forward(source, x), _bare_forward(twin, x, "channels_last")
+                if mode == "bare":
+                    _bare_forward(source, x), _bare_forward(twin, x)
                 else:
                     compare(source, twin, x)
                 totals["total"] = time.perf_counter() - start

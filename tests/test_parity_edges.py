@@ -593,3 +593,57 @@ def test_the_running_update_of_a_batchnorm_called_twice_follows_both_calls() -> 
     assert report.ok, _failing(report)
     kinds = [row.kind for row in report.rows if row.module == "bn" and row.kind.startswith("bn_")]
     assert kinds == ["bn_batch_stats", "bn_batch_stats", "bn_running_update"]
+
+
+class LucidFlatHeads(lnn.Module):
+    """Two heads on one feature map ``y``: with ``shared_relu`` both read ``relu(y)``, else
+    ``fc`` reads ``relu(y)`` and ``fc2`` reads ``y``."""
+
+    def __init__(self, shared_relu: bool) -> None:
+        super().__init__()
+        self.conv = lnn.Conv2d(3, 4, 3, padding=1)
+        self.fc = lnn.Linear(4 * 8 * 8, 5)
+        self.fc2 = lnn.Linear(4 * 8 * 8, 5)
+        self.shared_relu = shared_relu
+
+    def forward(self, x):
+        y = self.conv(x)
+        n = y.shape[0]
+        flat = lnn.functional.relu(y.reshape(n, -1))
+        return self.fc(flat) + self.fc2(flat if self.shared_relu else y.reshape(n, -1))
+
+
+class TorchFlatHeads(torch.nn.Module):
+    """Applies the ReLU in place to ``y.reshape(n, -1)``, a view of a contiguous ``y``, so
+    the ReLU reaches ``fc2``'s input too: the twin of ``LucidFlatHeads(shared_relu=True)``,
+    and a fault against ``shared_relu=False``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 5)
+        self.fc2 = torch.nn.Linear(4 * 8 * 8, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n = y.shape[0]
+        flat = y.reshape(n, -1).relu_()
+        return self.fc(flat) + self.fc2(y.reshape(n, -1))
+
+
+@pytest.mark.parametrize("faithful", [True, False])
+def test_torch_runs_on_the_memory_layout_a_caller_gives_it(faithful: bool) -> None:
+    """A faithful model that relies on torch's aliasing passes, and a fault that works
+    through it is found. Both depend on the input's memory layout: ``reshape`` is a view of
+    a contiguous tensor but a copy of a channels-last one. Handing torch a channels-last
+    input (every output pair would then share the memory order of Lucid's convolutions,
+    and comparing would cost a third less) failed the first and hid the second; see
+    ``compare``."""
+    a, b = LucidFlatHeads(shared_relu=faithful), TorchFlatHeads()
+    LucidAdapter.cast(a, "float32")
+    transfer(a, b)
+    report = compare(a, b, X)
+    if faithful:
+        assert report.ok, _failing(report)
+    else:
+        assert report.first_divergence == "fc2", _failing(report)

@@ -139,25 +139,6 @@ def _probe_backward_splits_gradients() -> bool | None:
     return len(runs) > 1
 
 
-# ``LucidAdapter.conv_memory_format``, once probed per device.
-_CONV_MEMORY_FORMATS: dict[str, str] = {}
-
-
-def _probe_conv_memory_format(device: str) -> str:
-    """The memory order of a Lucid convolution's output on ``device``, as numpy reads it:
-    "channels_last" when the channels are its fastest axis (N x H x W x C memory seen as
-    N x C x H x W), else "contiguous" (also when the probe cannot run)."""
-    try:
-        out = lucid.nn.functional.conv2d(
-            lucid.Tensor(np.zeros((1, 2, 3, 3)), device=device),
-            lucid.Tensor(np.zeros((2, 2, 1, 1)), device=device),
-        )
-        strides = _read_only(out.data).strides  # (N, C, H, W)
-    except Exception:  # noqa: BLE001 (a Lucid that cannot run this: no layout to follow)
-        return "contiguous"
-    return "channels_last" if strides[1] < strides[3] else "contiguous"
-
-
 class LucidAdapter:
     name = "lucid"
     devices = ("cpu", "gpu")
@@ -365,23 +346,8 @@ class LucidAdapter:
 
     # ----- running
     @staticmethod
-    def tensor(
-        x: np.ndarray, *, device: str = "cpu", requires_grad: bool = False, memory_format: str = "contiguous"
-    ) -> lucid.Tensor:
-        """A tensor holding a copy of ``x``. Lucid has one memory format: "contiguous"."""
-        if memory_format != "contiguous":
-            raise ValueError(f"Lucid tensors have no memory format {memory_format!r}; valid: 'contiguous'")
+    def tensor(x: np.ndarray, *, device: str = "cpu", requires_grad: bool = False) -> lucid.Tensor:
         return lucid.Tensor(np.array(x, copy=True), requires_grad=requires_grad, device=device)
-
-    @staticmethod
-    def conv_memory_format(device: str) -> str:
-        """The memory order Lucid's convolutions leave their outputs in on ``device``,
-        whatever their input's: "channels_last" on the CPU in 2.9.0 and 2.16.0 (the
-        product of an ``N x H x W x C`` tensordot, seen as N x C x H x W), "contiguous"
-        otherwise. Probed once per device on this Lucid."""
-        if device not in _CONV_MEMORY_FORMATS:
-            _CONV_MEMORY_FORMATS[device] = _probe_conv_memory_format(device)
-        return _CONV_MEMORY_FORMATS[device]
 
     @staticmethod
     def to_numpy(t: lucid.Tensor) -> np.ndarray:

@@ -302,19 +302,8 @@ class TorchAdapter:
 
     # ----- running
     @staticmethod
-    def tensor(
-        x: np.ndarray, *, device: str = "cpu", requires_grad: bool = False, memory_format: str = "contiguous"
-    ) -> torch.Tensor:
-        """A tensor holding a copy of ``x`` on ``device``, in ``memory_format``
-        ("contiguous", or "channels_last" for N x C x H x W: the same values with the
-        channels as the fastest axis; torch's kernels keep that order in their outputs)."""
-        formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
-        if memory_format not in formats:
-            raise ValueError(f"no memory format {memory_format!r}; valid: {', '.join(map(repr, formats))}")
-        if memory_format == "channels_last" and np.ndim(x) != 4:
-            raise ValueError(f"'channels_last' needs 4 dimensions (N, C, H, W), got {np.ndim(x)}")
+    def tensor(x: np.ndarray, *, device: str = "cpu", requires_grad: bool = False) -> torch.Tensor:
         t = torch.from_numpy(np.array(x, copy=True)).to(device)
-        t = t.contiguous(memory_format=formats[memory_format])
         return t.requires_grad_(requires_grad)
 
     @staticmethod
