@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=299)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
+    if args.size < 75:  # before any model is built
+        parser.error(f"--size: the smallest input every model accepts is 75, got {args.size}")
+    if args.repeats < 1:
+        parser.error(f"--repeats: expected at least 1, got {args.repeats}")
     rows = []
     for name in args.model or lucid_inception.MODEL_NAMES:
         rows += bench(name, args.size, args.repeats)

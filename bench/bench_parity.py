@@ -8,7 +8,8 @@ Per model, side by side:
   like the CLI, sets ``OPENBLAS_THREAD_TIMEOUT=4`` before numpy loads unless it is set
   (see ``parity/_openblas.py``); the last time column is a fresh process where numpy's
   OpenBLAS keeps its default (a library call from a program that loaded numpy first), for
-  information. ``--breakdown`` times the parts in both.
+  information. ``--breakdown`` times the parts in both. Every compare timed must pass: one
+  that fails makes its time infinite (FAIL), and the run says where it first diverged.
 - memory: peak resident memory of a ``compare`` at ``--mem-batch`` (8) over the peak of the
   bigger bare forward at that batch. Each is measured in a fresh subprocess that imports
   both frameworks and builds the model(s) it runs, as its peak resident set size (Linux:
@@ -56,6 +57,7 @@ from tabulate import tabulate  # noqa: E402
 import lucid_inception  # noqa: E402
 from lucid_inception.frameworks import adapter_for  # noqa: E402
 from parity.comparison import compare  # noqa: E402
+from parity.report import module_label  # noqa: E402
 from parity.signal import prepare_signal, seeded_input  # noqa: E402
 from parity.weights import transfer  # noqa: E402
 
@@ -100,19 +102,25 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS
 
 
-def time_pair(source: object, twin: object, x: np.ndarray, repeats: int) -> dict[str, float]:
+def time_pair(source: object, twin: object, x: np.ndarray, repeats: int) -> dict[str, object]:
     """Median seconds of Lucid's bare forward, torch's, and a compare, in alternating rounds
-    after a warm-up of each."""
-    _bare_forward(source, x), _bare_forward(twin, x), compare(source, twin, x)
+    after a warm-up of each. A compare that fails is no time to report: its ratio is
+    infinite and ``failing`` names where it first diverged (else None)."""
+    _bare_forward(source, x), _bare_forward(twin, x)
+    reports = [compare(source, twin, x)]
     runs: dict[str, list[float]] = {"lucid_s": [], "torch_s": [], "compare_s": []}
     for _ in range(repeats):
         runs["lucid_s"].append(_bare_forward(source, x))
         runs["torch_s"].append(_bare_forward(twin, x))
         start = time.perf_counter()
-        compare(source, twin, x)
+        reports.append(compare(source, twin, x))
         runs["compare_s"].append(time.perf_counter() - start)
-    medians = {key: statistics.median(values) for key, values in runs.items()}
+    medians: dict[str, object] = {key: statistics.median(values) for key, values in runs.items()}
     medians["ratio"] = medians["compare_s"] / (medians["lucid_s"] + medians["torch_s"])
+    failing = next((report for report in reports if not report.ok), None)
+    medians["failing"] = None if failing is None else module_label(failing.first_divergence)
+    if failing is not None:
+        medians["ratio"] = math.inf
     return medians
 
 
@@ -233,6 +241,8 @@ def bench_model(name: str, size: int, batch: int, mem_batch: int, repeats: int, 
     for b in sorted({batch, mem_batch}):
         say(f"{name}: timing at batch {b} (warm-up, then {repeats} alternating rounds)")
         times[b] = time_pair(source, twin, seeded_input(b, size, 0), repeats)
+        if times[b]["failing"] is not None:
+            say(f"{name}: the compare timed at batch {b} fails, first at {times[b]['failing']}")
     say(f"{name}: fidelity (float32 and float64 compares)")
     f32 = compare(source, twin, x, dtype="float32")
     f64 = compare(source, twin, x, dtype="float64")
@@ -250,6 +260,9 @@ def bench_model(name: str, size: int, batch: int, mem_batch: int, repeats: int, 
     del source, twin
     say(f"{name}: timing at batch {batch} with numpy's default OpenBLAS (a fresh process)")
     times[NUMPY_DEFAULT] = _time_with_numpy_default(name, size, batch, repeats)
+    failing = times[NUMPY_DEFAULT]["failing"]
+    if failing is not None:
+        say(f"{name}: the compare timed with numpy's default fails, first at {failing}")
     say(f"{name}: peak memory at batch {mem_batch} (5 fresh processes)")
     kinds = ("baseline", "pair", "lucid", "torch", "compare")
     peaks = {kind: _measure(kind, name, size, mem_batch) for kind in kinds}
@@ -290,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.size < 75:
         parser.error(f"--size: the smallest input every model accepts is 75, got {args.size}")
+    for option in ("batch", "mem_batch", "repeats"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')}: expected at least 1, got {getattr(args, option)}")
     if args.child:
         child(args.child, args.model[0], args.size, args.batch, args.repeats)
         return 0
