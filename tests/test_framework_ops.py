@@ -13,8 +13,10 @@ import json
 import lucid
 import lucid.nn as lnn
 import lucid.nn.functional as LF
+import mlx.core as mx
 import numpy as np
 import pytest
+import torch
 
 from conformance import ops
 from conformance.ops.known import version_matches
@@ -91,21 +93,56 @@ def _dropout_unscaled(input_: lucid.Tensor, p: float = 0.5, training: bool = Tru
     return input_ * mask
 
 
+def _dropout_fixed_mask(input_: lucid.Tensor, p: float = 0.5, training: bool = True):
+    """Planted: the same mask on every call (an RNG that never advances)."""
+    if not training:
+        return input_
+    mask = (np.random.default_rng(0).random(input_.shape) > p).astype(input_.data.dtype)
+    return input_ * lucid.Tensor(mask) * (1.0 / (1 - p))
+
+
+def _dropout_first_elements(input_: lucid.Tensor, p: float = 0.5, training: bool = True):
+    """Planted: no randomness at all, always drops the first p of the elements."""
+    if not training:
+        return input_
+    mask = np.ones(input_.shape, dtype=input_.data.dtype).reshape(-1)
+    mask[: round(p * mask.size)] = 0
+    return input_ * lucid.Tensor(mask.reshape(input_.shape)) * (1.0 / (1 - p))
+
+
+@pytest.mark.parametrize("dtype", ops.DTYPES)
 @pytest.mark.parametrize(
     ("planted", "caught"),
     [
-        (_dropout_keep_prob, ("drop_fraction",)),
+        (_dropout_keep_prob, ("drop_fraction", "block_drop_fraction")),
         (_dropout_unscaled, ("kept_value", "grad:x")),
+        (_dropout_fixed_mask, ("changed_on_redraw",)),
+        (_dropout_first_elements, ("block_drop_fraction", "changed_on_redraw")),
     ],
-    ids=["p-as-keep-probability", "no-keep-scaling"],
+    ids=["p-as-keep-probability", "no-keep-scaling", "same-mask-every-call", "drops-first-elements"],
 )
 def test_planted_dropout_bug_is_caught(
-    monkeypatch: pytest.MonkeyPatch, planted, caught: tuple[str, ...]
+    monkeypatch: pytest.MonkeyPatch, planted, caught: tuple[str, ...], dtype: str
 ) -> None:
     monkeypatch.setattr(LF, "dropout", planted)
-    r = ops.run_case(_case("dropout_p0.2_train"), "float32", version=VERSION)
+    r = ops.run_case(_case("dropout_p0.2_train"), dtype, version=VERSION)
     assert r.verdict == "fail"
-    assert r.failing == caught, r.message
+    assert set(r.failing) == set(caught), r.message
+
+
+def test_dropout_case_leaves_the_callers_rngs_as_found() -> None:
+    """The case seeds the RNG Lucid's dropout draws from (NumPy's); the caller's NumPy and
+    MLX draws and ``lucid.random.get_seed()`` come out as without it."""
+
+    def draws() -> tuple[float, float, object]:
+        return np.random.rand(), float(mx.random.uniform()), lucid.random.get_seed()
+
+    lucid.random.seed(123)
+    without = draws()
+    lucid.random.seed(123)
+    r = ops.run_case(_case("dropout_p0.2_train"), "float32", version=VERSION)
+    assert r.verdict == "pass", r.message
+    assert draws() == without
 
 
 @pytest.mark.parametrize("dtype", ops.DTYPES)
@@ -346,6 +383,83 @@ def test_cli_exit_code_is_1_on_failure(
 
 
 # --- devices ---------------------------------------------------------------------------
+
+
+def _fp32_precision() -> tuple[str, str]:
+    return torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision
+
+
+def test_torch_side_runs_forward_and_backward_without_tf32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch reference runs inside ``TorchAdapter.precise()`` (on CUDA, float32
+    convolutions would otherwise be TF32); the switches are read inside the forward and the
+    backward, which need no CUDA, and are put back after."""
+    seen: dict[str, tuple[str, str]] = {}
+    conv_forward, backward = torch.nn.Conv2d.forward, TorchAdapter.backward
+
+    def spy_forward(self, x):
+        seen["forward"] = _fp32_precision()
+        return conv_forward(self, x)
+
+    def spy_backward(output, grad):
+        seen["backward"] = _fp32_precision()
+        return backward(output, grad)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", spy_forward)
+    monkeypatch.setattr(TorchAdapter, "backward", staticmethod(spy_backward))
+    # Set by hand: monkeypatch would delete these switches on undo (they live behind __getattr__).
+    saved = _fp32_precision()
+    try:
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
+        r = ops.run_case(_case("conv2d_1x1"), "float32", version=VERSION)
+        after = _fp32_precision()
+    finally:
+        torch.backends.cudnn.conv.fp32_precision, torch.backends.cuda.matmul.fp32_precision = saved
+    assert r.verdict == r.expected_verdict, r.message
+    assert seen == {"forward": ("ieee", "ieee"), "backward": ("ieee", "ieee")}
+    assert after == ("tf32", "tf32")
+
+
+# Lucid 'gpu' in float64 is the mlx-float32 convention. MLX's CPU build runs device 'gpu'
+# (with a warning), so these run on every machine, GPU or not.
+
+
+def test_mlx_float32_is_the_dtype_only_and_judged_at_float32() -> None:
+    r = ops.run_case(_case("relu"), "float64", lucid_device="gpu", version=VERSION)
+    assert r.verdict == "convention" and r.expected == ("mlx-float32",), r.message
+    for c in r.checks:
+        assert c.lucid_dtype == "float32" and not c.dtype_ok and c.ok, c
+        assert c.tol == ops.TOLERANCE["float32"]
+    # A case's own declarations stay in force: on 2.9.0 the Linear bias bug is a known bug.
+    r = ops.run_case(_case("linear"), "float64", lucid_device="gpu", version=VERSION)
+    assert r.verdict == r.expected_verdict, r.message
+    assert "mlx-float32" in r.expected
+
+
+@pytest.mark.parametrize(
+    ("planted", "why"),
+    [
+        (lambda self, x: x * float("nan"), "non-finite values"),
+        (lambda self, x: x * 1.0, "rel err"),  # the identity: ReLU does nothing
+    ],
+    ids=["nan", "identity"],
+)
+def test_wrong_values_under_mlx_float32_fail(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], planted, why: str
+) -> None:
+    monkeypatch.setattr(lnn.ReLU, "forward", planted)
+    r = ops.run_case(_case("relu"), "float64", lucid_device="gpu", version=VERSION)
+    assert r.verdict == "fail", r.message
+    assert set(r.failing) == {"out", "grad:x"} and why in r.message
+    assert _cli(["--case", "relu", "--dtype", "float64", "--lucid-device", "gpu"]) == 1
+    assert "FAIL: relu [float64]" in capsys.readouterr().err
+
+
+def test_other_bug_on_declared_quantities_under_mlx_float32_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    _needs_broadcast_bug()
+    _plant_linear_bias(monkeypatch)
+    r = ops.run_case(_case("linear"), "float64", lucid_device="gpu", version=VERSION)
+    assert r.verdict == "fail" and "batch-1 twin fails" in r.message, r.message
 
 
 @pytest.mark.gpu

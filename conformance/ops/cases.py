@@ -286,16 +286,35 @@ def _fn(
 
 DROP_P = 0.2  # the models' head: Lucid Dropout(p=0.2) = keep 0.8
 DROP_SIZE = 1 << 20  # 2^20 draws: binomial std of the drop fraction about 3.9e-4
+DROP_BLOCKS = 16  # contiguous blocks of 2^16 elements, each with its own drop fraction
+# Share of elements whose mask changes between two independent draws: 2 p (1 - p).
+DROP_CHANGE = 2 * DROP_P * (1 - DROP_P)
+
+
+def _binomial_bound(p: float, n: int) -> float:
+    """Z_SIGMA standard deviations of the difference of two independent binomial fractions
+    (probability p, n draws each): a correct op is outside with probability < 6e-7."""
+    return Z_SIGMA * math.sqrt(2 * p * (1 - p) / n)
+
+
+def _block_fractions(dropped: np.ndarray) -> np.ndarray:
+    """The share of dropped elements in each of DROP_BLOCKS contiguous blocks."""
+    return dropped.reshape(DROP_BLOCKS, -1).mean(axis=1)
 
 
 def _dropout_train() -> OpCase:
     """Train-mode dropout, checked statistically against torch.
 
     With x = 1 every output is 0 or the keep scale. Quantities: ``kept_value`` (the distinct
-    non-zero outputs, which must all be torch's 1/(1-p)), ``drop_fraction`` (Lucid's share
-    of zeros against torch's, with a bound of Z_SIGMA standard deviations of the difference
-    of two independent binomial fractions), and ``grad:x`` (the upstream gradient through
-    Lucid's own mask times torch's scale).
+    non-zero outputs, which must all be torch's 1/(1-p)); ``drop_fraction`` (Lucid's share
+    of zeros against torch's); ``block_drop_fraction`` (the same in each of DROP_BLOCKS
+    contiguous blocks, Lucid's block i against torch's: a mask that drops by position, e.g.
+    always the first p of the elements, fails it); ``changed_on_redraw`` (the share of mask
+    elements that change on the next call, against torch's: a mask that repeats fails it);
+    and ``grad:x`` (the upstream gradient through Lucid's own mask times torch's scale). The
+    statistics are held to Z_SIGMA standard deviations of the difference of two independent
+    binomial fractions of their size (``_binomial_bound``); with 1 + 16 + 1 of them, a
+    correct dropout fails one with probability < 18 x 6e-7 = 1.1e-5.
     """
 
     def make(rng: np.random.Generator, dtype: str) -> Arrays:
@@ -309,23 +328,30 @@ def _dropout_train() -> OpCase:
         m = lnn.Dropout(p=DROP_P)
         LucidAdapter.set_training(m, True)
         x = LucidAdapter.tensor(data["x"], device=device, requires_grad=True)
-        # Lucid's dropout draws its mask from NumPy's global RNG: seed it, then put the
-        # caller's global state back.
+        # Lucid's dropout draws its mask from NumPy's global RNG (lucid.random.rand is
+        # np.random.rand, on every device, in 2.9.0 and 2.16.0): seed that one alone and put
+        # the caller's state back. Not lucid.random.seed: it also reseeds MLX and sets
+        # lucid.random.get_seed(), caller state this case has no business changing.
         state = np.random.get_state()
         try:
-            lucid.random.seed(int(data["seed"]))
+            np.random.seed(int(data["seed"]))
             out = m(x)
+            with lucid.no_grad():
+                again = m(x)  # the next call must draw a new mask
         finally:
             np.random.set_state(state)
         LucidAdapter.backward(out, data["upstream"])
         y = LucidAdapter.to_numpy(out)
+        dropped = y == 0
         return {
             "kept_value": _kept_range(y),
-            "drop_fraction": np.array(np.mean(y == 0)),
+            "drop_fraction": np.array(np.mean(dropped)),
+            "block_drop_fraction": _block_fractions(dropped),
+            "changed_on_redraw": np.array(np.mean(dropped != (LucidAdapter.to_numpy(again) == 0))),
             "grad:x": LucidAdapter.grad(x),
             # An observation the reference needs, not a compared quantity: the mask Lucid
             # drew, so the gradient reference runs through the same mask.
-            "_mask": y != 0,
+            "_mask": ~dropped,
         }
 
     def torch_run(data: Arrays, device: str) -> Quantities:
@@ -334,19 +360,33 @@ def _dropout_train() -> OpCase:
             torch.manual_seed(int(data["seed"]))
             x = torch.ones(DROP_SIZE, dtype=dtype, device=device)
             y = torch.nn.functional.dropout(x, p=DROP_P, training=True)
+            again = torch.nn.functional.dropout(x, p=DROP_P, training=True)
         kept = _kept_range(TorchAdapter.to_numpy(y))
         # Gradient of dropout with Lucid's mask, at torch's keep scale and dtype.
         mask = torch.from_numpy(data["_mask"]).to(device)
         upstream = torch.tensor(data["upstream"], device=device)
         grad = torch.where(mask, upstream * torch.tensor(kept[1], device=device), 0)
-        frac = float(torch.mean((y == 0).double()))
-        sd = math.sqrt(2 * DROP_P * (1 - DROP_P) / DROP_SIZE)
+        dropped = TorchAdapter.to_numpy(y) == 0
+        changed = float(np.mean(dropped != (TorchAdapter.to_numpy(again) == 0)))
+        block = DROP_SIZE // DROP_BLOCKS
         return {
             "kept_value": kept,
             "drop_fraction": Stat(
-                frac,
-                Z_SIGMA * sd,
+                float(np.mean(dropped)),
+                _binomial_bound(DROP_P, DROP_SIZE),
                 f"{Z_SIGMA:g} sd of the difference of two binomial fractions (p={DROP_P}, n={DROP_SIZE})",
+            ),
+            "block_drop_fraction": Stat(
+                _block_fractions(dropped),
+                _binomial_bound(DROP_P, block),
+                f"per block, {Z_SIGMA:g} sd of the difference of two binomial fractions "
+                f"(p={DROP_P}, n={block})",
+            ),
+            "changed_on_redraw": Stat(
+                changed,
+                _binomial_bound(DROP_CHANGE, DROP_SIZE),
+                f"{Z_SIGMA:g} sd of the difference of two binomial fractions "
+                f"(p=2p(1-p)={DROP_CHANGE:g}, n={DROP_SIZE})",
             ),
             "grad:x": TorchAdapter.to_numpy(grad),
         }
@@ -354,8 +394,8 @@ def _dropout_train() -> OpCase:
     return OpCase(
         name="dropout_p0.2_train",
         op="dropout",
-        summary=f"nn.Dropout(p={DROP_P}) train mode on {DROP_SIZE} ones: p is the drop "
-        "probability, kept values scaled by 1/(1-p)",
+        summary=f"nn.Dropout(p={DROP_P}) train mode on {DROP_SIZE} ones, called twice: p is the drop "
+        "probability, kept values scaled by 1/(1-p), a new mask on every call",
         make=make,
         lucid=lucid_run,
         torch=torch_run,

@@ -39,10 +39,11 @@ _VERDICTS_OK = ("pass", "known-bug", "convention")
 
 @dataclass(frozen=True)
 class Stat:
-    """A reference for a statistic, with a bound derived from its sampling distribution."""
+    """A reference for a statistic, with a bound derived from its sampling distribution; or
+    for an array of statistics (one per block of a tensor), each held to the same bound."""
 
-    value: float
-    bound: float  # absolute
+    value: float | np.ndarray
+    bound: float  # absolute, for every element
     basis: str
 
 
@@ -88,8 +89,9 @@ class Check:
     tol: float
     tol_kind: str  # "rel": max_rel <= tol; "abs": max_abs <= tol (statistics)
     ok: bool
-    dtype_ok: bool = True
+    dtype_ok: bool = True  # Lucid's dtype is the requested one
     note: str = ""
+    lucid_dtype: str = ""  # Lucid's dtype ("" for a statistic, which has none)
 
 
 @dataclass(frozen=True)

@@ -49,17 +49,21 @@ def _side(
             adapter.set_training(module, train)
             adapter.to_device(module, device)
         xs = [adapter.tensor(data[n], device=device, requires_grad=backward) for n in inputs]
-        if backward:
-            out = forward(module, *xs)
-            if tuple(out.shape) != data["upstream"].shape:
-                raise ValueError(
-                    f"{adapter.name} output shape {tuple(out.shape)} != "
-                    f"{data['upstream'].shape}, the shape the case gives"
-                )
-            adapter.backward(out, data["upstream"])
-        else:
-            with adapter.no_grad():
+        # precise(): torch's float32 convolutions and matmuls without TF32 (on CUDA, cuDNN
+        # convolutions default to it: 10-bit mantissas, far over the float32 tolerance);
+        # Lucid has no such mode.
+        with adapter.precise():
+            if backward:
                 out = forward(module, *xs)
+                if tuple(out.shape) != data["upstream"].shape:
+                    raise ValueError(
+                        f"{adapter.name} output shape {tuple(out.shape)} != "
+                        f"{data['upstream'].shape}, the shape the case gives"
+                    )
+                adapter.backward(out, data["upstream"])
+            else:
+                with adapter.no_grad():
+                    out = forward(module, *xs)
         q: Quantities = {"out": adapter.to_numpy(out)}
         if module is not None:
             state = adapter.state(module)
