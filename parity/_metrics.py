@@ -74,7 +74,8 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
     Positions where either side is NaN or infinite must hold the same value on both sides
     (then they are left out, and the note says so) or the result is infinite; so is it when
     nothing finite is left to compare. Non-float arrays (bool, int) are equal or infinitely
-    apart. Different dtypes are measured in the wider one, and the note starts with
+    apart; complex ones by the modulus of the difference. Different dtypes are measured in the
+    wider one, and the note starts with
     "dtypes differ" (the callers fail such a row: see ``parity.comparison``).
     """
     note = ""
@@ -84,6 +85,8 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
         note = f"dtypes differ: {a.dtype} vs {b.dtype}"
         common = np.result_type(a.dtype, b.dtype)
         a, b = a.astype(common), b.astype(common)
+    if a.dtype.kind == "c":  # both, after the cast
+        return _complex_errors(a, b, note)
     # Each side's scale in its own memory order (a whole-array reduction reads it straight).
     scale = largest(_max_magnitude(a), _max_magnitude(b))
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflow: handled below
@@ -95,6 +98,17 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
             for block_a, block_b in _blocks(a, b, _BLOCK):
                 out = scratch[: block_a.size].reshape(block_a.shape)
                 max_abs = largest(max_abs, _max_magnitude(np.subtract(block_a, block_b, out=out)))
+    if not (math.isfinite(max_abs) and math.isfinite(scale)):  # NaN or inf somewhere
+        return _non_finite_errors(a, b, note)
+    return max_abs, relative(max_abs, scale), note
+
+
+def _complex_errors(a: np.ndarray, b: np.ndarray, note: str) -> tuple[float, float, str]:
+    """Complex outputs (rare here): moduli, not the real parts the float path's max and min
+    would keep. Whole arrays at once, with temporaries: no speed to win."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        max_abs = float(np.abs(a - b).max(initial=0.0))
+        scale = largest(float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)))
     if not (math.isfinite(max_abs) and math.isfinite(scale)):  # NaN or inf somewhere
         return _non_finite_errors(a, b, note)
     return max_abs, relative(max_abs, scale), note

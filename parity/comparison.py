@@ -745,7 +745,8 @@ def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:
         )
     scale = largest(sa.scale, sb.scale)
     d_mean, d_var = float(np.abs(sa.mean - sb.mean).max()), float(np.abs(sa.var - sb.var).max())
-    rel_mean, rel_var = relative(d_mean, scale), relative(d_var, scale**2)
+    # Against max|x|^2 in two steps: scale**2 overflows a float above ~1.3e154 (a finite input).
+    rel_mean, rel_var = relative(d_mean, scale), relative(relative(d_var, scale), scale)
     worst = largest(rel_mean, rel_var)  # a NaN fails the row
     note = f"batch mean {rel_mean:.3g} (of max|x|), biased batch variance {rel_var:.3g} (of max|x|^2)"
     return Row(
@@ -814,7 +815,8 @@ def _running_row(
             "running statistics' shapes differ",
         )
     d_mean, d_var = float(np.abs(mean_a - mean_b).max()), float(np.abs(var_a - var_b).max())
-    rel_mean, rel_var = relative(d_mean, scale), relative(d_var, scale**2)
+    # Against max|x|^2 in two steps: scale**2 overflows a float above ~1.3e154 (a finite input).
+    rel_mean, rel_var = relative(d_mean, scale), relative(relative(d_var, scale), scale)
     notes.insert(0, f"running_mean {rel_mean:.3g} (of max|x|), running_var {rel_var:.3g} (of max|x|^2)")
     worst = largest(rel_mean, rel_var)  # a NaN fails the row
     return Row(

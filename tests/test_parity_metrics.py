@@ -146,3 +146,41 @@ def test_non_float_outputs_are_compared_for_equality(dtype: str) -> None:
     b = a.copy()
     b[0, 0] = 1
     assert max_errors(a, b)[:2] == (math.inf, math.inf)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ([1 + 1j, 2], [1 + 1j, 2 + 1j], (1.0, 1 / math.sqrt(5))),  # the imaginary part differs
+        ([1 + 1j, 2], [1 - 1j, 2], (2.0, 1.0)),  # the sign of the imaginary part
+        ([1 + 1j, 2], [1 + 1j, 2], (0.0, 0.0)),
+        ([3 + 4j, 0], [0, 0], (5.0, 1.0)),  # a modulus, not a real part
+    ],
+)
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_outputs_are_measured_by_moduli(a: list, b: list, expected: tuple, dtype: str) -> None:
+    max_abs, max_rel, note = max_errors(np.array(a, dtype), np.array(b, dtype))
+    assert (max_abs, max_rel) == pytest.approx(expected, rel=1e-6) and note == ""
+
+
+def test_complex_non_finite_values_follow_the_float_rules() -> None:
+    a = np.array([1 + 1j, complex(np.nan, 0), 2])
+    assert max_errors(a, a.copy())[:2] == (0.0, 0.0)  # the same NaN: left out
+    b = a.copy()
+    b[1] = 1.0
+    assert max_errors(a, b)[:2] == (math.inf, math.inf)
+
+
+def test_batch_statistics_of_a_huge_finite_input_fail_or_pass_without_overflow() -> None:
+    """Variances are held to max|x|^2, which overflows a float above ~1.3e154: such a
+    finite input (compare accepts it) raised OverflowError from the row."""
+    from parity._metrics import batch_stats
+    from parity.comparison import _stats_row
+
+    # max|x| = 1.5e154, so max|x|^2 overflows; the spread is small, so the variance does not.
+    x = 1.5e154 + 1e150 * np.random.default_rng(0).standard_normal((2, 3, 4, 4))
+    assert _stats_row("bn", batch_stats(x), batch_stats(x), tol=1e-6).ok
+    y = x.copy()
+    y[0, 0] += 1e152  # channel 0's batch mean (over 2 samples) moves by 5e151
+    row = _stats_row("bn", batch_stats(x), batch_stats(y), tol=1e-6)
+    assert not row.ok and row.max_rel == pytest.approx(5e151 / np.abs(y).max(), rel=1e-6)
