@@ -49,7 +49,9 @@ run both on the same seeded input and compare, in execution order:
   input_grad, param_grad                    with --backward (float64, batch 2, seeded gradient):
               every parameter's gradient and every module call's input gradient, in
               backward order (the first failing row is where the backward goes wrong)
-  bn_batch_stats, bn_running_update         with --train-step
+  bn_batch_stats, bn_train_output, bn_running_update
+              with --train-step: each BatchNorm's batch statistics, its train-mode
+              output (side b's BatchNorms run on side a's input) and its running update
 Each row passes when max|a - b| / max(|a|, |b|) <= the dtype's tolerance (one table per
 dtype, derived from a float64 rounding-error budget: parity/tolerances.py). Finally a
 liveness check knocks out each block of the twin and demands that the logits move by at
@@ -400,7 +402,14 @@ def render_result(result: object, top: int) -> str:
         s
         for s in (
             _kind_summary(report, k)
-            for k in ("input_grad", "param_grad", "bn_batch_stats", "bn_running_update", "error")
+            for k in (
+                "input_grad",
+                "param_grad",
+                "bn_batch_stats",
+                "bn_train_output",
+                "bn_running_update",
+                "error",
+            )
         )
         if s
     ]

@@ -24,7 +24,8 @@ cast back), and so are modes, devices and gradients. In between:
    ``parity._input_grads``) are compared, in backward order. A backward that raises is an
    ``error`` row.
 4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
-   variance (from its captured input) and its running-statistics update are compared.
+   variance (from its captured input), its train-mode output and its running-statistics
+   update are compared.
    Side b's BatchNorms run on side a's input (teacher forcing), so that each row measures
    one layer and not the drift of two train-mode forwards (see ``_train_rows``).
 
@@ -52,12 +53,13 @@ from lucid_inception.frameworks import (
     StateMismatchError,
     adapter_for,
     capture_inputs,
+    capture_outputs,
     module_that_raised,
 )
 from parity._capture import ForwardCapture, Repeat, event_module
 from parity._input_grads import InputGrads
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
-from parity._metrics import BatchStats, batch_stats, largest, max_errors, relative
+from parity._metrics import BatchStats, batch_stats, bn_output_errors, largest, max_errors, relative
 from parity.report import Report, Row
 from parity.tolerances import Tolerance, tolerance_for
 
@@ -662,14 +664,18 @@ def _grad_row(
 
 
 def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
-    """A train-mode forward on both sides: BatchNorm batch statistics and running updates.
+    """A train-mode forward on both sides: BatchNorm batch statistics, train-mode outputs
+    and running updates.
 
     In train mode a BatchNorm subtracts its batch mean, which amplifies the relative error
     of its input: left alone, the two forwards drift apart with depth (measured: 1e-12 at
     the last blocks in float64, 1e-4 where a batch of 2 meets a 1x1 grid), whatever the
     frameworks do. So the comparison is local: side b's BatchNorms run on side a's input
     (teacher forcing), and each side's batch statistics come from its own input before
-    the swap, which differs from side a's by one layer's rounding.
+    the swap, which differs from side a's by one layer's rounding. Each BatchNorm's
+    output is compared too (``bn_train_output``), both sides having normalised the same
+    input: a fault in how train mode normalises shows there, also in a BatchNorm that no
+    later BatchNorm reads (the last block's). Events are ``("input" | "output", name)``.
     """
     phase = _PHASES["train"]
     tol = ctx.tol.bn
@@ -687,19 +693,36 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
         {name: adapter.batchnorm_momentum(module) for name, module in bn.items()}
         for adapter, bn in zip(ctx.adapters, bns, strict=True)
     ]
+    parameters = _bn_parameters(ctx.adapters[0], ctx.models[0], bns[0])  # side a's: both normalise with them
     # The statistics of the input each side's BatchNorm actually ran on, call by call.
     seen: tuple[dict, dict] = (defaultdict(list), defaultdict(list))
     last_call: dict[str, int] = {}  # BatchNorm -> position of its last call's row
 
     def on_pair(
-        name: str, call: int, seq_a: int, seq_b: int, xa: np.ndarray, xb: np.ndarray, _live: int
-    ) -> np.ndarray:
+        event: tuple[str, str], call: int, seq_a: int, seq_b: int, xa: np.ndarray, xb: np.ndarray, _live: int
+    ) -> np.ndarray | None:
+        kind, name = event
+        last_call[name] = min(seq_a, seq_b)  # the running update's row follows the last call
+        if kind == "output":
+            row = _train_output_row(name, xa, xb, seen[0][name][-1], parameters[name], ctx.tol.rel)
+            ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
+            return None
         own_a, own_b = batch_stats(xa), batch_stats(xb)
         seen[0][name].append(own_a)
         seen[1][name].append(own_a)  # side b waits in this BatchNorm's hook for side a's input
         ctx.add((phase, min(seq_a, seq_b), seq_a), _stats_row(name, own_a, own_b, tol), call)
-        last_call[name] = min(seq_a, seq_b)
         return xa
+
+    @contextlib.contextmanager
+    def capture(event: Any, adapter: Adapter, model: object) -> Iterator[None]:
+        def is_batchnorm(_name: str, module: object) -> bool:
+            return adapter.is_batchnorm(module)
+
+        with (
+            capture_inputs(model, lambda name, array: event(("input", name), array), is_batchnorm),
+            capture_outputs(model, lambda name, array: event(("output", name), array), select=is_batchnorm),
+        ):
+            yield
 
     sides = [
         Side(
@@ -707,9 +730,7 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
             model,
             x,
             False,
-            capture=lambda event, adapter=adapter, model=model: capture_inputs(
-                model, event, lambda _name, module: adapter.is_batchnorm(module)
-            ),
+            capture=lambda event, adapter=adapter, model=model: capture(event, adapter, model),
             lead_bytes=LEAD_BYTES if i == 0 else 0,  # side b never runs ahead: it is fed side a's inputs
         )
         for i, (adapter, model, x) in enumerate(zip(ctx.adapters, ctx.models, xs, strict=True))
@@ -722,9 +743,18 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
         for adapter, model in zip(ctx.adapters, ctx.models, strict=True):
             adapter.set_training(model, False)
     results = (res_a, res_b)
-    _unmatched_rows(ctx, results, (left_a, left_b), phase, "bn_batch_stats", "BatchNorm input captured")
+    for res in results:  # rows name modules: count a BatchNorm's calls by its input events
+        res.calls = Counter({name: n for (kind, name), n in res.calls.items() if kind == "input"})
+        res.first_seen = {name: seq for (kind, name), seq in res.first_seen.items() if kind == "input"}
+    for kind, row_kind, what in (
+        ("input", "bn_batch_stats", "BatchNorm input captured"),
+        ("output", "bn_train_output", "BatchNorm output captured"),
+    ):
+        leftovers = (_module_events(left_a, kind), _module_events(left_b, kind))
+        _unmatched_rows(ctx, results, leftovers, phase, row_kind, what)
     _error_rows(ctx, results, phase, "train-mode forward")
-    _number_calls(ctx, phase, "bn_batch_stats", results)
+    for row_kind in ("bn_batch_stats", "bn_train_output"):
+        _number_calls(ctx, phase, row_kind, results)
     if res_a.error is not None or res_b.error is not None:
         return
     after = [
@@ -735,6 +765,37 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
             row = _running_row(ctx, name, seen, momenta, after)
             if row is not None:  # after the batch statistics of the layer's last call
                 ctx.add((phase, last_call[name], math.inf), row)
+
+
+def _train_output_row(
+    name: str, ya: np.ndarray, yb: np.ndarray, stats: BatchStats, params: tuple, tol: float
+) -> Row:
+    """A BatchNorm's train-mode output, both sides on side a's input (``stats``), measured
+    per channel against its conditioning (``bn_output_errors``); ``params`` are side a's
+    ``(weight, bias, eps)``."""
+    if ya.shape != yb.shape:
+        return Row(
+            name, "bn_train_output", ya.shape, yb.shape, math.inf, math.inf, tol, False, "shapes differ"
+        )
+    max_abs, max_rel = bn_output_errors(ya, yb, stats, *params)
+    note = "per channel, of |w| max|x| / sqrt(var + eps) + |b|"
+    if ya.dtype != yb.dtype:
+        note = f"dtypes differ: {ya.dtype} vs {yb.dtype}; {note}"
+    ok = max_rel <= tol and ya.dtype == yb.dtype
+    return Row(name, "bn_train_output", ya.shape, yb.shape, max_abs, max_rel, tol, ok, note)
+
+
+def _bn_parameters(adapter: Adapter, model: object, bns: dict[str, object]) -> dict[str, tuple]:
+    """``name -> (weight, bias, eps)`` of each BatchNorm (1 and 0 without affine)."""
+    state = adapter.state_views(model)
+    found = {}
+    for name, module in bns.items():
+        info = adapter.layer_info(module)
+        channels = info.get("num_features") or 1
+        weight = state.get(f"{name}.weight", np.ones(channels))
+        bias = state.get(f"{name}.bias", np.zeros(channels))
+        found[name] = (weight, bias, float(info.get("eps", 0.0)))
+    return found
 
 
 def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:

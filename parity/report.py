@@ -5,7 +5,7 @@ Kinds of row: ``state`` (a module's parameters and buffers before any forward), 
 the layer first ran),
 ``output`` (a module's output, call by call), ``input`` (with ``local``: the input side b's
 module computed for itself, before side a's replaced it), ``error`` (an exception in a forward or a backward),
-``bn_batch_stats`` and ``bn_running_update`` (train step), ``input_grad`` (backward: the
+``bn_batch_stats``, ``bn_train_output`` and ``bn_running_update`` (train step), ``input_grad`` (backward: the
 gradient a module call sends to its input; the root's is the model input's) and
 ``param_grad`` (backward). ``first_divergence`` names the module of the first failing row.
 """
@@ -25,6 +25,7 @@ KINDS: tuple[str, ...] = (
     "input_grad",
     "param_grad",
     "bn_batch_stats",
+    "bn_train_output",
     "bn_running_update",
     "error",
 )

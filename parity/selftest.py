@@ -154,6 +154,22 @@ def _batch_statistics(module: object, _original: Callable) -> Callable:
     return forward
 
 
+def _train_unbiased_variance(module: object, original: Callable) -> Callable:
+    def forward(x):
+        y = original(x)  # the running statistics updated as they should be
+        if not module.training:
+            return y
+        # In train mode, normalised with the unbiased batch variance (torch's running_var
+        # convention carried over to the output): no eval-mode value and no statistic shows it.
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        var = x.var(dim=(0, 2, 3), keepdim=True, unbiased=True)
+        shape = (1, -1, 1, 1)
+        normalised = (x - mean) / (var + module.eps).sqrt()
+        return normalised * module.weight.reshape(shape) + module.bias.reshape(shape)
+
+    return forward
+
+
 def _mix_samples(_module: object, original: Callable) -> Callable:
     def forward(x):
         # Every sample gets the batch's mean (a reduction over the wrong axis, a flatten in
@@ -299,6 +315,15 @@ FAULTS: tuple[Fault, ...] = (
         "conv.3.branch2.0.bn",
         "BatchNorm momentum 0.2 instead of Lucid's 0.1 (shows in the running-stat update)",
         _set("conv.3.branch2.0.bn", momentum=0.2),
+        train_step=True,
+    ),
+    Fault(
+        "bn-train-variance",
+        V1,
+        "conv.21.branch1.bn",
+        "the last block's BatchNorm normalising with the unbiased batch variance in train mode "
+        "(no later BatchNorm reads its output)",
+        _shadow("conv.21.branch1.bn", _train_unbiased_variance),
         train_step=True,
     ),
     Fault(

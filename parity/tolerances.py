@@ -100,6 +100,7 @@ class Tolerance:
             "input_grad": self.grad,
             "param_grad": self.grad,
             "bn_batch_stats": self.bn,
+            "bn_train_output": self.rel,
             "bn_running_update": self.bn,
         }
         if kind not in table:

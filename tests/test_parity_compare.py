@@ -833,6 +833,7 @@ def test_report_round_trips_through_json_and_ranks_the_worst() -> None:
         "input_grad",
         "param_grad",
         "bn_batch_stats",
+        "bn_train_output",
         "bn_running_update",
         "error",
     }

@@ -592,7 +592,8 @@ def test_the_running_update_of_a_batchnorm_called_twice_follows_both_calls() -> 
     report = compare(a, b, X, dtype="float64", train_step=True)
     assert report.ok, _failing(report)
     kinds = [row.kind for row in report.rows if row.module == "bn" and row.kind.startswith("bn_")]
-    assert kinds == ["bn_batch_stats", "bn_batch_stats", "bn_running_update"]
+    call = ["bn_batch_stats", "bn_train_output"]
+    assert kinds == [*call, *call, "bn_running_update"]
 
 
 class LucidFlatHeads(lnn.Module):
@@ -647,3 +648,18 @@ def test_torch_runs_on_the_memory_layout_a_caller_gives_it(faithful: bool) -> No
         assert report.ok, _failing(report)
     else:
         assert report.first_divergence == "fc2", _failing(report)
+
+
+def test_a_train_mode_only_fault_in_a_batchnorm_no_batchnorm_reads_is_found() -> None:
+    """Batch statistics are read from a BatchNorm's input and running updates from its
+    buffers: a fault in how train mode normalises shows only in its output. Here the last
+    (only) BatchNorm normalises with the unbiased batch variance in train mode."""
+    from parity.selftest import _train_unbiased_variance
+
+    for dtype in ("float32", "float64"):
+        a, b = twins(dtype)
+        assert compare(a, b, X, dtype=dtype, train_step=True).ok
+        b.bn.forward = _train_unbiased_variance(b.bn, b.bn.forward)
+        assert compare(a, b, X, dtype=dtype).ok  # eval mode: nothing to see
+        report = compare(a, b, X, dtype=dtype, train_step=True)
+        assert [(row.module, row.kind) for row in report.failures] == [("bn", "bn_train_output")], dtype

@@ -50,6 +50,7 @@ def test_fault_is_caught_and_localised(report, fault: Fault) -> None:
 def test_kinds_of_evidence(report) -> None:
     by_values = {r.fault.id: r.value_kind for r in report.results}
     assert by_values["bn-momentum"] == "bn_running_update"
+    assert by_values["bn-train-variance"] == "bn_train_output"  # no later BatchNorm reads it
     assert by_values["bias-gradient"] == "param_grad"
     assert by_values["weight-after-transfer"] == "state"
     assert by_values["avgpool-count-include-pad"] == "output"

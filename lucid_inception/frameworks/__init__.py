@@ -107,15 +107,24 @@ def _hooks_on_every_module(
 
 @contextlib.contextmanager
 def capture_outputs(
-    model: object, callback: Callable[..., None], *, copy: bool = True, identity: bool = False
+    model: object,
+    callback: Callable[..., None],
+    *,
+    copy: bool = True,
+    identity: bool = False,
+    select: Callable[[str, object], bool] = lambda name, module: True,
 ) -> Iterator[None]:
     """While active, every named module's output is passed, as a numpy copy, to
     ``callback(name, array)`` in execution order (a module reports when it finishes,
     so children come before their parent; the root is named ``""``). With ``copy=False``
     the array is a read-only view of the live output, valid only until the callback returns;
-    with ``identity``, ``callback(name, array, state)`` also gets its ``TensorState``."""
+    with ``identity``, ``callback(name, array, state)`` also gets its ``TensorState``.
+    ``select(name, module)`` picks the modules, as in ``capture_inputs``."""
 
     def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
+        if not select(name, module):
+            return []
+
         def report(*args: object) -> None:
             callback(name, *args)
 
