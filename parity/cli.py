@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from parity._argtypes import int_at_least
 from parity._files import write_atomically
-from parity.report import module_label
+from parity.report import KINDS, module_label
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_devices"]
 
@@ -398,21 +398,10 @@ def render_result(result: object, top: int) -> str:
     worst = report.worst(top)
     if worst:
         parts.append(f"worst {len(worst)} rows:\n{_worst_table(worst)}")
-    grads = [
-        s
-        for s in (
-            _kind_summary(report, k)
-            for k in (
-                "input_grad",
-                "param_grad",
-                "bn_batch_stats",
-                "bn_train_output",
-                "bn_running_update",
-                "error",
-            )
-        )
-        if s
-    ]
+    # One summary line per kind of the backward and the train step, and errors: the kinds
+    # the summary table above does not already speak for.
+    summarised = ("state", "config", "output", "input")
+    grads = [s for s in (_kind_summary(report, k) for k in KINDS if k not in summarised) if s]
     if report.backward or report.train_step or any(s[0] == "error" for s in grads):
         headers = ["kind", "rows", "failed", "worst module", "max rel", "tol"]
         heading = "gradients and train step" if report.backward or report.train_step else "errors"
