@@ -176,7 +176,7 @@ def bn_output_errors(
     ``max|x|``, so a channel whose spread is small against its values (a batch of 2 on a
     1x1 map) magnifies it in the output by ``max|x| / sqrt(var + eps)``: against its own
     output, a faithful Inception-ResNet-v1 pair at 75 px measured 5x the float32 tolerance
-    there. A NaN anywhere makes the result NaN."""
+    there. A NaN or inf anywhere makes the result NaN or inf (the row fails)."""
     axes = (0, *range(2, ya.ndim))
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         diff = np.abs(ya.astype(np.float64) - yb.astype(np.float64)).max(axis=axes, initial=0.0)

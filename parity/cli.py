@@ -198,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--train-step",
         action="store_true",
-        help="also compare a train-mode forward's BatchNorm batch statistics and running-stat "
-        "updates (needs >= 8 values per channel in the last map: --batch 8 at --size 75)",
+        help="also compare a train-mode forward's BatchNorm batch statistics, train-mode outputs "
+        "and running-stat updates (needs >= 8 values per channel in the last map: --batch 8 at "
+        "--size 75)",
     )
     check.add_argument(
         "--devices",

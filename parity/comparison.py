@@ -704,7 +704,8 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
         kind, name = event
         last_call[name] = min(seq_a, seq_b)  # the running update's row follows the last call
         if kind == "output":
-            row = _train_output_row(name, xa, xb, seen[0][name][-1], parameters[name], ctx.tol.rel)
+            stats = seen[0][name][-1]  # of this call's input, which both sides normalised
+            row = _train_output_row(name, xa, xb, stats, parameters[name], ctx.tol.reduced(stats.n))
             ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
             return None
         own_a, own_b = batch_stats(xa), batch_stats(xb)
@@ -778,7 +779,7 @@ def _train_output_row(
             name, "bn_train_output", ya.shape, yb.shape, math.inf, math.inf, tol, False, "shapes differ"
         )
     max_abs, max_rel = bn_output_errors(ya, yb, stats, *params)
-    note = "per channel, of |w| max|x| / sqrt(var + eps) + |b|"
+    note = f"per channel, of |w| max|x| / sqrt(var + eps) + |b|; tolerance for sums of {stats.n} values"
     if ya.dtype != yb.dtype:
         note = f"dtypes differ: {ya.dtype} vs {yb.dtype}; {note}"
     ok = max_rel <= tol and ya.dtype == yb.dtype
@@ -788,14 +789,14 @@ def _train_output_row(
 def _bn_parameters(adapter: Adapter, model: object, bns: dict[str, object]) -> dict[str, tuple]:
     """``name -> (weight, bias, eps)`` of each BatchNorm (1 and 0 without affine)."""
     state = adapter.state_views(model)
-    found = {}
-    for name, module in bns.items():
-        info = adapter.layer_info(module)
-        channels = info.get("num_features") or 1
-        weight = state.get(f"{name}.weight", np.ones(channels))
-        bias = state.get(f"{name}.bias", np.zeros(channels))
-        found[name] = (weight, bias, float(info.get("eps", 0.0)))
-    return found
+    return {
+        name: (
+            state.get(f"{name}.weight", 1.0),
+            state.get(f"{name}.bias", 0.0),
+            adapter.batchnorm_eps(module),
+        )
+        for name, module in bns.items()
+    }
 
 
 def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:

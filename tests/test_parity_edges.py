@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from lucid_inception.frameworks import LucidAdapter
-from parity import StateMismatchError, compare, transfer
+from parity import TOLERANCES, StateMismatchError, compare, transfer
+from parity.tolerances import K_MAX
 
 X = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
 
@@ -663,3 +664,41 @@ def test_a_train_mode_only_fault_in_a_batchnorm_no_batchnorm_reads_is_found() ->
         assert compare(a, b, X, dtype=dtype).ok  # eval mode: nothing to see
         report = compare(a, b, X, dtype=dtype, train_step=True)
         assert [(row.module, row.kind) for row in report.failures] == [("bn", "bn_train_output")], dtype
+
+
+def test_a_faithful_train_mode_batchnorm_over_many_values_passes() -> None:
+    """Lucid sums a BatchNorm's N*H*W values per channel in float32 across its
+    channels-last memory; over 262,144 values the faithful output differs by 2.4 x ``rel``,
+    inside the tolerance for sums that long (``Tolerance.reduced``)."""
+    a, b = twins("float32")
+    x = np.random.default_rng(0).standard_normal((64, 3, 64, 64))
+    report = compare(a, b, x, train_step=True)
+    assert report.ok, _failing(report)
+    (row,) = [row for row in report.rows if row.kind == "bn_train_output"]
+    assert row.tol == pytest.approx(TOLERANCES["float32"].rel * (64 * 64 * 64 / K_MAX) ** 0.5)
+
+
+class BatchNorm1dNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(4, eps=1e-2)
+
+    def forward(self, x):
+        return self.bn(x.flatten(2))
+
+
+def test_the_epsilon_of_any_batchnorm_kind_scales_its_output_row() -> None:
+    """A BatchNorm1d's eps (1e-2, against a variance of 1e-6) must enter the output's
+    scale: read as 0, it inflated the scale 100-fold and hid a 0.05% train-mode fault."""
+    a, b = BatchNorm1dNet(), BatchNorm1dNet()
+    b.load_state_dict(a.state_dict())
+    original = b.bn.forward
+
+    def fault(x):
+        y = original(x)
+        return (y - b.bn.bias[:, None]) * 1.0005 + b.bn.bias[:, None] if b.bn.training else y
+
+    b.bn.forward = fault
+    x = 1e-3 * np.random.default_rng(0).standard_normal((8, 4, 4, 4))
+    report = compare(a, b, x, train_step=True)
+    assert [(row.module, row.kind) for row in report.failures] == [("bn", "bn_train_output")]

@@ -184,3 +184,11 @@ def test_batch_statistics_of_a_huge_finite_input_fail_or_pass_without_overflow()
     y[0, 0] += 1e152  # channel 0's batch mean (over 2 samples) moves by 5e151
     row = _stats_row("bn", batch_stats(x), batch_stats(y), tol=1e-6)
     assert not row.ok and row.max_rel == pytest.approx(5e151 / np.abs(y).max(), rel=1e-6)
+
+
+def test_the_tolerance_of_a_long_reduction_grows_as_its_random_walk() -> None:
+    from parity.tolerances import K_MAX, TOLERANCES
+
+    for tol in TOLERANCES.values():
+        assert tol.reduced(1) == tol.reduced(K_MAX) == tol.rel  # never below one layer's
+        assert tol.reduced(4 * K_MAX) == pytest.approx(2 * tol.rel)

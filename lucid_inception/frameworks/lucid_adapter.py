@@ -231,6 +231,11 @@ class LucidAdapter:
         return 0.1 if module.momentum is None else float(module.momentum)
 
     @staticmethod
+    def batchnorm_eps(module: lnn.Module) -> float:
+        """The epsilon added to the variance (every BatchNorm kind, 1-D to 3-D)."""
+        return float(module.eps)
+
+    @staticmethod
     def count_parameters(model: lnn.Module) -> int:
         """Each parameter once, a tied one too (Lucid's ``parameters()`` repeats it; torch's
         does not)."""

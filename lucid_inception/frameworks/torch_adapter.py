@@ -164,6 +164,11 @@ class TorchAdapter:
         return None if module.momentum is None else float(module.momentum)
 
     @staticmethod
+    def batchnorm_eps(module: torch.nn.Module) -> float:
+        """The epsilon added to the variance (every BatchNorm kind, 1-D to 3-D)."""
+        return float(module.eps)
+
+    @staticmethod
     def count_parameters(model: torch.nn.Module) -> int:
         return int(sum(p.numel() for p in model.parameters()))
 
