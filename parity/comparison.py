@@ -704,8 +704,11 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
         kind, name = event
         last_call[name] = min(seq_a, seq_b)  # the running update's row follows the last call
         if kind == "output":
-            stats = seen[0][name][-1]  # of this call's input, which both sides normalised
-            row = _train_output_row(name, xa, xb, stats, parameters[name], ctx.tol.reduced(stats.n))
+            if not seen[0].get(name):  # its input was not a captured tensor (a keyword argument)
+                row = _train_output_row(name, xa, xb, None, parameters[name], ctx.tol.rel)
+            else:
+                stats = seen[0][name][-1]  # of this call's input, which both sides normalised
+                row = _train_output_row(name, xa, xb, stats, parameters[name], ctx.tol.reduced(stats.n))
             ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
             return None
         own_a, own_b = batch_stats(xa), batch_stats(xb)
@@ -769,17 +772,22 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
 
 
 def _train_output_row(
-    name: str, ya: np.ndarray, yb: np.ndarray, stats: BatchStats, params: tuple, tol: float
+    name: str, ya: np.ndarray, yb: np.ndarray, stats: BatchStats | None, params: tuple, tol: float
 ) -> Row:
     """A BatchNorm's train-mode output, both sides on side a's input (``stats``), measured
     per channel against its conditioning (``bn_output_errors``); ``params`` are side a's
-    ``(weight, bias, eps)``."""
+    ``(weight, bias, eps)``. Without ``stats`` (its input was not captured), against the
+    output's own scale."""
     if ya.shape != yb.shape:
         return Row(
             name, "bn_train_output", ya.shape, yb.shape, math.inf, math.inf, tol, False, "shapes differ"
         )
-    max_abs, max_rel = bn_output_errors(ya, yb, stats, *params)
-    note = f"per channel, of |w| max|x| / sqrt(var + eps) + |b|; tolerance for sums of {stats.n} values"
+    if stats is None:
+        max_abs, max_rel, note = max_errors(ya, yb)
+        note = "; ".join(filter(None, [note, "its input was not captured: of max|y|"]))
+    else:
+        max_abs, max_rel = bn_output_errors(ya, yb, stats, *params)
+        note = f"per channel, of |w| max|x| / sqrt(var + eps) + |b|; tolerance for sums of {stats.n} values"
     if ya.dtype != yb.dtype:
         note = f"dtypes differ: {ya.dtype} vs {yb.dtype}; {note}"
     ok = max_rel <= tol and ya.dtype == yb.dtype

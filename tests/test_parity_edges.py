@@ -702,3 +702,25 @@ def test_the_epsilon_of_any_batchnorm_kind_scales_its_output_row() -> None:
     x = 1e-3 * np.random.default_rng(0).standard_normal((8, 4, 4, 4))
     report = compare(a, b, x, train_step=True)
     assert [(row.module, row.kind) for row in report.failures] == [("bn", "bn_train_output")]
+
+
+class KeywordBatchNormNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.bn(input=x)  # no positional input for the input hook to capture
+
+
+def test_a_batchnorm_called_with_a_keyword_input_still_has_its_train_mode_output_compared() -> None:
+    a, b = KeywordBatchNormNet(), KeywordBatchNormNet()
+    b.load_state_dict(a.state_dict())
+    report = compare(a, b, X, train_step=True)
+    assert report.ok, _failing(report)
+    (row,) = [row for row in report.rows if row.kind == "bn_train_output"]
+    assert "its input was not captured" in row.note
+    b.bn.weight.data.mul_(1.01)  # now it differs: the state row and the output say so
+    assert ("bn", "bn_train_output") in [
+        (r.module, r.kind) for r in compare(a, b, X, train_step=True).failures
+    ]
