@@ -53,7 +53,8 @@ def _smallest_input(last_stage: int) -> int:
 MIN_INPUT_SIZE = _smallest_input(1)
 # 107 (-> 53 -> 51 -> 25 -> 23 -> 11 -> 5 -> 2): from here a side of the last stage is 2.
 # In train mode a batch of one image smaller on both sides gives the C blocks' BatchNorms
-# one value per channel (1 x 1 x 1 x C): torch raises, Lucid normalises it to beta.
+# one value per channel (1 x 1 x 1 x C): torch raises, Lucid normalises it to beta; so
+# ``check_train_batch`` raises on both, whatever the mode of the model itself.
 MIN_TRAIN_SIZE_AT_BATCH_1 = _smallest_input(2)
 
 
@@ -64,7 +65,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
         raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__} {value!r}")
     value = operator.index(value)
     if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+        raise ValueError(f"{name} must be an int >= {minimum}, got {_short(value)}")
     return value
 
 
@@ -125,7 +126,9 @@ def resolve_scales(scale: object) -> tuple[float, float, float]:
     if isinstance(scale, Sequence):
         if len(scale) != 3:
             raise ValueError(
-                f"scale as a sequence must hold three floats (A, B, C blocks), got {len(scale)}: {scale!r}"
+                # no repr of the values: a huge int among them would make repr() itself raise
+                f"scale as a sequence must hold three floats (A, B, C blocks), got a "
+                f"{type(scale).__name__} of {len(scale)}"
             )
         a, b, c = (_check_scale(f"scale[{i}]", s) for i, s in enumerate(scale))
         return (a, b, c)
@@ -158,8 +161,8 @@ def check_floating_input(dtype: str, floating: bool, model_dtype: str) -> None:
 
 
 def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
-    """torch's rule: the input's dtype (a name, e.g. ``"float32"``) must be the model's, else
-    torch fails deep inside the first conv. (The Lucid models instead cast a floating input
+    """torch's rule outside autocast: the input's dtype (a name, e.g. ``"float32"``) must be the
+    model's, else torch fails deep inside the first conv. (The Lucid models instead cast a floating input
     of another dtype to their own: see ``InceptionClassifier.forward``.)"""
     check_floating_input(dtype, floating, model_dtype)
     if dtype != model_dtype:
@@ -169,17 +172,19 @@ def check_input_dtype(dtype: str, floating: bool, model_dtype: str) -> None:
         )
 
 
-def check_train_batch(shape: Sequence[int], training: bool, batchnorm_training: Callable[[], bool]) -> None:
-    """In train mode every BatchNorm that normalises with the batch's statistics needs more
-    than one value per channel: batch size times the last stage's map size (after
-    ``check_input_shape``). ``batchnorm_training()`` (a walk over the BatchNorms) runs only
-    when the cheap test already fails: frozen BatchNorms (in eval in a training model) use
-    running statistics, so fine-tuning with them takes any batch."""
+def check_train_batch(shape: Sequence[int], batchnorm_training: Callable[[], bool]) -> None:
+    """Every BatchNorm that normalises with the batch's statistics needs more than one value
+    per channel: batch size times the last stage's map size (after ``check_input_shape``).
+    What counts is the BatchNorms' mode, not the model's: frozen BatchNorms (in eval in a
+    training model) use running statistics, so fine-tuning with them takes any batch, while
+    BatchNorms put back in train in an eval model (test-time adaptation) do not.
+    ``batchnorm_training()`` (a walk over the BatchNorms) runs only when the cheap size
+    test already fails, so the common case costs nothing."""
     n, _, h, w = shape
-    if training and n * last_stage_size(h) * last_stage_size(w) == 1 and batchnorm_training():
+    if n * last_stage_size(h) * last_stage_size(w) == 1 and batchnorm_training():
         raise ValueError(
-            f"in train mode a batch of one {h}x{w} image gives the last stage's BatchNorms one "
-            f"value per channel (its maps are 1x1), so they cannot normalise; use a batch of 2 "
-            f"or more, an input with a side >= {MIN_TRAIN_SIZE_AT_BATCH_1}, eval mode, or "
-            f"BatchNorms in eval"
+            f"a BatchNorm in train mode (normalising with batch statistics) given a batch of one "
+            f"{h}x{w} image sees one value per channel in the last stage (its maps are 1x1), so "
+            f"it cannot normalise; use a batch of 2 or more, an input with a side >= "
+            f"{MIN_TRAIN_SIZE_AT_BATCH_1}, or every BatchNorm in eval"
         )

@@ -91,7 +91,7 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, lucid.Tensor):
             raise TypeError(f"expected a lucid.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
-        _checks.check_train_batch(x.shape, self.training, self._batchnorm_training)
+        _checks.check_train_batch(x.shape, self._batchnorm_training)
         dtype, model_dtype = LucidAdapter.dtype_name(x), self.dtype_name()
         if dtype != model_dtype:  # Lucid's factories make float64: compute in the model's dtype
             _checks.check_floating_input(dtype, "float" in dtype, model_dtype)
@@ -103,8 +103,13 @@ class InceptionClassifier(nn.Module):
         return self.fc(x)  # N x num_classes
 
     def _batchnorm_training(self) -> bool:
-        """Whether a BatchNorm normalises with batch statistics (is in train mode)."""
-        return any(m.training for m in self.modules() if isinstance(m, _BatchNorm))
+        """Whether a BatchNorm normalises with batch statistics: Lucid's ``batch_norm`` does so
+        in train mode or when it has no running statistics."""
+        return any(
+            m.training or m.running_mean is None or m.running_var is None
+            for m in self.modules()
+            if isinstance(m, _BatchNorm)
+        )
 
     def dtype_name(self) -> str:
         """The model's dtype, e.g. ``"float32"``, read from its first parameter (the one the

@@ -271,6 +271,10 @@ BAD_ARGUMENTS = [
     ({"dropout": "0.2"}, TypeError, "dropout"),
     ({"dropout": 10**400}, ValueError, "dropout"),  # float() overflows
     ({"num_classes": np.bool_(True)}, TypeError, "num_classes"),
+    # past 4300 digits str() of an int raises its own ValueError: the messages give the size
+    ({"num_classes": -(10**5000)}, ValueError, "num_classes must be an int >= 1, got an int of 16610 bits"),
+    ({"in_channels": -(10**5000)}, ValueError, "in_channels must be an int >= 1, got an int of 16610 bits"),
+    ({"dropout": -(10**5000)}, ValueError, r"dropout must be a finite number .* an int of 16610 bits"),
 ]
 BAD_SCALES = [
     ({"scale": 0.0}, ValueError, r"\(0, 1\]"),
@@ -281,6 +285,7 @@ BAD_SCALES = [
     ({"scale": "0.2"}, TypeError, "scale"),
     ({"scale": True}, TypeError, "scale"),
     ({"scale": (0.1, 0.2)}, ValueError, "three"),
+    ({"scale": (10**5000,)}, ValueError, "three floats .* got a tuple of 1"),
     ({"scale": (0.1, 0.2, 2.0)}, ValueError, r"scale\[2\]"),
     ({"scale": 10**400}, ValueError, "scale"),
     ({"scale": (0.1, 0.2, -(10**400))}, ValueError, r"scale\[2\]"),
@@ -396,6 +401,44 @@ def test_train_mode_batch_of_one_is_fine_with_every_batchnorm_frozen(framework: 
             model(x)
 
 
+def test_batchnorms_training_in_an_eval_model_need_a_last_stage_bigger_than_1x1() -> None:
+    """Test-time BatchNorm adaptation: the model in eval, its BatchNorms put back in train.
+    What counts is the BatchNorms' mode, not the model's: a batch of one 75x75 image is the
+    same ValueError on both sides (not logits independent of the input in Lucid, nor
+    torch's own error deep inside the twin); a batch of two is fine."""
+    messages = []
+    for framework in FRAMEWORKS:
+        model = lucid_inception.build("inception_resnet_v1", framework, num_classes=2)
+        adapter = adapter_for(model)
+        adapter.set_training(model, False)
+        for bn in (m for m in model.modules() if "BatchNorm" in type(m).__name__):
+            bn.train()
+        with adapter.no_grad():
+            assert not model.training
+            with pytest.raises(ValueError, match="one value per channel in the last stage") as raised:
+                model(adapter.tensor(image((1, 3, 75, 75))))
+            messages.append(str(raised.value))
+            assert adapter.to_numpy(model(adapter.tensor(image((2, 3, 75, 75))))).shape == (2, 2)
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_batchnorm_without_running_statistics_in_an_eval_model_counts_as_training(framework: str) -> None:
+    """Without running statistics a BatchNorm normalises with the batch's even in eval
+    (both frameworks' rule), so a batch of one 75x75 image is the same ValueError."""
+    model = lucid_inception.build("inception_resnet_v1", framework, num_classes=2)
+    adapter = adapter_for(model)
+    adapter.set_training(model, False)
+    last_bn = [m for m in model.modules() if "BatchNorm" in type(m).__name__][-1]
+    if framework == "lucid":
+        last_bn.register_buffer("running_mean", None)
+        last_bn.register_buffer("running_var", None)
+    else:
+        last_bn.running_mean = last_bn.running_var = None
+    with adapter.no_grad(), pytest.raises(ValueError, match="one value per channel in the last stage"):
+        model(adapter.tensor(image((1, 3, 75, 75))))
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_input_of_the_other_framework_is_a_type_error(shared_model, framework: str) -> None:
     model = shared_model("inception_resnet_v1", framework)
@@ -417,6 +460,26 @@ def test_twin_input_of_another_float_dtype_is_a_type_error(shared_model, dtype: 
     model = shared_model("inception_resnet_v1", "torch")
     with pytest.raises(TypeError, match=f"the model's dtype float32, got {dtype}"):
         run(model, np.zeros((1, 3, 75, 75), dtype))
+
+
+def test_twin_takes_a_half_precision_input_under_autocast() -> None:
+    """torch's rule under autocast: the first conv casts any floating input to the autocast
+    dtype, so a bfloat16 batch is valid there (and only there); a non-floating one is not."""
+    model = lucid_inception.build("inception_resnet_v1", "torch", num_classes=2).eval()
+    x = torch.from_numpy(image((1, 3, 75, 75))).bfloat16()
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(x)
+            assert out.dtype == torch.bfloat16
+            # the same values in float32 give the same logits: autocast casts both alike
+            assert torch.equal(out, model(x.float()))
+            with pytest.raises(TypeError, match="expected a floating-point float32 input .*, got int64"):
+                model(x.long())
+            # float64 autocast leaves alone: the twin's own message, not torch's from the conv
+            with pytest.raises(TypeError, match="the model's dtype float32, got float64"):
+                model(x.double())
+        with pytest.raises(TypeError, match="the model's dtype float32, got bfloat16"):
+            model(x)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float16"])

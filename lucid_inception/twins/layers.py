@@ -23,6 +23,17 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")  # "float32", as numpy names it
 
 
+# The input dtypes autocast casts for a convolution (not float64).
+_AUTOCAST_INPUTS = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def _autocasting(x: torch.Tensor) -> bool:
+    """Whether autocast is on for ``x``'s device type; asking about a type autocast does not
+    know (e.g. ``meta``) is a RuntimeError, hence the availability test first."""
+    device_type = x.device.type
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
 class ConvBNReLU2d(nn.Module):
     def __init__(
         self,
@@ -78,8 +89,15 @@ class InceptionClassifier(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
-        _checks.check_train_batch(x.shape, self.training, self._batchnorm_training)
-        _checks.check_input_dtype(_dtype_name(x.dtype), x.dtype.is_floating_point, self.dtype_name())
+        _checks.check_train_batch(x.shape, self._batchnorm_training)
+        dtype, floating, model_dtype = _dtype_name(x.dtype), x.dtype.is_floating_point, self.dtype_name()
+        if _autocasting(x) and x.dtype in _AUTOCAST_INPUTS:
+            # torch's rule under autocast: the first conv casts a float16, bfloat16 or float32
+            # input to the autocast dtype (float64 it leaves alone: torch would then fail
+            # deep inside that conv, so it gets the plain rule below)
+            _checks.check_floating_input(dtype, floating, model_dtype)
+        else:
+            _checks.check_input_dtype(dtype, floating, model_dtype)
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
         x = x.reshape(x.shape[0], -1)  # N x width
