@@ -169,7 +169,8 @@ FINDINGS: tuple[Finding, ...] = (
             "`_InceptionModule_V4B.branch4` starts `ConvBNReLU2d(in_channels, 64, 1)` -> "
             "`ConvBNReLU2d(64, 192, (1, 7))`; Fig. 5 draws 1x1 192 -> 1x7 192 -> 7x1 224 -> 1x7 224 "
             "-> 7x1 256. Upstream Inception-v4 has 40,586,984 parameters instead of 42,711,400 "
-            "(SPEC.md). The fix changes the shapes of `branch4.0.*` and `branch4.1.conv.weight` in "
+            "(counted from Fig. 3-9, conv biases included). The fix changes the shapes of "
+            "`branch4.0.*` and `branch4.1.conv.weight` in "
             "all seven B blocks, so upstream v4 checkpoints no longer load into the fixed model; on "
             "2.16.0 it also updates the count `lucid/models/registry.json` lists for `inception_v4`."
         ),
@@ -258,8 +259,8 @@ FINDINGS: tuple[Finding, ...] = (
             "`_NormBase` creates `running_mean`/`running_var` with `lucid.zeros/ones((num_features,))`, "
             "which are float64, and `nn.Buffer` keeps them so while `nn.Parameter` casts to float32. "
             "An eval-mode BatchNorm of a fresh model turns float32 input into float64 output, so a "
-            "fresh upstream model computes in float64 after its first BatchNorm (about 1.8x slower, "
-            "LUCID.md) and its state dict mixes dtypes. The patch creates the buffers as float32."
+            "fresh upstream model computes in float64 after its first BatchNorm (about 1.8x slower on "
+            "the CPU) and its state dict mixes dtypes. The patch creates the buffers as float32."
         ),
         reproducer=_reproducer("LUC-009-bn-buffers-float64"),
         patch_generator=patches.batchnorm_float32_buffers,
@@ -299,7 +300,7 @@ FINDINGS: tuple[Finding, ...] = (
             "a float32 model float64 in the usual fine-tuning flow: a fresh `BatchNorm2d` has float64 "
             "buffers (LUC-009); after `load_state_dict` of a float32 state `running_mean.dtype` still "
             "reads float64, the first train step computes `(1 - momentum) * running_mean` in float64 "
-            "and stores it, and from then on eval outputs are float64 (about 1.8x slower, LUCID.md). "
+            "and stores it, and from then on eval outputs are float64 (about 1.8x slower on the CPU). "
             "On the 'gpu' device the scalar is an MLX float32 and nothing is promoted. 2.16.0 stores "
             "the dtype the same way (`t.data = <float32>` on a float64 tensor: `dtype` float64, "
             "`t * 0.5` float64), so a float64 buffer of a user's module loaded with float32 data "

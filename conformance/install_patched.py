@@ -38,6 +38,11 @@ print(importlib.metadata.version("lucid-dl"), type(model).__name__, model.dropou
 """
 
 
+# The supported releases PyPI holds as an sdist: 2.9.0 is a wheel only, with no source tree
+# to install (offered, it was refused only after its download).
+SDIST_VERSIONS = tuple(version for version in upstream.SUPPORTED_VERSIONS if version != "2.9.0")
+
+
 def _prepare(version: str, target: Path) -> list[str]:
     """Copy the pristine sdist tree to ``target`` and apply the version's patches."""
     source = upstream.fetch(version)
@@ -98,8 +103,13 @@ def install(version: str, target: Path, *, deps: bool = True) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m conformance.install_patched", description=__doc__)
-    parser.add_argument("version", choices=upstream.SUPPORTED_VERSIONS, help="lucid-dl release (an sdist)")
-    parser.add_argument("--target", required=True, type=Path, help="new or empty folder for the patched tree")
+    parser.add_argument("version", choices=SDIST_VERSIONS, help="lucid-dl release (an sdist on PyPI)")
+    parser.add_argument(
+        "--target",
+        required=True,
+        type=Path,
+        help="folder for the patched tree: new, empty, or an earlier run's (which it replaces)",
+    )
     parser.add_argument("--no-deps", action="store_true", help="pass --no-deps to pip (numpy, mlx present)")
     args = parser.parse_args(argv)
     try:

@@ -104,6 +104,18 @@ class Trace:
         return calls[0] if calls else None
 
 
+def _input_dtype(model: object) -> np.dtype:
+    """The floating dtype of the model's first floating tensor (the stem's first conv
+    weight, which the input meets first): a float64 model is traced in float64, as it
+    runs. float32 for a model without one, or with one numpy lacks (bfloat16: its forward
+    then fails on the float32 input, a finding, where the dtype lookup would raise)."""
+    try:
+        dtypes = adapter_for(model).dtypes(model).values()
+    except TypeError:
+        return np.dtype(np.float32)
+    return next((d for d in dtypes if d.kind == "f"), np.dtype(np.float32))
+
+
 def trace(
     model: object, *, channels: int, size: int, seed: int, keep: Collection[str], train: Collection[str] = ()
 ) -> Trace:
@@ -112,7 +124,7 @@ def trace(
     that raises is recorded in ``Trace.error`` with the calls made before it. The modules
     named in ``train`` (a dropout, to see where its output goes) run in training mode."""
     adapter = adapter_for(model)
-    x = np.random.default_rng(seed).standard_normal((1, channels, size, size)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((1, channels, size, size)).astype(_input_dtype(model))
     result = Trace(size)
     counter = iter(range(1 << 62))
 

@@ -220,7 +220,13 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
         description="Write one Markdown report per upstream finding, an index and the patches; "
         "prove each patch against real upstream sources (fetched with pip, cached).",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="folder to write (replaced)")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="folder to write: new, empty, or an earlier report (which it replaces)",
+    )
     p.add_argument(
         "--version",
         action="append",

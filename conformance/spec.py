@@ -1,6 +1,6 @@
 """The three networks of Szegedy et al. 2016 (arXiv:1602.07261), transcribed as data.
 
-Source: the paper's figures and Table 1, as tabulated in ``shared/SPEC.md``. Every record
+Source: the paper's figures and Table 1 (the team's SPEC.md tabulated them). Every record
 carries the figure or table it comes from. Branches are named as Lucid 2.x names its
 modules (the names every upstream state dict carries, kept by the port and its torch
 twins), so that a checker can find them; the paper itself names no branch.
@@ -10,7 +10,7 @@ This module is data and arithmetic on that data. It is never used to build a mod
 holds built models against it. Where the paper contradicts itself, the choice is a
 ``Decision`` with its evidence, never a silent edit.
 
-Conventions (``SPEC.md``, Lucid's ``nn.ConvBNReLU2d``): a ``conv`` is conv (with bias) ->
+Conventions (Lucid's ``nn.ConvBNReLU2d``): a ``conv`` is conv (with bias) ->
 BatchNorm2d (eps 1e-5, momentum 0.1, affine) -> ReLU; a ``linear-conv`` is a plain conv
 with bias. Unmarked convs are same-padded (k // 2 per axis); "V" convs are valid. A
 ``maxpool`` is 3x3 stride 2 valid; an ``avgpool`` is 3x3 stride 1 pad 1 and counts the

@@ -15,11 +15,14 @@ import pytest
 import torch
 
 import lucid_inception
+from conformance import spec as S
 from conformance import targets
 from conformance.__main__ import main
-from conformance.checker import ModelReport, check_model, expected_item_ids
-from conformance.introspect import ModelView
+from conformance.checker import DEFAULT_SIZE, ModelReport, check_model, expected_item_ids
+from conformance.checker.model import MIN_SIZE
+from conformance.introspect import ModelView, trace
 from lucid_inception import inception_resnet as port_resnet
+from lucid_inception.frameworks import adapter_for
 from lucid_inception.twins import layers as twin_layers
 from lucid_inception.upstream import upstream_is_released
 
@@ -114,8 +117,8 @@ def test_upstream_target_is_upstream_even_while_installed() -> None:
 # ----- planted faults: the owning item fails, and nothing else
 
 
-def _check(model, name: str) -> ModelReport:
-    return check_model(model, name, target="planted")
+def _check(model, name: str, size: int = DEFAULT_SIZE) -> ModelReport:
+    return check_model(model, name, target="planted", size=size)
 
 
 def test_bypassed_branch2_right_fails_its_runs_item() -> None:
@@ -136,7 +139,7 @@ def test_stride_seen_only_by_introspection() -> None:
     # nothing in the trace: the introspected stride still fails its item.
     model = lucid_inception.inception_resnet_v1()
     model.conv[17].branch1.conv.stride = (2, 2)
-    report = _check(model, "inception_resnet_v1")
+    report = _check(model, "inception_resnet_v1", size=MIN_SIZE)
     assert _failing(report) == {"inception_resnet_v1/block_c/branch1-first-conv-192"}
     assert "conv.17.branch1: conv stride (2, 2) (expected (1, 1))" in report.failures[0].found
 
@@ -363,6 +366,101 @@ def test_hand_over_in_the_port() -> None:
     assert _failing(report) == {"inception_resnet_v1/layout/hand-over"}
     found = report.failures[0].found
     assert found == "conv.4: does not read the output of conv.3 (it reads the output of conv.2)"
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+def test_model_output_that_is_not_the_fc_output(framework: str) -> None:
+    # Every op runs and is right, fc's output is the logits; the model returns them zeroed
+    model = lucid_inception.build("inception_v4", framework)
+
+    class ZeroedLogits(type(model)):
+        def forward(self, x):
+            return super().forward(x) * 0
+
+    model.__class__ = ZeroedLogits
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/layout/hand-over"}
+    assert report.failures[0].found == "<root>: the model's output is not the head's last op's output (fc)"
+
+
+def test_chain_block_output_that_is_not_its_last_op_output() -> None:
+    # Fig. 14's stem is one chain, no concat: its output negated after its last conv
+    model = lucid_inception.twins.inception_resnet_v1()
+
+    class NegatedStem(type(model.stem)):
+        def forward(self, x):
+            return -self.conv(x)
+
+    model.stem.__class__ = NegatedStem
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/layout/hand-over"}
+    assert report.failures[0].found == "stem: its output is not its last op's output (stem.conv.6)"
+
+
+def test_default_size_runs_every_last_block_on_2x2() -> None:
+    grids = {
+        name: min(S.block_shapes(net, DEFAULT_SIZE)[net.blocks[-1].name][1]) for name, net in S.SPECS.items()
+    }
+    smaller = [min(S.block_shapes(net, DEFAULT_SIZE - 1)[net.blocks[-1].name][1]) for net in S.SPECS.values()]
+    assert min(grids.values()) >= 2 and min(smaller) == 1 and MIN_SIZE <= DEFAULT_SIZE
+
+
+def test_spatial_fault_in_the_last_blocks_at_the_default_size() -> None:
+    # Inception-C's branch2 mirrored left-right: on the 1x1 grids of --size 75 this changes
+    # no value; at the default size the concat slot of branch2 no longer matches
+    model = lucid_inception.twins.inception_v4()
+
+    def forward(self, x):
+        x3, x4 = self.branch3(x), self.branch4(x)
+        parts = [self.branch1(x), self.branch2(x).flip(3), self.branch3_left(x3), self.branch3_right(x3)]
+        return torch.cat([*parts, self.branch4_left(x4), self.branch4_right(x4)], dim=1)
+
+    for block in model.conv[-3:]:
+        block.forward = types.MethodType(forward, block)
+    report = check_model(model, "inception_v4", target="planted")
+    assert _failing(report) == {"inception_v4/block_c/concat-1536"}
+    assert "concat layout branch1@0, branch3_left@512" in report.failures[0].found
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+def test_float64_model_conforms(framework: str) -> None:
+    # traced in the model's own dtype: the twin refuses a float32 input to a float64 model
+    # (its forward fails); the port runs it, so the traced input's dtype shows the feed
+    model = lucid_inception.build("inception_resnet_v1", framework)
+    adapter_for(model).cast(model, "float64")
+    report = _check(model, "inception_resnet_v1")
+    assert not report.failures, [f"{r.id}: {r.found}" for r in report.failures]
+    tr = trace(model, channels=3, size=MIN_SIZE, seed=0, keep={""})
+    assert tr.first("").inputs[0].dtype == np.float64
+
+
+def test_formula_fault_fails_the_formula_not_the_scale() -> None:
+    # ReLU on the shortcut before the add, B blocks only: no single s fits, so the best-fit
+    # s of each block is no scale and the scale item does not compare them
+    model = lucid_inception.twins.inception_resnet_v1()
+
+    def forward(self, x):
+        mixed = torch.cat([branch(x) for branch in self.branches()], dim=1)
+        return self.relu(x) + self.scale * self.conv_linear(mixed)
+
+    for block in model.conv[6:16]:
+        block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/block_b/residual-formula"}
+    scale = _result(report, "inception_resnet_v1/residual-scale")
+    assert "block_b: 10 of 10 blocks have no scale (see residual-formula)" in scale.evidence
+
+
+def test_missing_block_group_reports_its_items() -> None:
+    # Inception-v4 without its three Inception-C blocks: their items fail, none vanishes
+    model = lucid_inception.twins.inception_v4()
+    model.conv = torch.nn.Sequential(*list(model.conv)[:-3])
+    report = _check(model, "inception_v4")
+    assert tuple(r.id for r in report.results) == expected_item_ids("inception_v4")
+    block_c = {i for i in expected_item_ids("inception_v4") if i.startswith("inception_v4/block_c/")}
+    assert len(block_c) == 20
+    assert _failing(report) == {"inception_v4/layout/repeats"} | block_c
+    assert {r.found for r in report.failures if r.id in block_c} == {"no block_c blocks found"}
 
 
 def test_concat_of_a_branch_whose_container_never_runs() -> None:

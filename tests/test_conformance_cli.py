@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conformance.__main__ import main
+from conformance.checker import DEFAULT_SIZE
 from lucid_inception.frameworks import TorchAdapter
 
 
@@ -22,6 +23,15 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 def test_check_size_too_small(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--size: size must be >= 75" in _usage_error(["check", "--size", "10"], capsys)
+
+
+def test_check_size_help_says_why_the_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert f"(default {DEFAULT_SIZE}: the smallest at which every model's last blocks run on a 2x2" in text
+    assert "at 75, the smallest accepted, they run on 1x1" in text
 
 
 def test_ops_case_matching_nothing(capsys: pytest.CaptureFixture[str]) -> None:

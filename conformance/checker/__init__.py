@@ -3,9 +3,10 @@
 Two sources of evidence, through ``lucid_inception.frameworks`` only:
 - introspection: the module tree, each conv's kernel, stride, padding, channels, bias
   and BatchNorm, each pool's geometry and padding rule, the dropout probability, the fc;
-- one traced forward (eval mode, 1 x 3 x 75 x 75 by default): which modules run, in what
-  order, with what shapes; each concat's channel layout, read from the arrays; each
-  residual block's formula and scale, fitted from its input, output and linear branch.
+- one traced forward (eval mode, 1 x 3 x 107 x 107 by default, in the model's dtype):
+  which modules run, in what order, with what shapes; each concat's channel layout, read
+  from the arrays; each residual block's formula and scale, fitted from its input, output
+  and linear branch.
 
 Items are per block type and checked on every repeat. Item ids are stable:
 ``<model>/<block>/<item>``; an op's item is ``<branch>-<ordinal>-<kind>[-<out>]``

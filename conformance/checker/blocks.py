@@ -10,7 +10,7 @@ import numpy as np
 from conformance import spec as S
 from conformance.checker.binding import join_path, op_path
 from conformance.checker.op_checks import check_op, fmt_shape, rtol_for
-from conformance.checker.results import Item, ItemResult, op_item
+from conformance.checker.results import Item, ItemResult, block_item_ids, op_item
 from conformance.introspect import ModelView, Trace, latent_constants
 
 
@@ -118,6 +118,9 @@ class BranchEnd:
 
 @dataclass
 class ResidualFit:
+    """One block's fit: ``scale`` is None unless the formula holds (``problem`` None), so
+    the residual-scale item compares only scales that are scales."""
+
     path: str
     scale: float | None
     error: float | None
@@ -142,9 +145,10 @@ def _fit_residual(tr: Trace, path: str, linear_path: str) -> ResidualFit:
     scale = max(float(np.max(np.abs(x))), float(np.max(np.abs(s * lo))), 1e-30)
     err = float(np.max(np.abs(predicted - y))) / scale
     if err > rtol_for(call.output):
+        # no single s fits: the best one is no scale, and residual-formula owns the fault
         return ResidualFit(
             path,
-            s,
+            None,
             err,
             f"y != ReLU(x + s * linear) for any single s (best s {s:.4g}, error {err:.1e})",
         )
@@ -162,6 +166,8 @@ def check_block(
 ) -> tuple[list[ItemResult], list[ResidualFit]]:
     """The block's items on every repeat; ``extra`` adds problems found elsewhere to an op
     item (item id -> (where, what)), e.g. the head's train-mode dropout check."""
+    if not paths:
+        return _missing_block(net, block), []
     prefix = f"{net.name}/{block.name}"
     in_hw = S.block_shapes(net, size)[block.name][0]
     runs: dict[str, Item] = {}
@@ -299,6 +305,22 @@ def check_block(
     if block.linear is not None:
         results += [residual["formula"].result(), residual["width"].result()]
     return results, fits
+
+
+def _missing_block(net: S.Network, block: S.Block) -> list[ItemResult]:
+    """Every item of a block type the model binds no module to fails with that reason: a
+    report lists every item id (``expected_item_ids``), so a missing group's items do not
+    vanish from it (layout/repeats says what the trunk holds instead)."""
+    return [
+        ItemResult(
+            item,
+            "fail",
+            f"{block.repeats} {block.title} block(s), this item checked on each",
+            f"no {block.name} blocks found",
+            f"{block.ref}. No module of the trunk is bound to {block.name}: see layout/repeats",
+        )
+        for item in block_item_ids(net.name, block)
+    ]
 
 
 def _check_width(item: Item, view: ModelView, tr: Trace, block: S.Block, path: str, lpath: str) -> None:

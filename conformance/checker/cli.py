@@ -7,7 +7,13 @@ import json
 from collections.abc import Sequence
 
 from conformance import spec as S
-from conformance.checker.model import DEFAULT_SIZE, check_model, traced_size_problem
+from conformance.checker.model import (
+    DEFAULT_LAST_GRID,
+    DEFAULT_SIZE,
+    MIN_SIZE,
+    check_model,
+    traced_size_problem,
+)
 from conformance.checker.results import ModelReport
 from conformance.usage import UsageError
 
@@ -35,7 +41,13 @@ def add_check_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
         "--size",
         type=int,
         default=DEFAULT_SIZE,
-        help=f"input side of the traced forward (default {DEFAULT_SIZE}; 299 is the paper's)",
+        help=(
+            f"input side of the traced forward (default {DEFAULT_SIZE}: the smallest at which every "
+            f"model's last blocks run on a {DEFAULT_LAST_GRID}x{DEFAULT_LAST_GRID} grid or larger, so a "
+            "flipped or transposed array "
+            f"there shows; at {MIN_SIZE}, the smallest accepted, they run on 1x1 and such a fault "
+            "does not; 299 is the paper's)"
+        ),
     )
     p.set_defaults(func=_check_main)
     return p

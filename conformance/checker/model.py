@@ -17,7 +17,21 @@ from conformance.checker.results import Item, ItemResult, ModelReport, all_branc
 from conformance.introspect import ModelView, Trace, trace
 
 MIN_SIZE = 75  # the smallest input all three accept; every op still runs (SPEC.md)
-DEFAULT_SIZE = MIN_SIZE
+# The last blocks run on a grid this wide or wider at the default size: on 1x1 a
+# spatial fault (a flipped branch, an NHWC array read as NCHW) changes no value.
+DEFAULT_LAST_GRID = 2
+
+
+def smallest_size_with_last_grid(side: int) -> int:
+    """The smallest input size (>= MIN_SIZE) at which the last trunk block of every model
+    outputs at least a ``side`` x ``side`` grid (spec arithmetic: 107 for 2x2)."""
+    size = MIN_SIZE
+    while any(min(S.block_shapes(net, size)[net.blocks[-1].name][1]) < side for net in S.SPECS.values()):
+        size += 1
+    return size
+
+
+DEFAULT_SIZE = smallest_size_with_last_grid(DEFAULT_LAST_GRID)
 DEFAULT_SEED = 0
 # A fitted residual scale this close to 1 is no scaling; fits are exact to ~1e-7.
 _SCALE_ONE = 1e-3
@@ -83,15 +97,21 @@ def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) 
     ]
 
 
+def _same_array(got: np.ndarray, expected: np.ndarray) -> bool:
+    return got.size == expected.size and np.array_equal(got.reshape(-1), expected.reshape(-1))
+
+
 def _check_hand_over(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> ItemResult:
     """The data handed on between blocks: the first block (the stem, as the spec defines
     it) reads the model input, each block exactly the previous block's traced output, and
     the head's first op the last block's output. Each block checks its own inside; only
     this ties them together (a block whose output is dropped, an unlisted op between two
-    blocks or before the head, would otherwise pass)."""
+    blocks or before the head, would otherwise pass). A block that ends in a chain hands
+    on its last op's output (``_check_chain_outputs``)."""
     item = Item(
         f"{net.name}/layout/hand-over",
-        "the stem reads the input, each block the previous block's output, the head the last block's",
+        "the stem reads the input, each block the previous block's output, the head the last block's; "
+        "a block ending in a chain (the head: the model's output) outputs its last op's output",
         net.ref,
     )
     root = tr.first("")
@@ -112,15 +132,45 @@ def _check_hand_over(net: S.Network, view: ModelView, tr: Trace, binding: Bindin
         else:
             what, expected = handed[-1]
             got = call.inputs[0]
-            if not (got.size == expected.size and np.array_equal(got.reshape(-1), expected.reshape(-1))):
+            if not _same_array(got, expected):
                 same = [w for w, a in handed[:-1] if a.shape == got.shape and np.array_equal(a, got)]
                 instead = f" (it reads {same[-1]})" if same else ""
                 item.fail(path, f"{label}does not read {what}{instead}")
         last = tr.calls[path][-1] if call is not None else None  # a block applied twice: layout/repeats
         if path in readers and last is not None and last.output is not None:
             handed.append((f"the output of {path}", last.output))
+    _check_chain_outputs(item, net, view, tr, binding)
     item.found.append(f"{len(item.where)} hand-overs, each the same array")
     return item.result()
+
+
+def _last_output(tr: Trace, path: str) -> np.ndarray | None:
+    """The output of the last call of ``path`` (a block applied twice: layout/repeats)."""
+    calls = tr.calls.get(path)
+    return calls[-1].output if calls else None
+
+
+def _check_chain_outputs(item: Item, net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> None:
+    """A block whose last stage is a chain (Fig. 14's stem, the head, a single
+    ``output=("fc",)``) has no concat item or residual formula to tie its output to its
+    ops: its module's output must be its last op's, and the head's module is the model, so
+    the model returns the fc's output (logits zeroed or clipped after the fc fail here)."""
+    for block in (*net.blocks, net.head):
+        stage = block.stages[-1]
+        if stage.is_concat or block.residual:  # the concat item / residual-formula read the output
+            continue
+        branch = stage.branch(stage.output[0])
+        for path in binding.blocks[block.name]:
+            op = op_path(view, join_path(path, branch.name), len(branch.ops) - 1)
+            if not op:
+                continue  # the op item reports the missing module
+            item.where.append(op)
+            made, handed = _last_output(tr, op), _last_output(tr, path)
+            if made is None or handed is None:
+                item.notes.append(f"{path or '<root>'}: output not observed (did not run)")
+            elif not _same_array(handed, made):
+                what = "its output is not its" if path else "the model's output is not the head's"
+                item.fail(path, f"{what} last op's output ({op})")
 
 
 def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> ItemResult:
@@ -178,9 +228,11 @@ def _check_scale(net: S.Network, fits_by_block: dict[str, list[ResidualFit]]) ->
     summary = []
     for block, fits in fits_by_block.items():
         item.where += [f.path for f in fits]
+        unfit = len([f for f in fits if f.scale is None])
+        if unfit:  # one fault, one item: a block whose formula fails has no scale to compare
+            item.notes.append(f"{block}: {unfit} of {len(fits)} blocks have no scale (see residual-formula)")
         scales = [f.scale for f in fits if f.scale is not None]
         if not scales:
-            item.fail(block, "no scale measured")
             continue
         lo, hi = min(scales), max(scales)
         summary.append(f"{block} {lo:.4g}" + ("" if hi - lo < 1e-4 else f"..{hi:.4g}") + f" x{len(scales)}")
@@ -198,7 +250,7 @@ def _check_scale(net: S.Network, fits_by_block: dict[str, list[ResidualFit]]) ->
             item.notes.append(
                 f"{block}: outside the recommended {spec.recommended[0]:g}-{spec.recommended[1]:g}"
             )
-    item.found.append(", ".join(summary))
+    item.found.append(", ".join(summary) or "no scale to compare")
     return item.result()
 
 

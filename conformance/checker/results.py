@@ -65,16 +65,22 @@ def expected_item_ids(name: str) -> tuple[str, ...]:
     layout = ("forward", "repeats", "stage-shapes", "hand-over", "modules-accounted")
     ids = [f"{name}/layout/{item}" for item in layout]
     for block in (*net.blocks, net.head):
-        prefix = f"{name}/{block.name}"
-        branches = all_branches(block)
-        ids += [f"{prefix}/{b.name}-runs" for b in branches]
-        ids += [f"{prefix}/{op_item(b, i)}" for b in branches for i in range(len(b.ops))]
-        ids += [f"{prefix}/{stage.name}" for stage in block.stages if stage.is_concat]
-        if block.residual:
-            ids += [f"{prefix}/residual-formula", f"{prefix}/width-{block.in_channels}"]
+        ids += block_item_ids(name, block)
     if net.residual_scale is not None:
         ids.append(f"{name}/residual-scale")
     return tuple(ids)
+
+
+def block_item_ids(name: str, block: S.Block) -> list[str]:
+    """The item ids of one block type of model ``name``, in report order."""
+    prefix = f"{name}/{block.name}"
+    branches = all_branches(block)
+    ids = [f"{prefix}/{b.name}-runs" for b in branches]
+    ids += [f"{prefix}/{op_item(b, i)}" for b in branches for i in range(len(b.ops))]
+    ids += [f"{prefix}/{stage.name}" for stage in block.stages if stage.is_concat]
+    if block.residual:
+        ids += [f"{prefix}/residual-formula", f"{prefix}/width-{block.in_channels}"]
+    return ids
 
 
 # ----- items: accumulate problems over repeats, then one result
