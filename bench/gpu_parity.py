@@ -14,7 +14,8 @@ Weights are seeded and BatchNorm statistics randomised on the Lucid model (the d
 signal of ``python -m parity``), then transferred; float32 runs without TF32 (see
 ``TorchAdapter.precise``). A pair whose device is absent prints ``skipped`` and its
 reason; a pair that raises prints ``error`` and the exception, and the table goes on.
-Exit status: 0 when every pair that ran passed, 1 otherwise (2 for bad arguments).
+Exit status: 0 when at least one pair ran and every pair that ran passed, 1 otherwise
+(nothing ran included: a table of skips is no GPU result), 2 for bad arguments.
 
 Usage: python bench/gpu_parity.py [--pair P ...] [--model NAME ...] [--size 299] [--batch 2]
 """
@@ -157,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     for note in notes:
         print(f"not run: {note}")
     ran = [row for row in rows if row[3] != "skipped"]
+    if not ran:  # a GPU table with no row in it is no result: say so, and fail
+        print("nothing ran: no pair could run here (the reasons are above)")
+        return 1
     return 0 if all(row[3] == "PASS" for row in ran) else 1
 
 

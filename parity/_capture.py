@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from lucid_inception.frameworks import TensorState, capture_inputs, capture_outputs
+from lucid_inception.frameworks import StructuredOutput, TensorState, capture_inputs, capture_outputs
 
 __all__ = ["ForwardCapture", "Repeat", "event_module"]
 
@@ -71,16 +71,21 @@ class ForwardCapture:
             if kept is not None and kept[0] is payload.array:
                 return Repeat(payload.of, kept[1])
             return Repeat(payload.of, np.array(payload.array, copy=True))
+        if isinstance(payload, StructuredOutput):  # never repeated: no identity to follow
+            return payload.copy()
         self.last_kept = (payload, np.array(payload, copy=True))
         return self.last_kept[1]
 
     @contextlib.contextmanager
     def capture(self, event: Any) -> Iterator[None]:
-        def output(module: str, view: np.ndarray, state: TensorState) -> Any:
+        def output(module: str, view: np.ndarray | StructuredOutput, state: TensorState | None) -> Any:
             name = ("output", module) if self.local else module
             key = (name, self.calls[name])
             self.calls[name] += 1
             self.emitted += 1
+            if state is None:  # a tuple, a dict, None: compared in full, and no tensor to repeat
+                self.last = self.last_kept = None
+                return event(name, view)
             last = self.last
             # The root's output is always compared in full, from its live values: an
             # in-place change nothing else saw (Lucid keeps no version counter) ends there.
@@ -96,6 +101,8 @@ class ForwardCapture:
                 stack.enter_context(
                     capture_inputs(self.model, lambda name, array: event(("input", name), array))
                 )
-            stack.enter_context(capture_outputs(self.model, output, copy=False, identity=True))
+            stack.enter_context(
+                capture_outputs(self.model, output, copy=False, identity=True, structured=True)
+            )
             yield
         self.last = self.last_kept = None  # the tensor and copy they hold

@@ -107,6 +107,21 @@ def _sync(path: Path) -> None:
         os.close(fd)
 
 
+def _temporary_file(target: Path, folder: Path) -> tuple[int, str]:
+    """A new hidden file next to ``target``, with its suffix. The name keeps at most 32
+    characters of the target's: a name near the file system's limit (255 bytes) is still a
+    valid target, and its temporary file must be too. An error names the target, not the
+    temporary file."""
+    suffix = target.suffix.lower()
+    if len(suffix) > 16:  # not a format's suffix (``.lcd``, ``.json``): part of a long name
+        suffix = ""
+    try:
+        return tempfile.mkstemp(dir=folder, prefix=f".{target.stem[:32]}.", suffix=suffix)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise OSError(f"{target}: cannot write in folder {os.fspath(folder)}: {reason}") from None
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
     """``write(tmp)`` into a temporary file next to ``path`` (same suffix, lower-cased:
     writers that pick their format from it see the right one, and ``lucid.save`` knows
@@ -117,10 +132,12 @@ def write_atomically(path: str | os.PathLike, write: Callable[[Path], None]) -> 
     folder = _folder(target)
     if not folder.is_dir():
         raise FileNotFoundError(f"{os.fspath(path)}: folder {os.fspath(folder)} does not exist")
+    if target.is_dir():
+        raise IsADirectoryError(f"{os.fspath(path)}: is a folder, expected a file name")
     tmp: Path | None = None
     with _sigterm_unwinds():
         try:
-            fd, name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=target.suffix.lower())
+            fd, name = _temporary_file(target, folder)
             os.close(fd)
             tmp = Path(name)
             write(tmp)

@@ -12,11 +12,13 @@ is never copied, while small ones (the last blocks') are copied and compared in 
 Why one thread: with a thread per side (this module until 2026-11-30), torch's forward
 ran ~50% slower on a thread of its own than on the main thread, and a thread hand-over
 costs ~30 us against ~1 us for a greenlet switch; a batch-1 Inception-v4 compare took
-1.81x the bare forwards with threads, 1.51x with greenlets (2 cores, one run). What
-the two sides still share: the thread's framework state (torch's grad mode and autocast,
-Lucid's global grad flag). The harness sets it the same for both sides; a model that
-changes it inside its own forward changes it for the other side too while it is paused.
-One more shared resource a turn can cost: after each call numpy's OpenBLAS keeps its idle
+1.81x the bare forwards with threads, 1.51x with greenlets (2 cores, one run). The two
+sides share the thread's framework state, so the grad modes (torch's, per thread, and
+Lucid's global grad flag) are saved at every switch and set back when a side resumes:
+each side runs under its own, and a model that enters ``no_grad`` inside its forward
+turns gradients off for itself only. Still shared: torch's autocast and inference mode,
+which a model switching inside its forward switches for the other side too while it is
+paused. One more shared resource a turn can cost: after each call numpy's OpenBLAS keeps its idle
 workers spinning for up to 2^28 cycles, taking a core from torch when it runs next
 (``OPENBLAS_THREAD_TIMEOUT=4`` in the environment before numpy loads stops it: the
 ``python -m parity`` entry points set it). Peak memory is about one forward's peak, plus
@@ -133,6 +135,27 @@ def run_lockstep(
     failures: list[BaseException] = []
     runners: list[greenlet.greenlet] = []
 
+    # The grad modes of the frameworks involved (one each, the same framework once) are
+    # the thread's, not a side's: a side paused inside its model's ``no_grad`` would leave
+    # it on for the other. So whoever switches away notes the modes it runs under and sets
+    # them again when it is resumed (``resume``); a side starts under the caller's modes.
+    frameworks = tuple(dict.fromkeys(side.adapter for side in sides))
+    home = tuple(adapter.grad_enabled() for adapter in frameworks)
+
+    def resume(runner: greenlet.greenlet, stop: bool = False) -> None:
+        """Run ``runner`` (or unwind it, ``stop``) until it pauses or ends, then put back
+        the grad modes the caller was running under."""
+        own = tuple(adapter.grad_enabled() for adapter in frameworks)
+        try:
+            if stop:
+                runner.throw(_Stopped)
+            else:
+                runner.switch()
+        finally:
+            for adapter, mode in zip(frameworks, own, strict=True):
+                if adapter.grad_enabled() != mode:  # reading is cheaper than setting
+                    adapter.set_grad_enabled(mode)
+
     ahead = [0, 0]  # bytes of kept copies each side holds
     delivered: dict[tuple[str, int], Any] = {}  # on_pair results for side b's waiting hook
 
@@ -141,7 +164,7 @@ def run_lockstep(
 
     def hand_over(i: int) -> None:
         if not other_done(i):
-            runners[1 - i].switch()
+            resume(runners[1 - i])
 
     def pair(i: int, key: tuple[str, int], seq: int, payload: Any) -> Any:
         other_seq, other_payload, other_bytes = pending[1 - i].pop(key)
@@ -181,10 +204,12 @@ def run_lockstep(
 
     def work(i: int) -> None:
         side, res = sides[i], results[i]
+        for adapter, mode in zip(frameworks, home, strict=True):  # not the modes of whoever started it
+            adapter.set_grad_enabled(mode)
         try:
             try:
                 hook = guarded(lambda name, payload: event(i, name, payload))
-                with side.capture(hook):
+                with _grad_mode(side), side.capture(hook):
                     try:
                         res.output = side.model(side.x)
                     except Exception as error:  # reported as a row, never raised
@@ -201,16 +226,13 @@ def run_lockstep(
     # Side a starts; a side that finishes returns here and the other resumes where it
     # paused (or starts), then runs alone to its end.
     runners += [greenlet.greenlet(lambda i=i: work(i)) for i in (0, 1)]
-    with contextlib.ExitStack() as stack:
-        for side in sides:
-            stack.enter_context(_grad_mode(side))
-        try:
-            while not failures and not all(runner.dead for runner in runners):
-                next(runner for runner in runners if not runner.dead).switch()
-        finally:  # a harness bug or Ctrl-C: unwind a paused side through its hooks' exits
-            for runner in runners:
-                if runner:  # started and not finished
-                    runner.throw(_Stopped)
+    try:
+        while not failures and not all(runner.dead for runner in runners):
+            resume(next(runner for runner in runners if not runner.dead))
+    finally:  # a harness bug or Ctrl-C: unwind a paused side through its hooks' exits
+        for runner in runners:
+            if runner:  # started and not finished
+                resume(runner, stop=True)
     if failures:
         raise failures[0]
     leftovers = tuple(

@@ -24,7 +24,7 @@ from parity.report import KINDS, module_label
 
 __all__ = ["EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_USAGE", "build_parser", "main", "parse_devices"]
 
-EXIT_OK = 0  # every compared pair agreed (skipped devices are not failures)
+EXIT_OK = 0  # every compared pair agreed (skipped devices are not failures without --require-devices)
 EXIT_FAIL = 1  # a divergence, a liveness failure, an uncaught self-test fault, upstream differs
 EXIT_USAGE = 2  # bad options or unusable input (argparse uses 2 as well)
 EXIT_ERROR = 3  # the harness itself raised
@@ -41,7 +41,8 @@ For each model: build the Lucid model and its torch twin, seed the weights (Luci
 Kaiming-uniform init), give every BatchNorm seeded non-trivial statistics and affine
 parameters (--signal), transfer Lucid -> torch strictly (equal keys, shapes, dtypes), then
 run both on the same seeded input and compare, in execution order:
-  state       every parameter and buffer (must be equal)
+  state       every parameter and buffer (must be equal), and after the forward every
+              buffer it changed (a change on one side only, or to other values, fails)
   config      every layer's settings: kernel, stride, padding, eps, momentum, dropout
               rate, ... (must be equal; each where its layer first runs: an eval-mode
               output never shows a dropout rate or a BatchNorm momentum)
@@ -62,7 +63,8 @@ Reading the output: one table per model and dtype. "verdict" is PASS/FAIL; "firs
 divergence" is the first module, in execution order, out of tolerance (where to look);
 "worst" lists the rows furthest over, or closest to, their tolerance (error/tol > 1
 fails). With --backward a gradient summary follows. A final table summarises all runs.
-Devices that are absent print "skipped: <reason>" and do not fail the run."""
+Devices that are absent print "skipped: <reason>" and do not fail the run, unless
+--require-devices is given; a run that compared nothing says so instead of PASS."""
 
 EPILOG = """\
 subcommands:
@@ -209,7 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SPEC",
         help="where each side runs, repeatable: FRAMEWORK=DEVICE pairs, e.g. lucid=cpu,torch=cuda "
         "(Lucid: cpu, gpu (MLX); torch: cpu, cuda; default lucid=cpu,torch=cpu). An absent "
-        "device prints 'skipped: <reason>' and does not fail",
+        "device prints 'skipped: <reason>' and does not fail (see --require-devices)",
+    )
+    check.add_argument(
+        "--require-devices",
+        action="store_true",
+        help="an absent device fails the run (exit 1) instead of being skipped: for a CI job on a "
+        "machine that must have it, where a lost device would otherwise leave the job green "
+        "having compared nothing",
     )
     check.add_argument(
         "--plot",
@@ -279,8 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="convert a checkpoint between .lcd (Lucid) and .pt/.pth (torch)",
         description=(
             "Convert a checkpoint file; the format is chosen by suffix: .lcd (Lucid), .pt/.pth "
-            "(torch). Keys, shapes and dtypes are kept exactly; the destination is written "
-            "atomically. .lcd files are pickles: convert trusted files only."
+            "(torch). Keys, shapes and dtypes are kept exactly, except torch's num_batches_tracked "
+            "counters, which are left out and counted (Lucid has none; a torch model loading the "
+            "result starts them at 0, which matters only to a BatchNorm with momentum=None); the "
+            "destination is written atomically. .lcd files are pickles: convert trusted files only."
         ),
     )
     convert.add_argument("src", type=Path, help="checkpoint to read (.lcd, .pt or .pth)")
@@ -315,8 +326,18 @@ def _ratio(row: object) -> str:
 
 def _shape(row: object) -> str:
     a, b = row.shape_a, row.shape_b
-    show = lambda s: "-" if s is None else "x".join(map(str, s))  # noqa: E731
-    return show(a) if a == b else f"{show(a)} vs {show(b)}"
+    return _show_shape(a) if a == b else f"{_show_shape(a)} vs {_show_shape(b)}"
+
+
+def _show_shape(shape: tuple | None) -> str:
+    """``2x3x8x8``; a structured output's shapes (one per array) as ``(2x4, 2x2)``."""
+    if shape is None:
+        return "-"
+    if not shape:  # a 0-d array, or a structured output with no array (None)
+        return "()"
+    if any(isinstance(part, tuple) for part in shape):
+        return "(" + ", ".join(_show_shape(part) for part in shape) + ")"
+    return "x".join(map(str, shape))
 
 
 def _short(note: str, width: int = 48) -> str:
@@ -539,7 +560,8 @@ def _run_check(args: argparse.Namespace) -> int:
         print(render_result(result, args.top), flush=True)
         print(flush=True)
     print(_overall(results))
-    ok = all(r.ok for r in results)
+    skipped = sum(bool(r.skipped) for r in results)
+    ok = all(r.ok for r in results) and not (args.require_devices and skipped)
     if args.json is not None:
         _write_json(
             args.json,
@@ -553,6 +575,7 @@ def _run_check(args: argparse.Namespace) -> int:
                 "train_step": args.train_step,
                 "local": args.local,
                 "signal": args.signal,
+                "require_devices": args.require_devices,
                 "results": [r.to_dict() for r in results],
             },
         )
@@ -560,14 +583,16 @@ def _run_check(args: argparse.Namespace) -> int:
     if args.plot is not None:
         from parity.plot import plot_reports
 
-        compared = [(r.label, r.report) for r in results if not r.skipped]
-        if compared:
-            plot_reports(compared, args.plot)
+        shown = [(r.label, r.report) for r in results if not r.skipped]
+        if shown:
+            plot_reports(shown, args.plot)
             say(f"wrote {args.plot}")
         else:
             print(f"no plot written to {args.plot}: every run was skipped")
-    skipped = sum(bool(r.skipped) for r in results)
-    print(f"\n{'PASS' if ok else 'FAIL'}: {len(results) - skipped} compared, {skipped} skipped")
+    compared = len(results) - skipped
+    verdict = "FAIL" if not ok else ("PASS" if compared else "NOTHING COMPARED")
+    why = " (--require-devices: an absent device fails the run)" if args.require_devices and skipped else ""
+    print(f"\n{verdict}: {compared} compared, {skipped} skipped{why}")
     return EXIT_OK if ok else EXIT_FAIL
 
 
@@ -672,12 +697,17 @@ def _run_convert(args: argparse.Namespace) -> int:
     from parity.weights import convert_checkpoint, load_checkpoint_file
 
     try:
-        convert_checkpoint(args.src, args.dst)
+        counters = convert_checkpoint(args.src, args.dst)
         count = len(load_checkpoint_file(args.dst))
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"convert: {error}", file=sys.stderr)
         return EXIT_USAGE
     print(f"wrote {args.dst} ({count} tensors, from {args.src})")
+    if counters:
+        print(
+            f"left out {len(counters)} num_batches_tracked counter(s) (torch's BatchNorm batch counts, "
+            f"e.g. {counters[0]!r}): a torch model loading the result starts them at 0"
+        )
     return EXIT_OK
 
 

@@ -2,8 +2,10 @@
 
 ``compare(a, b, x)`` borrows both models (casts them to ``dtype``, moves them to
 ``devices``, switches them to eval mode) and puts everything back afterwards: every
-tensor that changed is restored from a snapshot, bit for bit and in its own dtype (never
-cast back), and so are modes, devices and gradients. In between:
+tensor the cast rewrites and every buffer (non-persistent ones too: a forward may update a
+counter or an average) is restored from a snapshot where it changed, bit for bit, in its
+own dtype and memory layout (never cast back), and so are modes, devices and gradients. A
+parameter that the model's own forward writes into is not put back. In between:
 
 1. **state**: every parameter and buffer must be equal; a difference is a row of the module
    that owns the tensor.
@@ -19,13 +21,18 @@ cast back), and so are modes, devices and gradients. In between:
    that runs on one side only fails, and an exception becomes an ``error`` row. With
    ``local=True`` every module of side b runs on side a's input for the same call
    (teacher forcing, see ``_forward``): each row then measures that module alone.
+   Afterwards every buffer is checked against its snapshot: one the eval forward changed
+   on one side only (a BatchNorm moving its running statistics in eval), or to other
+   values, is a ``state`` row of its owner (``_changed_buffer_rows``).
 3. **backward** (optional): a seeded random gradient on the logits; the model input's
    gradient, every parameter's, and every module call's input gradient (that call's share,
    ``parity._input_grads``) are compared, in backward order. A backward that raises is an
    ``error`` row.
 4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
    variance (from its captured input), its train-mode output and its running-statistics
-   update are compared.
+   update are compared. Dropout stays in eval mode (the identity) on both sides: two
+   random masks would feed the BatchNorms after it different inputs, and the step is
+   about BatchNorm statistics (dropout's train-mode masking is not compared).
    Side b's BatchNorms run on side a's input (teacher forcing), so that each row measures
    one layer and not the drift of two train-mode forwards (see ``_train_rows``).
 
@@ -51,6 +58,7 @@ import numpy as np
 from lucid_inception.frameworks import (
     Adapter,
     StateMismatchError,
+    StructuredOutput,
     adapter_for,
     capture_inputs,
     capture_outputs,
@@ -88,9 +96,18 @@ def _check_input(x: object, dtype: str) -> np.ndarray:
         raise ValueError(f"x: expected 4 dimensions (N, C, H, W), got shape {x.shape}")
     if x.size == 0:
         raise ValueError(f"x: expected a non-empty batch, got shape {x.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("x: holds NaN or infinite values; expected finite inputs")
-    return np.ascontiguousarray(x, dtype=dtype)
+    # Checked after the cast: finite float64 values beyond float32's range become inf, and
+    # the forward would fail on them as if the model were at fault.
+    with np.errstate(over="ignore"):  # reported below, as an error
+        cast = np.ascontiguousarray(x, dtype=dtype)
+    if not np.isfinite(cast).all():
+        if not np.isfinite(x).all():
+            raise ValueError("x: holds NaN or infinite values; expected finite inputs")
+        raise ValueError(
+            f"x: values up to {float(np.abs(x).max()):.3g} overflow {dtype} (largest finite "
+            f"{float(np.finfo(dtype).max):.3g}); scale the input or compare in a wider dtype"
+        )
+    return cast
 
 
 # Dtypes a device holds as another, by (framework, device, dtype): a compare there fails
@@ -148,6 +165,29 @@ def _check_trees(a: object, b: object, adapters: tuple[Adapter, Adapter]) -> Non
         )
 
 
+def _check_independent(a: object, b: object, adapters: tuple[Adapter, Adapter], *, train_step: bool) -> None:
+    """Two models of one framework hold no parameter in common (a shared backbone): else
+    both backwards accumulate into the same ``.grad`` and the verdicts are wrong. With a
+    train step no buffer either: both would update the same running statistics. (A
+    constant buffer a class shares between its instances is fine otherwise.)"""
+    if adapters[0] is not adapters[1]:
+        return
+    names_in_b = {id(tensor): key for key, tensor in adapters[1].tensors(b).items()}
+    buffers = set() if train_step else set(adapters[0].buffer_names(a))
+    shared = [
+        key if names_in_b[id(tensor)] == key else f"{key} (b: {names_in_b[id(tensor)]})"
+        for key, tensor in adapters[0].tensors(a).items()
+        if id(tensor) in names_in_b and key not in buffers
+    ]
+    if shared:
+        what = "parameter(s) or buffer(s)" if train_step else "parameter(s)"
+        raise ValueError(
+            f"the models share {len(shared)} {what} ({_first_names(shared)}): both backwards would "
+            "accumulate into one .grad, both train steps update one running statistic; compare two "
+            "independent models (build a second one and transfer into it, or copy.deepcopy)"
+        )
+
+
 @contextlib.contextmanager
 def _collector_paused() -> Iterator[None]:
     """Python's cyclic garbage collector off while comparing, as ``timeit`` does.
@@ -190,16 +230,30 @@ def _unreadable_dtypes(adapters: tuple[Adapter, Adapter], models: tuple[object, 
     ]
 
 
+def _unreadable(adapters: tuple[Adapter, Adapter], models: tuple[object, object]) -> list[str]:
+    """One line per tensor, on either side, that holds no values (torch's meta device).
+    Looked for only once reading one has failed: walking both models costs ~2 ms."""
+    return [
+        f"{key}: on side {side} ({adapter.name}), {why}"
+        for side, adapter, model in zip("ab", adapters, models, strict=True)
+        for key, why in adapter.unreadable(adapter.tensors(model)).items()
+    ]
+
+
 @contextlib.contextmanager
 def _borrow(
-    model: object, adapter: Adapter, dtype: str, device: str, *, grads: bool, buffers: bool
-) -> Iterator[None]:
-    """Cast, move and switch ``model`` to eval for the comparison; put everything back."""
+    model: object, adapter: Adapter, dtype: str, device: str, *, grads: bool
+) -> Iterator[dict[str, np.ndarray]]:
+    """Cast, move and switch ``model`` to eval for the comparison; put everything back.
+    Yields the buffers' snapshot (as found)."""
     modes = adapter.training_modes(model)
     home = adapter.device(model)
     cast = [key for key, d in adapter.dtypes(model).items() if d != np.dtype(dtype)]
-    # Only what will change is copied: tensors the cast rewrites, and (train step) buffers.
-    changing = set(cast) | (set(adapter.buffer_names(model)) if buffers else set())
+    # Only what may change is copied: tensors the cast rewrites, and every buffer (a train
+    # step updates running statistics; any forward may update a counter or an average).
+    # Parameters a forward writes to are not put back: no model here does.
+    buffers = adapter.buffer_names(model)
+    changing = set(cast) | set(buffers)
     saved = adapter.snapshot(model, changing) if changing else {}
     # A cast reaches the gradients too (torch's ``Module.to`` casts every ``.grad``), so
     # they are put back whenever one happens, not only when a backward overwrites them.
@@ -213,16 +267,23 @@ def _borrow(
             adapter.set_training(model, False)
         if grads:
             adapter.zero_grads(model)
-        yield
+        yield {key: saved[key] for key in buffers if key in saved}
     finally:
-        if device != home:
-            adapter.to_device(model, home)
-        if saved:
-            adapter.restore(model, saved)
-        if saved_grads is not None:
-            adapter.set_parameter_grads(model, saved_grads)
-        if adapter.training_modes(model) != modes:  # reading them is cheaper than setting them
-            adapter.restore_training_modes(model, modes)
+        # Each step runs even if one before it raises (the first error is raised after):
+        # a model is never left cast, moved or in eval for want of one step.
+        with contextlib.ExitStack() as steps:
+            steps.callback(_put_back_modes, adapter, model, modes)
+            if saved_grads is not None:
+                steps.callback(adapter.set_parameter_grads, model, saved_grads)
+            if saved:
+                steps.callback(adapter.restore, model, saved)
+            if device != home:
+                steps.callback(adapter.to_device, model, home)
+
+
+def _put_back_modes(adapter: Adapter, model: object, modes: list[bool]) -> None:
+    if adapter.training_modes(model) != modes:  # reading them is cheaper than setting them
+        adapter.restore_training_modes(model, modes)
 
 
 # ------------------------------------------------------------------------- comparing
@@ -293,6 +354,33 @@ def _state_rows(ctx: _Context) -> None:
         note = "; ".join(problems) if problems else f"{len(owned)} tensor(s) equal"
         row = Row(owner, "state", *shapes, *worst, ctx.tol.state, not problems, note)
         ctx.add((_PHASES["state"], order.get(owner, len(order)), 0), row)
+
+
+def _changed_buffer_rows(ctx: _Context, saved: list[dict[str, np.ndarray]]) -> None:
+    """Buffers the eval forward (and backward) changed, each side against its own snapshot:
+    a change on one side only (a BatchNorm that updates its running statistics in eval),
+    or to other values, fails at the buffer's owner. Nothing else would see it: the forward
+    that made the change already ran on the old values, and the models are put back."""
+    changed = [
+        adapter.changed_since(model, snapshot)
+        for adapter, model, snapshot in zip(ctx.adapters, ctx.models, saved, strict=True)
+    ]
+    phase = _PHASES["forward"]
+    for index, key in enumerate(sorted(changed[0].keys() | changed[1].keys())):
+        now_a, now_b = changed[0].get(key), changed[1].get(key)
+        attr = key.rpartition(".")[2]
+        shapes = tuple(None if now is None else tuple(now.shape) for now in (now_a, now_b))
+        if now_a is None or now_b is None:
+            side = ctx.side(0 if now_b is None else 1)
+            errors, note = (math.inf, math.inf), f"{attr} changed by the eval forward on side {side} only"
+        elif now_a.shape != now_b.shape:
+            errors, note = (math.inf, math.inf), f"{attr} changed by the eval forward to other shapes"
+        elif not _equal(now_a, now_b):
+            errors, note = max_errors(now_a, now_b)[:2], f"{attr} changed by the eval forward to other values"
+        else:
+            continue  # the same change on both sides (a counter): nothing differs
+        row = Row(_owner(key), "state", *shapes, *errors, ctx.tol.state, False, note)
+        ctx.add((phase, math.inf, index), row)
 
 
 # Kinds whose settings say nothing about what a module computes: containers and classes
@@ -398,7 +486,9 @@ def _forward(
             row = dataclasses.replace(earlier, module=module, note=note, repeat_of=earlier.repeat_of or of)
         else:
             out_a, out_b = (out.array if isinstance(out, Repeat) else out for out in (out_a, out_b))
-            if out_a.shape != out_b.shape:
+            if isinstance(out_a, StructuredOutput) or isinstance(out_b, StructuredOutput):
+                row = _structured_row(module, kind, out_a, out_b, tol)
+            elif out_a.shape != out_b.shape:
                 row = Row(
                     module, kind, out_a.shape, out_b.shape, math.inf, math.inf, tol, False, "shapes differ"
                 )
@@ -443,6 +533,36 @@ def _forward(
     if local:
         _number_calls(ctx, phase, "input", (res_a, res_b))
     return res_a, res_b
+
+
+def _structured_row(module: str, kind: str, out_a: Any, out_b: Any, tol: float) -> Row:
+    """Outputs that are not one tensor (a tuple, a dict, ``None``): the same layout on both
+    sides, then every array in it within tolerance; the row holds the worst array's errors
+    and says where it sits."""
+
+    def kind_of(out: Any) -> str:
+        return out.describe() if isinstance(out, StructuredOutput) else "a tensor"
+
+    if not (isinstance(out_a, StructuredOutput) and isinstance(out_b, StructuredOutput)):
+        note = f"outputs differ in kind: {kind_of(out_a)} vs {kind_of(out_b)}"
+        return Row(module, kind, out_a.shape, out_b.shape, math.inf, math.inf, tol, False, note)
+    if out_a.layout != out_b.layout or out_a.shape != out_b.shape:
+        a, b = (f"{out.describe()} {out.shape}" for out in (out_a, out_b))
+        if a == b:  # the difference is deeper than the summary: show the layouts themselves
+            a, b = (repr(out.layout)[:120] for out in (out_a, out_b))
+        note = f"outputs differ in layout: {a} vs {b}"
+        return Row(module, kind, out_a.shape, out_b.shape, math.inf, math.inf, tol, False, note)
+    worst, first_failure = (0.0, 0.0, ""), ""
+    for path, a, b in zip(out_a.paths, out_a.arrays, out_b.arrays, strict=True):
+        max_abs, max_rel, note = max_errors(a, b)
+        where = "; ".join(filter(None, [f"at {path}", note]))
+        if not (max_rel <= tol and a.dtype == b.dtype) and not first_failure:  # NaN fails too
+            first_failure = f"fails {where}"
+        if not max_rel <= worst[1]:  # the larger, or NaN
+            worst = (max_abs, max_rel, f"worst {where}")
+    # A failure is named where it is (a changed dtype may be 0 apart), else the worst element.
+    note = "; ".join(filter(None, [out_a.describe(), first_failure or worst[2]]))
+    return Row(module, kind, out_a.shape, out_b.shape, worst[0], worst[1], tol, not first_failure, note)
 
 
 def _with_input_grads(
@@ -741,6 +861,12 @@ def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
     ]
     for adapter, model in zip(ctx.adapters, ctx.models, strict=True):
         adapter.set_training(model, True)
+        # Dropout stays in eval (the identity): each side would draw its own random mask,
+        # and every BatchNorm after it would see a different input on each side. The step
+        # is about BatchNorm statistics; a dropout's ``p`` is compared by its config row.
+        for _, module in adapter.named_modules(model):
+            if adapter.is_dropout(module):
+                adapter.set_training(module, False)
     try:
         res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
     finally:
@@ -921,7 +1047,9 @@ def compare(
     (numpy, N x C x H x W), layer by layer; see the module docstring. Both models are left
     exactly as found. ``local=True`` compares each module on the same input (see
     ``_forward``); it cannot be combined with ``backward`` (side b's graph is cut at every
-    module). Raises ``TypeError``/``ValueError`` for bad arguments (``StateMismatchError``
+    module). ``train_step=True`` compares the BatchNorms in train mode, with dropout left in
+    eval mode (the identity) on both sides. Raises ``TypeError``/``ValueError`` for bad
+    arguments (two models that share a parameter or buffer tensor too; ``StateMismatchError``
     listing every tensor in a dtype numpy cannot hold, e.g. bfloat16; ``ValueError`` for a
     dtype a device holds as another, e.g. float64 on Lucid's 'gpu': ``unheld_dtype``) and
     ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row."""
@@ -930,6 +1058,7 @@ def compare(
     adapters = (adapter_for(a), adapter_for(b))
     if a is b:
         raise ValueError("compare needs two model instances, got the same one twice (transfer into a copy)")
+    _check_independent(a, b, adapters, train_step=train_step)
     if not isinstance(grad_seed, numbers.Integral) or isinstance(grad_seed, bool):
         raise TypeError(f"grad_seed: expected an int, got {type(grad_seed).__name__}")
     if local and backward:
@@ -941,19 +1070,21 @@ def compare(
     ctx = _Context(adapters, (a, b), tol, dtype, devices)
     with contextlib.ExitStack() as stack:
         stack.enter_context(_collector_paused())
-        for adapter, model, device in zip(adapters, (a, b), devices, strict=True):
-            try:
-                borrowed = _borrow(model, adapter, dtype, device, grads=backward, buffers=train_step)
-                stack.enter_context(borrowed)
-            except TypeError as error:  # e.g. a bfloat16 tensor: list every one, on both sides
-                problems = _unreadable_dtypes(adapters, (a, b))
-                if problems:
-                    raise StateMismatchError(
-                        f"comparing {type(a).__name__} and {type(b).__name__}", problems
-                    ) from error
-                raise
-            stack.enter_context(adapter.precise())
-        _state_rows(ctx)
+        # What cannot be read is listed, every tensor on both sides, once reading fails:
+        # a bfloat16 tensor (TypeError) or one on the meta device (NotImplementedError).
+        saved = []  # each side's buffers, as found
+        try:
+            for adapter, model, device in zip(adapters, (a, b), devices, strict=True):
+                saved.append(stack.enter_context(_borrow(model, adapter, dtype, device, grads=backward)))
+                stack.enter_context(adapter.precise())
+            _state_rows(ctx)
+        except (TypeError, NotImplementedError) as error:
+            problems = _unreadable_dtypes(adapters, (a, b)) + _unreadable(adapters, (a, b))
+            if problems:
+                raise StateMismatchError(
+                    f"comparing {type(a).__name__} and {type(b).__name__}", problems
+                ) from error
+            raise
         # Contiguous, as a caller gives it. Not channels-last, although Lucid's CPU
         # convolutions leave their outputs in that order and comparing same-order pairs
         # costs a third less: torch's reshape, flatten and contiguous return a view of a
@@ -969,6 +1100,7 @@ def compare(
         if backward and all(res.error is None for res in results):
             _gradient_rows(ctx, results, xs, int(grad_seed))
         del results, xs  # the graphs, before the train step
+        _changed_buffer_rows(ctx, saved)
         if train_step:
             xs = tuple(
                 adapter.tensor(x, device=device) for adapter, device in zip(adapters, devices, strict=True)

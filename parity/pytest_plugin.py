@@ -11,6 +11,7 @@ Run the suite (one test per model x dtype x device spec)::
     pytest --parity --parity-size 75                  # quick
     pytest --parity --parity-model inception_v4 --parity-dtype float64 --parity-backward  # batch 2
     pytest --parity --parity-devices lucid=cpu,torch=cuda   # skipped, with the reason, without CUDA
+    pytest --parity --parity-devices torch=cuda --parity-require-devices   # fails without CUDA
     pytest --parity -m "not slow"      # generated tests are marked "parity", and "slow" at >= 299
     pytest --parity --parity-signal calibrated        # trained-like statistics, compared locally
     pytest --parity -k "inception_v4 and float32 and torch_cpu"   # one of the generated tests
@@ -82,6 +83,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         help="FRAMEWORK=DEVICE pairs, repeatable, e.g. lucid=cpu,torch=cuda (default all cpu)",
     )
+    group.addoption(
+        "--parity-require-devices",
+        action="store_true",
+        help="an absent device fails its test instead of skipping it (CI on a machine that must have it)",
+    )
     group.addoption("--parity-backward", action="store_true", help="also compare gradients (float64 runs)")
     group.addoption("--parity-train-step", action="store_true", help="also compare a train step")
     group.addoption(
@@ -149,6 +155,17 @@ def _options(config: pytest.Config) -> dict:
     }
 
 
+def _judge(result: object, *, require_devices: bool) -> None:
+    """Raise unless ``result`` agrees; skip it when a device is absent (fail it instead
+    under ``--parity-require-devices``)."""
+    if result.skipped:
+        if require_devices:
+            pytest.fail(f"--parity-require-devices: {result.skipped}", pytrace=False)
+        pytest.skip(f"skipped: {result.skipped}")
+    if not result.ok:
+        raise ParityFailure(result)
+
+
 class ParityItem(pytest.Item):
     """One generated test: ``check_pair`` for a model, dtype and device pair."""
 
@@ -163,10 +180,7 @@ class ParityItem(pytest.Item):
         from parity.signal import check_pair
 
         result = check_pair(self.model, dtype=self.dtype, devices=self.devices, **self.options)
-        if result.skipped:
-            pytest.skip(f"skipped: {result.skipped}")
-        if not result.ok:
-            raise ParityFailure(result)
+        _judge(result, require_devices=self.config.getoption("parity_require_devices"))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo, style=None) -> str:
         if isinstance(excinfo.value, ParityFailure):
@@ -214,10 +228,11 @@ def pytest_make_collect_report(collector: pytest.Collector):
 
 class _PairFactory:
     """``parity_pair(model, **overrides) -> ParityResult``; ``parity_pair.check(result)``
-    raises with the rendered table unless the pair agrees (skips when a device is absent)."""
+    raises with the rendered table unless the pair agrees (skips when a device is absent, or
+    fails under ``--parity-require-devices``)."""
 
-    def __init__(self, defaults: dict, *, backward: bool = False) -> None:
-        self.defaults, self.backward = defaults, backward
+    def __init__(self, defaults: dict, *, backward: bool = False, require_devices: bool = False) -> None:
+        self.defaults, self.backward, self.require_devices = defaults, backward, require_devices
 
     def __call__(self, model: str, **overrides: object) -> object:
         from parity.signal import check_pair
@@ -227,12 +242,8 @@ class _PairFactory:
         options.setdefault("backward", self.backward and options.get("dtype", "float32") == "float64")
         return check_pair(model, **options)
 
-    @staticmethod
-    def check(result: object) -> None:
-        if result.skipped:
-            pytest.skip(f"skipped: {result.skipped}")
-        if not result.ok:
-            raise ParityFailure(result)
+    def check(self, result: object) -> None:
+        _judge(result, require_devices=self.require_devices)
 
 
 @pytest.fixture
@@ -252,4 +263,5 @@ def parity_pair(request: pytest.FixtureRequest) -> Callable[..., object]:
     specs = config.getoption("parity_devices")
     if specs:
         defaults["devices"] = _devices(specs[0])
-    return _PairFactory(defaults, backward=backward)
+    require_devices = config.getoption("parity_require_devices")
+    return _PairFactory(defaults, backward=backward, require_devices=require_devices)

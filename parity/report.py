@@ -62,10 +62,16 @@ class Row:
     def from_dict(cls, data: dict) -> Row:
         values = dict(data)
         for key in ("shape_a", "shape_b"):
-            values[key] = None if values[key] is None else tuple(values[key])
+            values[key] = None if values[key] is None else _tuples(values[key])
         for key in ("max_abs", "max_rel", "tol"):
             values[key] = float(values[key])
         return cls(**values)
+
+
+def _tuples(shape: list) -> tuple:
+    """A shape read from JSON: lists back to tuples, nested ones too (a structured output's
+    row holds one shape per array)."""
+    return tuple(_tuples(part) if isinstance(part, list) else part for part in shape)
 
 
 def module_label(name: str | None) -> str:

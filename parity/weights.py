@@ -16,7 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from lucid_inception.frameworks import ADAPTERS, Adapter, StateMismatchError, adapter_for, check_state
+from lucid_inception.frameworks import (
+    ADAPTERS,
+    COUNTER_SUFFIX,
+    Adapter,
+    StateMismatchError,
+    UnreadableTensor,
+    adapter_for,
+    check_state,
+)
 from parity._aliasing import aliasing_problems, shared_with
 from parity._files import write_atomically
 
@@ -69,6 +77,12 @@ def transfer(src: object, dst: object) -> None:
         for key, where in held.items()
     ]
     odd_src = _dtype_problems(_dtype_names(src_adapter, src_live), "source")
+    # Tensors with nothing to copy (torch: meta device): reading one raises halfway through.
+    odd_src |= {
+        key: f"{key}: on the source, {why}"
+        for key, why in src_adapter.unreadable(src_live).items()
+        if key not in odd_src
+    }
     odd_dst = _dtype_problems(dst_names, "destination")
     # Tensors no write can reach (torch: meta device, inference tensors): copy_ would do
     # nothing, or raise halfway through.
@@ -127,6 +141,8 @@ def _check_file_state(state: Mapping[object, object], what: str) -> dict[str, np
     for key, value in state.items():
         if not isinstance(key, str):
             problems.append(f"{key!r}: key is a {type(key).__name__}, expected a str")
+        elif isinstance(value, UnreadableTensor):
+            problems.append(f"{key}: {value.why}")
         elif not isinstance(value, np.ndarray):
             problems.append(f"{key}: a {type(value).__name__}, expected an array")
         elif value.dtype not in TRANSFER_DTYPES:
@@ -142,6 +158,11 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a state dict from a ``.lcd`` (``lucid.save``; a pickle, so trusted files only)
     or ``.pt``/``.pth`` file (``torch.load(weights_only=True)``; ``num_batches_tracked``
     dropped) as numpy arrays, checked: string keys, float32/float64 arrays."""
+    return _read_checkpoint(path)[0]
+
+
+def _read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], list[str]]:
+    """``load_checkpoint_file``, and the counter keys (``COUNTER_SUFFIX``) it left out."""
     adapter = checkpoint_format(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{os.fspath(path)}: no such checkpoint file")
@@ -156,7 +177,9 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise ValueError(
             f"{os.fspath(path)}: not a state dict of float32/float64 arrays ({type(error).__name__}: {error})"
         ) from error
-    return _check_file_state(content, f"reading {os.fspath(path)}")
+    counters = [key for key in content if isinstance(key, str) and key.endswith(COUNTER_SUFFIX)]
+    state = {key: value for key, value in content.items() if key not in counters}
+    return _check_file_state(state, f"reading {os.fspath(path)}"), counters
 
 
 def _write_atomically(state: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
@@ -168,18 +191,32 @@ def _write_atomically(state: Mapping[str, np.ndarray], path: str | os.PathLike) 
 
 def save_checkpoint(model: object, path: str | os.PathLike) -> None:
     """Write ``model``'s parameters and buffers to ``path`` in the format its suffix names
-    (``.lcd`` or ``.pt``/``.pth``), whatever the model's framework."""
+    (``.lcd`` or ``.pt``/``.pth``), whatever the model's framework. A model with state a
+    file of tensors cannot hold (a dtype other than float32/float64, torch's extra state) is
+    refused, every such key listed, and nothing is written."""
     adapter = adapter_for(model)
-    problems = list(_dtype_problems(_dtype_names(adapter, adapter.tensors(model)), "model").values())
+    live = adapter.tensors(model)
+    odd = _dtype_problems(_dtype_names(adapter, live), "model")
+    odd |= {key: f"{key}: {why}" for key, why in adapter.unreadable(live).items() if key not in odd}
+    # What a file of tensors cannot hold (torch's extra state) is named, not dropped unsaid.
+    carried_by = "torch.save(model.state_dict()) does"
+    odd |= {
+        key: f"{key}: {what}, which a checkpoint of tensors does not carry ({carried_by})"
+        for key, what in adapter.untransferable(model).items()
+    }
+    problems = list(odd.values())
     if problems:
         raise StateMismatchError(f"saving {_describe(model, adapter)} to {os.fspath(path)}", problems)
     _write_atomically(adapter.state(model), path)
 
 
-def convert_checkpoint(src_path: str | os.PathLike, dst_path: str | os.PathLike) -> None:
+def convert_checkpoint(src_path: str | os.PathLike, dst_path: str | os.PathLike) -> list[str]:
     """Convert a checkpoint file between ``.lcd`` and ``.pt``/``.pth`` (either way), with the
-    checks of ``load_checkpoint_file``; the destination appears whole or not at all."""
+    checks of ``load_checkpoint_file``; the destination appears whole or not at all.
+    Returns the keys left out: torch's ``num_batches_tracked`` counters (``COUNTER_SUFFIX``)."""
     checkpoint_format(dst_path)  # a bad destination suffix fails before reading anything
     if Path(src_path).resolve() == Path(dst_path).resolve():
         raise ValueError(f"{os.fspath(src_path)}: source and destination are the same file")
-    _write_atomically(load_checkpoint_file(src_path), dst_path)
+    state, counters = _read_checkpoint(src_path)
+    _write_atomically(state, dst_path)
+    return counters

@@ -71,9 +71,10 @@ def test_an_error_is_a_row_and_fails(gpu_parity, monkeypatch, capsys) -> None:
 
 @pytest.mark.skipif(TorchAdapter.device_unavailable("cuda") is None, reason="a CUDA device is present")
 def test_absent_devices_are_skipped_with_the_reason(gpu_parity, capsys) -> None:
-    assert gpu_parity.main([*SMALL, "--pair", "lucid:cpu-torch:cuda"]) == 0
+    assert gpu_parity.main([*SMALL, "--pair", "lucid:cpu-torch:cuda"]) == 1  # nothing ran
     out = capsys.readouterr().out
     assert out.count(" skipped ") == 2  # float32 and float64
+    assert "nothing ran: no pair could run here" in out
     assert f"not run: lucid:cpu-torch:cuda: torch=cuda: {TorchAdapter.device_unavailable('cuda')}" in out
 
 
@@ -81,12 +82,14 @@ def test_float64_on_lucid_gpu_is_listed_as_not_run(gpu_parity, capsys) -> None:
     """MLX holds float64 as float32 (the mlx-float32 convention): those rows are not run,
     with the reason, whatever devices exist here, and do not fail the table."""
     argv = [*SMALL, "--pair", "lucid:gpu-torch:cpu", "--pair", "torch:cpu-lucid:gpu", "--dtype", "float64"]
+    argv += ["--pair", "torch:cpu-torch:cpu"]  # one pair that runs: the skips alone fail no table
     assert gpu_parity.main(argv) == 0
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith("inception_resnet_v1")]
     assert [(r[1], r[3]) for r in rows] == [
         ("lucid:gpu-torch:cpu", "skipped"),
         ("torch:cpu-lucid:gpu", "skipped"),
+        ("torch:cpu-torch:cpu", "PASS"),
     ]
     for label in ("lucid:gpu-torch:cpu", "torch:cpu-lucid:gpu"):
         assert f"not run: {label} float64: lucid device 'gpu' cannot compare in float64" in out

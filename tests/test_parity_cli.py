@@ -97,6 +97,22 @@ def test_check_passes_writes_json_and_plot_and_reports_a_skipped_device(tmp_path
         assert "PASS: 1 compared, 1 skipped" in out
 
 
+def test_a_run_that_compared_nothing_says_so_and_require_devices_fails_it(tmp_path: Path, capsys) -> None:
+    """Every run skipped is no PASS: the summary says nothing was compared. With
+    --require-devices an absent device fails the run (a CI job whose device vanished).
+    Lucid's 'gpu' cannot hold float64 on any machine, so this run is skipped everywhere."""
+    argv = [*SMALL, "--devices", "lucid=gpu", "--dtype", "float64", "--no-liveness"]
+    assert main(argv) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "NOTHING COMPARED: 0 compared, 1 skipped" in out and "PASS" not in out
+    report = tmp_path / "r.json"
+    assert main([*argv, "--require-devices", "--json", str(report)]) == EXIT_FAIL
+    out = capsys.readouterr().out
+    assert "FAIL: 0 compared, 1 skipped (--require-devices: an absent device fails the run)" in out
+    payload = json.loads(report.read_text())
+    assert payload["ok"] is False and payload["require_devices"] is True
+
+
 def test_check_fails_and_names_the_first_divergence(monkeypatch, capsys, tmp_path: Path) -> None:
     """A twin whose stem lost a ReLU: exit 1, the table names where."""
     plant_in_every_twin(monkeypatch, "missing-relu")
@@ -284,6 +300,40 @@ def test_convert_round_trip_and_bad_input(tmp_path: Path, capsys) -> None:
     assert "missing.pt" in capsys.readouterr().err
 
 
+def test_convert_says_what_it_left_out_and_names_the_file_it_could_not_use(tmp_path: Path, capsys) -> None:
+    import pickle
+
+    import torch
+
+    twin = lucid_inception.build("inception_resnet_v1", "torch")
+    torch.save(twin.state_dict(), tmp_path / "twin.pt")  # with torch's num_batches_tracked counters
+    assert main(["convert", str(tmp_path / "twin.pt"), str(tmp_path / "twin.lcd")]) == EXIT_OK
+    counters = sum(key.endswith("num_batches_tracked") for key in twin.state_dict())
+    assert f"left out {counters} num_batches_tracked counter(s)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["convert", "--help"])
+    assert "except torch's num_batches_tracked" in " ".join(capsys.readouterr().out.split())
+    # A destination that is a folder, or in a folder nothing can be written to, is named as
+    # given (not as the hidden temporary file); a long valid name is still written.
+    (tmp_path / "folder.pt").mkdir()
+    long_name = tmp_path / ("m" * 245 + ".lcd")
+    for dst, why in (
+        (tmp_path / "folder.pt", "folder.pt: is a folder, expected a file name"),
+        (Path("/proc/x.lcd"), "/proc/x.lcd: cannot write in folder /proc"),
+        (long_name, None),
+    ):
+        code = main(["convert", str(tmp_path / "twin.pt"), str(dst)])
+        err = capsys.readouterr().err
+        assert code == (EXIT_OK if why is None else EXIT_USAGE), err
+        assert why is None or (why in err and ".folder" not in err and "/proc/." not in err), err
+    assert long_name.is_file() and sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # lucid.load's own ValueError names no file.
+    with open(tmp_path / "old.lcd", "wb") as file:
+        pickle.dump({"type": "dict", "format_version": 0.5, "content": {}}, file)
+    assert main(["convert", str(tmp_path / "old.lcd"), str(tmp_path / "old.pt")]) == EXIT_USAGE
+    assert "old.lcd: not a Lucid .lcd state dict (Incompatible format version" in capsys.readouterr().err
+
+
 @released_upstream_only
 def test_upstream_names_the_stem_bug(tmp_path: Path, capsys) -> None:
     argv = ["upstream", "--model", "inception_resnet_v2", "--size", "75", "--quiet"]
@@ -438,6 +488,22 @@ def test_pytest_plugin_compares_a_calibrated_signal_locally(tmp_path: Path) -> N
         "--parity-backward with --parity-local or --parity-signal calibrated: a backward needs"
         in refused.stderr
     )
+
+
+def test_pytest_plugin_require_devices_fails_an_absent_device(tmp_path: Path) -> None:
+    """Lucid's 'gpu' cannot hold float64 on any machine: the generated test and the fixture's
+    check skip it, and fail it under --parity-require-devices."""
+    (tmp_path / "test_fixture.py").write_text(
+        "def test_mine(parity_pair):\n"
+        "    parity_pair.check(parity_pair('inception_resnet_v1', check_liveness=False))\n"
+    )
+    argv = ["--parity", "--parity-size", "75", "--parity-model", "inception_resnet_v1", "-q", "-rs"]
+    argv += ["--parity-dtype", "float64", "--parity-devices", "lucid=gpu"]
+    done = _pytest(tmp_path, *argv)
+    assert done.returncode == 0 and "2 skipped" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    done = _pytest(tmp_path, *argv, "--parity-require-devices")
+    assert done.returncode == 1 and "2 failed" in done.stdout, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "--parity-require-devices: lucid device 'gpu' cannot compare in float64" in done.stdout
 
 
 def test_pytest_plugin_quiets_openblas_only_for_a_parity_session(tmp_path: Path) -> None:
@@ -641,7 +707,6 @@ def test_convert_writes_an_ordinary_mode_and_refuses_unreadable_files(tmp_path: 
     finally:
         os.umask(old)
     capsys.readouterr()
-    torch.save({"w": torch.zeros(2, dtype=torch.bfloat16)}, tmp_path / "bf16.pt")
 
     # A pickle (protocol 0) of an object whose class lives in a module that is not installed.
     (tmp_path / "gone.lcd").write_bytes(b"cno_such_module_anywhere\nGone\n(tR.")
@@ -652,7 +717,7 @@ def test_convert_writes_an_ordinary_mode_and_refuses_unreadable_files(tmp_path: 
         for item in good.infolist():
             data = good.read(item)
             bad.writestr(item, b"\x80\x02\x86." if item.filename.endswith("data.pkl") else data)
-    for src in ("bf16.pt", "gone.lcd", "frame.lcd", "stack.pt"):
+    for src in ("gone.lcd", "frame.lcd", "stack.pt"):
         assert main(["convert", str(tmp_path / src), str(tmp_path / "out.lcd")]) == EXIT_USAGE
         err = capsys.readouterr().err
         assert len(err.strip().splitlines()) == 1 and f"{src}: not a state dict" in err, err
@@ -673,6 +738,16 @@ def test_convert_to_an_upper_case_suffix_and_through_a_symbolic_link(tmp_path: P
     assert (tmp_path / "link.pt").is_symlink()
     assert np.array_equal(load_checkpoint_file(tmp_path / "real.pt")["w"], [0.0, 1.0, 2.0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.LCD", "link.pt", "real.pt"]
+
+
+@pytest.mark.parametrize("name", ["m" * 245 + ".lcd", "results_v1." + "x" * 239, "é" * 100 + ".json"])
+def test_an_atomic_write_takes_any_name_the_file_system_takes(tmp_path: Path, name: str) -> None:
+    """The temporary file's name must be valid wherever the target's is: it kept the whole
+    name (then its whole last "suffix") and failed near the 255-byte limit."""
+    from parity import _files
+
+    _files.write_atomically(tmp_path / name, lambda tmp: tmp.write_text("whole"))
+    assert [p.name for p in tmp_path.iterdir()] == [name]
 
 
 def test_an_atomic_write_reaches_the_disk_before_its_name_does(tmp_path: Path, monkeypatch) -> None:

@@ -5,13 +5,17 @@ non-float outputs."""
 
 from __future__ import annotations
 
+import copy
+
+import lucid
 import lucid.nn as lnn
 import numpy as np
 import pytest
 import torch
 
-from lucid_inception.frameworks import LucidAdapter
-from parity import TOLERANCES, StateMismatchError, compare, transfer
+import parity.comparison
+from lucid_inception.frameworks import LucidAdapter, adapter_for
+from parity import TOLERANCES, StateMismatchError, compare, save_checkpoint, transfer
 from parity.tolerances import K_MAX
 
 X = np.random.default_rng(0).standard_normal((2, 3, 8, 8))
@@ -346,6 +350,29 @@ def test_compare_refuses_a_dtype_numpy_cannot_hold_listing_every_key() -> None:
         compare(torch.nn.Linear(3, 3), odd, X)
     assert [line.split(":")[0] for line in error.value.problems] == ["weight", "bias"]
     assert odd.weight.dtype == torch.bfloat16
+
+
+def test_a_meta_model_is_refused_listing_every_key_before_anything_is_read(tmp_path) -> None:
+    """A tensor on torch's meta device has no values: reading it raised NotImplementedError
+    halfway through a transfer from it, a save or a compare."""
+    with torch.device("meta"):
+        meta = torch.nn.Linear(3, 3)
+    plain = torch.nn.Linear(3, 3)
+    before = _bytes(plain)
+    with pytest.raises(StateMismatchError) as error:
+        transfer(meta, plain)
+    assert error.value.problems == [
+        f"{key}: on the source, a tensor on the meta device: it holds no values" for key in ("weight", "bias")
+    ]
+    assert _bytes(plain) == before
+    with pytest.raises(StateMismatchError, match=r"weight: a tensor on the meta device") as error:
+        save_checkpoint(meta, tmp_path / "meta.pt")
+    assert len(error.value.problems) == 2 and not list(tmp_path.iterdir())
+    for a, b, side in ((plain, meta, "b"), (meta, plain, "a")):
+        expected = rf"weight: on side {side} \(torch\), a tensor on the meta device"
+        with pytest.raises(StateMismatchError, match=expected):
+            compare(a, b, X)
+    assert _bytes(plain) == before and meta.weight.is_meta
 
 
 # ---------------------------------------------------------------------- layer settings
@@ -724,3 +751,244 @@ def test_a_batchnorm_called_with_a_keyword_input_still_has_its_train_mode_output
     assert ("bn", "bn_train_output") in [
         (r.module, r.kind) for r in compare(a, b, X, train_step=True).failures
     ]
+
+
+# --------------------------------------------------------------- grad mode, per side
+
+
+class TorchFrozenBranchNet(torch.nn.Module):
+    """A forward that runs a side branch under ``no_grad`` (a frozen teacher)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.teacher = torch.nn.Conv2d(4, 4, 1)
+        self.head = torch.nn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.stem(x)
+        with torch.no_grad():
+            t = self.teacher(y)
+        return self.head(y) + 0.0 * t.mean()
+
+
+class LucidFrozenBranchNet(lnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = lnn.Conv2d(3, 4, 3, padding=1)
+        self.teacher = lnn.Conv2d(4, 4, 1)
+        self.head = lnn.Conv2d(4, 2, 1)
+
+    def forward(self, x):
+        y = self.stem(x)
+        with lucid.no_grad():
+            t = self.teacher(y)
+        return self.head(y) + 0.0 * t.mean()
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+def test_a_side_paused_in_its_no_grad_leaves_gradients_on_for_the_other(framework: str, monkeypatch) -> None:
+    """The two forwards share one thread: side b paused inside its model's ``no_grad``
+    (waiting for side a at ``teacher``) turned gradients off for side a, whose output then
+    had no graph and its backward raised. No lead: the sides take turns at every module."""
+    monkeypatch.setattr(parity.comparison, "LEAD_BYTES", 0)
+    if framework == "torch":
+        a, b = TorchFrozenBranchNet().double(), TorchFrozenBranchNet().double()
+        b.load_state_dict(a.state_dict())
+    else:
+        a, b = LucidFrozenBranchNet(), LucidFrozenBranchNet()
+        for model in (a, b):
+            LucidAdapter.cast(model, "float64")
+        transfer(a, b)
+    modes = torch.is_grad_enabled(), lucid.grad_enabled()
+    report = compare(a, b, X, dtype="float64", backward=True)
+    assert report.ok, _failing(report)
+    assert {"param_grad", "input_grad"} <= {row.kind for row in report.rows}
+    assert (torch.is_grad_enabled(), lucid.grad_enabled()) == modes
+
+
+# --------------------------------------------------------------- integer buffers
+
+
+class LucidPermutedNet(lnn.Module):
+    """Indexes with an integer buffer (a channel permutation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = lnn.Conv2d(3, 4, 3, padding=1)
+        self.head = lnn.Conv2d(4, 2, 1)
+        self.register_buffer("perm", lnn.Buffer(np.array([3, 2, 1, 0], dtype=np.int64)))
+
+    def forward(self, x):
+        return self.head(self.conv(x)[:, self.perm.data])
+
+
+def test_a_lucid_integer_buffer_keeps_its_dtype_when_compare_casts() -> None:
+    """Lucid's cast turned every tensor into the compare dtype, an index buffer too: both
+    forwards then raised IndexError (a faithful pair failed)."""
+    a = LucidPermutedNet()
+    b = copy.deepcopy(a)  # ``transfer`` and ``load_state`` carry floats only
+    report = compare(a, b, X, dtype="float64")
+    assert report.ok, _failing(report)
+    LucidAdapter.cast(a, "float64")
+    assert LucidAdapter.dtypes(a)["perm"] == np.int64
+    assert LucidAdapter.dtypes(a)["conv.weight"] == np.float64
+
+
+# --------------------------------------------------------------- a module under two names
+
+
+class LucidTwiceNamedNet(lnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = lnn.Conv2d(3, 3, 3, padding=1)
+        self.again = self.conv  # the same module under a second name
+        self.relu = lnn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.again(self.conv(x)))
+
+
+class TorchTwiceNamedNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+        self.again = self.conv
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.again(self.conv(x)))
+
+
+def test_a_module_under_two_names_is_listed_once_on_both_frameworks() -> None:
+    """torch's ``named_modules`` lists a module once, under its first name; Lucid's walk
+    listed ``again`` too, so the trees differed and a faithful pair was refused. The
+    tied parameters keep every name (state keys, transfer)."""
+    a, b = LucidTwiceNamedNet(), TorchTwiceNamedNet().double()
+    LucidAdapter.cast(a, "float64")
+    transfer(a, b)
+    assert [name for name, _ in LucidAdapter.named_modules(a)] == ["", "conv", "relu"]
+    assert {"conv.weight", "again.weight"} <= set(LucidAdapter.parameter_names(a))
+    # Forward only: Lucid as released gets every conv bias gradient wrong (LUC-006), which
+    # backward rows against torch would rightly report.
+    report = compare(a, b, X, dtype="float64")
+    assert report.ok, _failing(report)
+    assert [row.note for row in report.rows if row.kind == "output" and row.module == "conv"] == [
+        "call 1 of 2",
+        "call 2 of 2",
+    ]
+
+
+# --------------------------------------------------------------- dropout in the train step
+
+
+class LucidDropoutNet(lnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = lnn.Conv2d(3, 4, 3, padding=1)
+        self.bn = lnn.BatchNorm2d(4)
+        self.drop = lnn.Dropout(0.5)
+        self.bn2 = lnn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn2(self.drop(self.bn(self.conv(x))))
+
+
+class TorchDropoutNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.drop = torch.nn.Dropout(0.5)
+        self.bn2 = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return self.bn2(self.drop(self.bn(self.conv(x))))
+
+
+@pytest.mark.parametrize("pair", ["torch->torch", "lucid->torch"])
+def test_the_train_step_runs_dropout_as_the_identity_and_puts_its_mode_back(pair: str) -> None:
+    """Each side drew its own dropout mask in the train step, so the BatchNorm after the
+    dropout saw different inputs and a faithful pair failed its batch statistics."""
+    b = TorchDropoutNet().double()
+    if pair == "torch->torch":
+        a = TorchDropoutNet().double()
+        a.load_state_dict(b.state_dict())
+    else:
+        a = LucidDropoutNet()
+        LucidAdapter.cast(a, "float64")
+        transfer(b, a)
+    a.train()
+    a.drop.train(False)  # an odd mix of modes, to be put back as found
+
+    def modes() -> list[list[bool]]:
+        return [adapter_for(m).training_modes(m) for m in (a, b)]
+
+    before = modes()
+    report = compare(a, b, X, dtype="float64", train_step=True)
+    assert report.ok, _failing(report)
+    assert {"bn_batch_stats", "bn_train_output", "bn_running_update"} <= {row.kind for row in report.rows}
+    assert modes() == before
+
+
+# --------------------------------------------------------------- models that share tensors
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+def test_two_models_sharing_a_submodule_are_refused_before_anything_runs(framework: str) -> None:
+    """A shared backbone: both backwards accumulated into the same ``.grad``, and the
+    parameter-gradient rows of a faithful pair failed."""
+    if framework == "torch":
+        nn = torch.nn
+        backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        a, b = nn.Sequential(backbone, nn.Conv2d(4, 2, 1)), nn.Sequential(backbone, nn.Conv2d(4, 2, 1))
+        b[1].load_state_dict(a[1].state_dict())
+    else:
+        nn = lnn
+        backbone = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+        a, b = nn.Sequential(backbone, nn.Conv2d(4, 2, 1)), nn.Sequential(backbone, nn.Conv2d(4, 2, 1))
+        transfer(a[1], b[1])
+    calls = []
+    backbone.register_forward_hook(lambda *_: calls.append(1))
+    shared = r"share 4 parameter\(s\) \('0.0.weight'.*independent models"
+    with pytest.raises(ValueError, match=shared):
+        compare(a, b, X, backward=True)
+    # With a train step, the BatchNorm's running statistics too.
+    with pytest.raises(ValueError, match=r"share 6 parameter\(s\) or buffer\(s\) .*\(\+1 more\)"):
+        compare(a, b, X, train_step=True)
+    assert calls == []
+
+
+class _Normalised(torch.nn.Module):
+    """A constant every instance shares (a module-level tensor registered as a buffer)."""
+
+    MEAN = torch.tensor([0.5, 0.25, 0.125]).reshape(1, 3, 1, 1)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", self.MEAN)
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x - self.mean)
+
+
+def test_a_constant_buffer_shared_by_two_instances_is_not_refused() -> None:
+    """No gradient and no running statistic: two fresh instances (the advice for a shared
+    backbone) were refused for it."""
+    a, b = _Normalised(), _Normalised()
+    transfer(a, b)
+    assert a.mean is b.mean and compare(a, b, X, backward=True).ok
+
+
+# --------------------------------------------------------------- inputs beyond the dtype
+
+
+def test_an_input_that_overflows_the_compare_dtype_is_refused_as_such() -> None:
+    """Finiteness was checked before the cast: float64 values beyond float32's range
+    became inf, and the forwards failed on them as if the models were at fault."""
+    a, b = torch_pair("float32")
+    with pytest.raises(ValueError, match=r"values up to 3.77e\+39 overflow float32"):
+        compare(a, b, X * 1e39)
+    with pytest.raises(ValueError, match="NaN or infinite"):  # a non-finite input says so
+        compare(a, b, np.where(X > 0, np.nan, X))

@@ -238,6 +238,10 @@ def test_a_torch_state_dict_file_loads_without_num_batches_tracked(tmp_path) -> 
     loaded = load_checkpoint_file(tmp_path / "twin.pt")
     assert not any(k.endswith("num_batches_tracked") for k in loaded)
     _assert_bit_equal(loaded, TorchAdapter.state(twin))
+    # A conversion says which counters it left out: nothing is dropped unsaid.
+    counters = convert_checkpoint(tmp_path / "twin.pt", tmp_path / "twin.lcd")
+    assert counters == [k for k in twin.state_dict() if k.endswith("num_batches_tracked")] and counters
+    assert convert_checkpoint(tmp_path / "twin.lcd", tmp_path / "back.pt") == []
 
 
 def test_convert_both_ways_is_bit_exact(tmp_path, trained) -> None:
@@ -280,6 +284,18 @@ def test_a_bad_file_names_every_offending_key(tmp_path) -> None:
     with pytest.raises(StateMismatchError) as caught:
         convert_checkpoint(tmp_path / "bad.pt", tmp_path / "out.lcd")
     assert [line.split(":")[0] for line in caught.value.problems] == ["b", "c"]
+    assert not (tmp_path / "out.lcd").exists()
+    # Tensors numpy cannot hold (bfloat16, the meta device) are listed with the others,
+    # instead of the first one raising a line that names no key.
+    odd = {"a": torch.zeros(2, dtype=torch.bfloat16), "b": torch.zeros(2), "c": torch.zeros(2, device="meta")}
+    torch.save(odd | {"d": torch.zeros(2, dtype=torch.float16)}, tmp_path / "odd.pt")
+    with pytest.raises(StateMismatchError) as caught:
+        convert_checkpoint(tmp_path / "odd.pt", tmp_path / "out.lcd")
+    assert caught.value.problems == [
+        "a: dtype bfloat16; supported: float32, float64",
+        "c: a tensor on the meta device: it holds no values",
+        "d: dtype float16; supported: float32, float64",
+    ]
     assert not (tmp_path / "out.lcd").exists()
     (tmp_path / "junk.lcd").write_bytes(pickle.dumps([1, 2, 3]))
     with pytest.raises(ValueError, match="junk.lcd"):
@@ -379,6 +395,34 @@ def test_on_the_host_interleaved_slices_are_told_apart() -> None:
     _assert_bit_equal(TorchAdapter.state(dst), TorchAdapter.state(src))
 
 
+class _Scale(torch.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.s = torch.nn.Parameter(torch.tensor(value))  # 0-d: a learnable scalar
+
+
+class _LucidScale(lucid.nn.Module):
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.s = lucid.nn.Parameter(lucid.Tensor(np.float32(value)))
+
+
+def test_a_zero_dimensional_tensor_transfers_into_torch() -> None:
+    """``np.ascontiguousarray`` made a 0-d source 1-d: ``copy_`` refused it after the keys
+    before it were written (a half-written destination and a RuntimeError naming no key)."""
+    pairs = [
+        (
+            torch.nn.Sequential(torch.nn.Linear(2, 2), _Scale(3.0)),
+            torch.nn.Sequential(torch.nn.Linear(2, 2), _Scale(5.0)),
+        ),
+        (lucid.nn.Sequential(_LucidScale(3.0)), torch.nn.Sequential(_Scale(5.0))),
+    ]
+    for src, dst in pairs:
+        transfer(src, dst)
+        assert dst[-1].s.shape == () and dst[-1].s.item() == 3.0
+        _assert_bit_equal(TorchAdapter.state(dst), adapter_for(src).state(src))
+
+
 def test_meta_and_inference_tensors_are_refused_before_any_write() -> None:
     """copy_ into a meta tensor does nothing (no error: nothing was transferred); into an
     inference tensor torch raises, after the keys before it were written."""
@@ -429,6 +473,16 @@ def test_extra_state_is_named_not_a_crash(src, dst, sides: str) -> None:
         f"0._extra_state: extra state (a dict) on the {sides}, which transfer does not carry: tensors only"
     ]
     _assert_bit_equal(adapter.state(target), before)
+
+
+def test_save_checkpoint_names_extra_state_instead_of_dropping_it(tmp_path) -> None:
+    with pytest.raises(StateMismatchError) as caught:
+        save_checkpoint(torch.nn.Sequential(_WithExtraState(3, 2, 1)), tmp_path / "w.pt")
+    assert caught.value.problems == [
+        "0._extra_state: extra state (a dict), which a checkpoint of tensors does not carry "
+        "(torch.save(model.state_dict()) does)"
+    ]
+    assert not list(tmp_path.iterdir())
 
 
 def test_compare_takes_models_with_extra_state() -> None:

@@ -16,7 +16,8 @@ import numpy as np
 
 from lucid_inception.frameworks.identity import TensorState
 from lucid_inception.frameworks.lucid_adapter import LucidAdapter
-from lucid_inception.frameworks.state import StateMismatchError, check_state
+from lucid_inception.frameworks.state import COUNTER_SUFFIX, StateMismatchError, UnreadableTensor, check_state
+from lucid_inception.frameworks.structured import StructuredOutput
 
 if TYPE_CHECKING:
     from lucid_inception.frameworks.torch_adapter import TorchAdapter
@@ -26,8 +27,11 @@ if TYPE_CHECKING:
 __all__ = [
     "ADAPTERS",
     "Adapter",
+    "COUNTER_SUFFIX",
     "LucidAdapter",
     "StateMismatchError",
+    "StructuredOutput",
+    "UnreadableTensor",
     "TensorState",
     "TorchAdapter",
     "LAYER_KINDS",
@@ -112,6 +116,7 @@ def capture_outputs(
     *,
     copy: bool = True,
     identity: bool = False,
+    structured: bool = False,
     select: Callable[[str, object], bool] = lambda name, module: True,
 ) -> Iterator[None]:
     """While active, every named module's output is passed, as a numpy copy, to
@@ -119,7 +124,9 @@ def capture_outputs(
     so children come before their parent; the root is named ``""``). With ``copy=False``
     the array is a read-only view of the live output, valid only until the callback returns;
     with ``identity``, ``callback(name, array, state)`` also gets its ``TensorState``.
-    ``select(name, module)`` picks the modules, as in ``capture_inputs``."""
+    With ``structured`` an output that is not one tensor comes as a ``StructuredOutput``
+    (state ``None``); else such outputs are skipped. ``select(name, module)`` picks the
+    modules, as in ``capture_inputs``."""
 
     def install(adapter: Adapter, name: str, module: object) -> list[Callable[[], None]]:
         if not select(name, module):
@@ -128,7 +135,7 @@ def capture_outputs(
         def report(*args: object) -> None:
             callback(name, *args)
 
-        return [adapter.add_output_hook(module, report, copy=copy, identity=identity)]
+        return [adapter.add_output_hook(module, report, copy=copy, identity=identity, structured=structured)]
 
     with _hooks_on_every_module(model, install):
         yield

@@ -18,11 +18,13 @@ import lucid
 import lucid.nn as lnn
 import mlx.core as mx
 import numpy as np
+from lucid.nn.modules.drop import _DropoutNd
 from lucid.nn.modules.norm import _BatchNorm
 from lucid.types import to_numeric_type
 
 from lucid_inception.frameworks.identity import TensorState
-from lucid_inception.frameworks.state import KeyHint, check_state
+from lucid_inception.frameworks.state import KeyHint, check_state, same_bits
+from lucid_inception.frameworks.structured import flatten_output
 
 __all__ = ["LucidAdapter", "numpy_dtype", "quiet_uninitialised_casts"]
 
@@ -172,10 +174,17 @@ class LucidAdapter:
 
     @staticmethod
     def named_modules(model: lnn.Module) -> list[tuple[str, lnn.Module]]:
-        """All modules in pre-order, the root named ``""``, as torch's ``named_modules``."""
+        """All modules in pre-order, the root named ``""``, as torch's ``named_modules``: a
+        module registered under two names (``self.again = self.conv``) is listed once,
+        under the first, its children with it, or the two frameworks' trees would differ.
+        (Its tensors keep both names: ``tensors`` walks every name, as state dicts do.)"""
         found: list[tuple[str, lnn.Module]] = []
+        seen: set[int] = set()
 
         def walk(prefix: str, module: lnn.Module) -> None:
+            if id(module) in seen:
+                return
+            seen.add(id(module))
             found.append((prefix, module))
             for name, child in module._modules.items():
                 if child is not None:
@@ -223,6 +232,12 @@ class LucidAdapter:
     @staticmethod
     def is_batchnorm(module: lnn.Module) -> bool:
         return isinstance(module, _BatchNorm)
+
+    @staticmethod
+    def is_dropout(module: lnn.Module) -> bool:
+        """A module that drops at random in train mode and is the identity in eval mode
+        (Lucid's ``DropPath`` drops in both modes, so it is not one)."""
+        return isinstance(module, (_DropoutNd, lnn.DropBlock))
 
     @staticmethod
     def batchnorm_momentum(module: lnn.Module) -> float | None:
@@ -276,6 +291,11 @@ class LucidAdapter:
             _assign(tensor, new[key])
 
     @staticmethod
+    def unreadable(live: Mapping[str, lucid.Tensor]) -> dict[str, str]:
+        """As ``TorchAdapter.unreadable``: none (Lucid has no meta device)."""
+        return {}
+
+    @staticmethod
     def unwritable(live: Mapping[str, lucid.Tensor]) -> dict[str, str]:
         """As ``TorchAdapter.unwritable``: none (``load_state`` replaces arrays, on any device)."""
         return {}
@@ -294,13 +314,29 @@ class LucidAdapter:
 
     @classmethod
     def restore(cls, model: lnn.Module, snapshot: Mapping[str, np.ndarray]) -> None:
-        """Put back tensors taken by ``snapshot`` bit for bit, dtypes included (no cast)."""
+        """Put back tensors taken by ``snapshot`` bit for bit, dtypes included (no cast),
+        where they changed; a key the model no longer has is passed over."""
         live = cls.tensors(model)
-        unknown = sorted(set(snapshot) - set(live))
-        if unknown:
-            raise KeyError(f"restore: the model has no tensors {unknown[:5]}")
         for key, array in snapshot.items():
+            if key not in live:  # the model dropped it itself
+                continue
+            data = live[key].data
+            if same_bits(_read_only(data), array):  # an MLX array is read to the host
+                continue  # unchanged: its array (and any view a user holds of it) stays
             _assign(live[key], np.array(array, copy=True))
+
+    @classmethod
+    def changed_since(cls, model: lnn.Module, snapshot: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """As ``TorchAdapter.changed_since``."""
+        live = cls.tensors(model)
+        changed = {}
+        for key, saved in snapshot.items():
+            if key not in live:
+                continue
+            now = _read_only(live[key].data)
+            if not same_bits(now, saved.astype(now.dtype, copy=False)):  # ~1 us, not ~15
+                changed[key] = now
+        return changed
 
     @classmethod
     def dtypes(cls, model: lnn.Module) -> dict[str, np.dtype]:
@@ -308,9 +344,13 @@ class LucidAdapter:
 
     @classmethod
     def cast(cls, model: lnn.Module, dtype: str | np.dtype) -> None:
+        """Cast the floating-point parameters and buffers, as ``TorchAdapter.cast``: an
+        integer or boolean buffer (an index, a mask) keeps its dtype, or indexing with it
+        would raise."""
         target = np.dtype(dtype)
         for tensor in cls.tensors(model).values():
-            if numpy_dtype(tensor.data) != target:
+            current = numpy_dtype(tensor.data)
+            if np.issubdtype(current, np.floating) and current != target:
                 _assign(tensor, np.asarray(_to_numpy(tensor.data), dtype=target))
 
     # ----- mode and device
@@ -376,26 +416,48 @@ class LucidAdapter:
         return lucid.no_grad()
 
     @staticmethod
+    def grad_enabled() -> bool:
+        """The global grad flag that ``no_grad`` switches off."""
+        return lucid.grad_enabled()
+
+    @staticmethod
+    def set_grad_enabled(mode: bool) -> None:
+        """Set the global grad flag. Lucid has no setter: ``lucid.no_grad`` assigns the
+        module global ``lucid._grad_enabled`` itself, and so does this."""
+        lucid._grad_enabled = bool(mode)
+
+    @staticmethod
     def precise() -> contextlib.AbstractContextManager:
         """Full-precision arithmetic for comparisons; Lucid has no reduced-precision modes."""
         return contextlib.nullcontext()
 
     @staticmethod
     def add_output_hook(
-        module: lnn.Module, callback: Callable[..., None], *, copy: bool = True, identity: bool = False
+        module: lnn.Module,
+        callback: Callable[..., None],
+        *,
+        copy: bool = True,
+        identity: bool = False,
+        structured: bool = False,
     ) -> Callable[[], None]:
         """Call ``callback`` with a copy of the module's output after each call; returns
         the function that removes the hook. With ``copy=False`` the callback gets a
         read-only view of the live array, valid only until it returns (the forward waits);
-        with ``identity`` it also gets the output's ``TensorState``."""
+        with ``identity`` it also gets the output's ``TensorState`` (``None`` for a
+        structured one); with ``structured`` an output that is not one tensor (a tuple, a
+        dict, ``None``) is reported too, as a ``StructuredOutput``; else it is skipped."""
+
+        def to_array(tensor: lucid.Tensor) -> np.ndarray:
+            return _to_numpy(tensor.data) if copy else _read_only(tensor.data)
 
         def hook(_module: lnn.Module, _args: tuple, output: object) -> None:
             if isinstance(output, lucid.Tensor):
-                array = _to_numpy(output.data) if copy else _read_only(output.data)
-                if identity:
-                    callback(array, TensorState(output, id(output.data)))
-                else:
-                    callback(array)
+                payload, state = to_array(output), TensorState(output, id(output.data))
+            elif structured:
+                payload, state = flatten_output(output, lambda v: isinstance(v, lucid.Tensor), to_array), None
+            else:
+                return
+            callback(payload, state) if identity else callback(payload)
 
         return module.register_forward_hook(hook)
 
@@ -591,7 +653,9 @@ class LucidAdapter:
         """Read a ``.lcd`` file with ``lucid.load``. It is a pickle: load only trusted files."""
         try:
             content = lucid.load(os.fspath(path))
-        except (pickle.UnpicklingError, EOFError, AttributeError, KeyError) as error:
+        except (pickle.UnpicklingError, EOFError, AttributeError, KeyError, ValueError) as error:
+            # ValueError: lucid.load's own verdict ("Incompatible format version: 1.0 != 1.1"),
+            # which does not name the file.
             raise ValueError(f"{os.fspath(path)}: not a Lucid .lcd state dict ({error})") from error
         if not isinstance(content, Mapping):
             raise ValueError(f"{os.fspath(path)}: holds a {type(content).__name__}, not a state dict")

@@ -9,13 +9,26 @@ written, so a failed load names every offending key and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["StateMismatchError", "check_state"]
+__all__ = ["COUNTER_SUFFIX", "StateMismatchError", "UnreadableTensor", "check_state", "same_bits"]
+
+# torch's BatchNorm batch counters (``bn.num_batches_tracked``): no Lucid model has them,
+# so transfers, snapshots of state and converted files leave them aside.
+COUNTER_SUFFIX = "num_batches_tracked"
 
 # Optional hint for a problem key, e.g. "this is upstream's 64-channel B branch".
 KeyHint = Callable[[str, tuple[int, ...], tuple[int, ...]], str | None]
+
+
+@dataclass(frozen=True)
+class UnreadableTensor:
+    """A file's tensor that no numpy array can hold (a bfloat16 one, one on torch's meta
+    device), kept as why, so that the file's check lists it with the others."""
+
+    why: str
 
 
 class StateMismatchError(ValueError, KeyError):
@@ -69,3 +82,8 @@ def check_state(
             problems.append(f"{key}: dtype {value.dtype}, the model has {dtype} (cast one side first)")
     if problems:
         raise StateMismatchError(what, problems)
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same dtype, shape and bytes (so -0.0 is not 0.0, and each NaN keeps its payload)."""
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()

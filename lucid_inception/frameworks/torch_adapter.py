@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 from lucid_inception.frameworks.identity import TensorState
-from lucid_inception.frameworks.state import KeyHint, check_state
+from lucid_inception.frameworks.state import COUNTER_SUFFIX, KeyHint, UnreadableTensor, check_state, same_bits
+from lucid_inception.frameworks.structured import flatten_output
 
 __all__ = ["TorchAdapter"]
 
-_TORCH_ONLY_SUFFIX = "num_batches_tracked"
 _EXTRA_STATE = "_extra_state"  # torch.nn.modules.module._EXTRA_STATE_KEY_SUFFIX
 
 
@@ -50,8 +50,42 @@ def _state_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: t for k, t in model.state_dict(keep_vars=True).items() if _is_tensor_state(model, k, t)}
 
 
+def _saved(t: torch.Tensor) -> np.ndarray | torch.Tensor:
+    """A copy for ``restore``: a numpy array in the tensor's memory layout (``np.array``
+    keeps the strides; ``.copy()`` would make it C-ordered), or a torch clone when numpy has
+    no dtype for it."""
+    if t.is_floating_point() and t.dtype not in _NUMPY_FLOATS:
+        return t.detach().clone()
+    return np.array(t.detach().to("cpu").numpy(), copy=True)
+
+
+def _restorable(model: torch.nn.Module, keys: Collection[str] | None) -> dict[str, torch.Tensor]:
+    """What ``snapshot`` and ``restore`` cover (``keys`` of it, or all when ``None``): the
+    state dict's tensors and the buffers it leaves out (non-persistent ones, which a forward
+    may update: a running average). Keys that are all buffers (a compare without a cast)
+    are found without the state dict's walk, a third of the time."""
+    buffers = dict(model.named_buffers(remove_duplicate=False))
+    if keys is not None and all(key in buffers for key in keys):
+        return buffers
+    live = _state_tensors(model)
+    for key, buffer in buffers.items():
+        live.setdefault(key, buffer)
+    return live
+
+
 def _to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.detach().to("cpu").numpy().copy()
+
+
+def _file_value(t: torch.Tensor) -> np.ndarray | UnreadableTensor:
+    """A file's tensor as a numpy array, or why it cannot be one (every such key is then
+    listed by the file's check, instead of the first one raising)."""
+    if t.is_meta:
+        return UnreadableTensor("a tensor on the meta device: it holds no values")
+    try:
+        return _to_numpy(t)
+    except TypeError:  # a dtype numpy has none for: "Got unsupported ScalarType BFloat16"
+        return UnreadableTensor(f"dtype {str(t.dtype).removeprefix('torch.')}; supported: float32, float64")
 
 
 def _read_only(t: torch.Tensor) -> np.ndarray:
@@ -66,6 +100,7 @@ def _read_only(t: torch.Tensor) -> np.ndarray:
 
 # The dtypes a model's transferable state may have: numpy's floating dtypes.
 _STATE_DTYPES = "float16, float32, float64"
+_NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
 
 
 def _np_dtype(t: torch.Tensor, key: str) -> np.dtype:
@@ -129,7 +164,7 @@ class TorchAdapter:
     def tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         """Parameters and buffers by state-dict name, without ``num_batches_tracked``, extra
         state or any other object that is not a tensor (``untransferable`` lists those)."""
-        return {k: t for k, t in _state_tensors(model).items() if not k.endswith(_TORCH_ONLY_SUFFIX)}
+        return {k: t for k, t in _state_tensors(model).items() if not k.endswith(COUNTER_SUFFIX)}
 
     @staticmethod
     def untransferable(model: torch.nn.Module) -> dict[str, str]:
@@ -156,6 +191,12 @@ class TorchAdapter:
     @staticmethod
     def is_batchnorm(module: torch.nn.Module) -> bool:
         return isinstance(module, torch.nn.modules.batchnorm._BatchNorm)
+
+    @staticmethod
+    def is_dropout(module: torch.nn.Module) -> bool:
+        """A module that drops at random in train mode and is the identity in eval mode
+        (every dropout kind of ``torch.nn``)."""
+        return isinstance(module, torch.nn.modules.dropout._DropoutNd)
 
     @staticmethod
     def batchnorm_momentum(module: torch.nn.Module) -> float | None:
@@ -199,12 +240,21 @@ class TorchAdapter:
         # Every conversion (dtype, byte order, layout) happens before the first write, so
         # nothing is half-written; an array already in the model's dtype and C order is
         # read in place: loading holds no second copy of the weights.
-        sources = {k: np.ascontiguousarray(state[k], dtype=expected[k][1]) for k in live}
+        # (``asarray``, not ``ascontiguousarray``: that one makes a 0-d array 1-d, and
+        # ``copy_`` then refuses it after the keys before it were written.)
+        sources = {k: np.asarray(state[k], dtype=expected[k][1], order="C") for k in live}
         with torch.no_grad(), warnings.catch_warnings():
             # from_numpy warns about read-only arrays (state views): they are only read here.
             warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
             for key, tensor in live.items():
                 tensor.copy_(torch.from_numpy(sources[key]))
+
+    @staticmethod
+    def unreadable(live: Mapping[str, torch.Tensor]) -> dict[str, str]:
+        """Key -> why, for every tensor that holds no values to read: one on the meta device
+        (reading it raises ``NotImplementedError`` halfway through a transfer or a save)."""
+        why = "a tensor on the meta device: it holds no values"
+        return {key: why for key, t in live.items() if t.is_meta}
 
     @staticmethod
     def unwritable(live: Mapping[str, torch.Tensor]) -> dict[str, str]:
@@ -242,22 +292,49 @@ class TorchAdapter:
 
     @staticmethod
     def snapshot(model: torch.nn.Module, keys: Collection[str] | None = None) -> dict[str, np.ndarray]:
-        """Copies of the named tensors (all when ``keys`` is None, ``num_batches_tracked``
-        included, extra state not), each in its own dtype, for ``restore``."""
-        live = _state_tensors(model)
-        return {k: _to_numpy(t) for k, t in live.items() if keys is None or k in keys}
+        """Copies of the named tensors (all when ``keys`` is None: the state dict's tensors,
+        ``num_batches_tracked`` included, extra state not, and non-persistent buffers), each
+        in its own dtype and memory layout (a channels-last weight stays channels-last), for
+        ``restore``. A tensor numpy has no dtype for (a bfloat16 buffer) is kept as a torch
+        clone: a compare refuses such state-dict tensors, but not non-persistent buffers."""
+        live = _restorable(model, keys)
+        return {k: _saved(t) for k, t in live.items() if keys is None or k in keys}
 
     @staticmethod
     def restore(model: torch.nn.Module, snapshot: Mapping[str, np.ndarray]) -> None:
-        """Put back tensors taken by ``snapshot`` bit for bit, dtypes included (no cast)."""
-        live = _state_tensors(model)
-        unknown = sorted(set(snapshot) - set(live))
-        if unknown:
-            raise KeyError(f"restore: the model has no tensors {unknown[:5]}")
+        """Put back tensors taken by ``snapshot`` bit for bit, dtypes and layouts included (no
+        cast), where they changed; a key the model no longer has (a buffer its forward set to
+        ``None``) is passed over: there is nothing left to put it into."""
+        live = _restorable(model, snapshot)
         with torch.no_grad():
             for key, array in snapshot.items():
+                tensor = live.get(key)
+                if tensor is None:  # the model dropped it itself (``self.cache = None``)
+                    continue
+                if isinstance(array, torch.Tensor):  # kept as a clone (see ``snapshot``)
+                    tensor.data = array.clone().to(tensor.device)
+                    continue
+                if not tensor.is_meta and same_bits(tensor.detach().to("cpu").numpy(), array):
+                    continue  # unchanged: its storage (and any view a user holds of it) stays
                 # ``.data =`` keeps the Parameter object and lets its dtype change.
-                live[key].data = torch.from_numpy(np.array(array, copy=True)).to(live[key].device)
+                tensor.data = torch.from_numpy(np.array(array, copy=True)).to(tensor.device)
+
+    @staticmethod
+    def changed_since(model: torch.nn.Module, snapshot: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Key -> a read-only view of its value now, for every tensor of ``snapshot`` whose
+        bits changed since (compared in its dtype now: a cast alone is no change). Values,
+        not ``_version``: torch's BatchNorm kernels update running statistics in place
+        without bumping it."""
+        live = _restorable(model, snapshot)
+        changed = {}
+        for key, saved in snapshot.items():
+            tensor = live.get(key)
+            if tensor is None or isinstance(saved, torch.Tensor):  # dropped, or kept as a clone
+                continue
+            now = _read_only(tensor)
+            if not same_bits(now, saved.astype(now.dtype, copy=False)):  # ~1 us, not ~15
+                changed[key] = now
+        return changed
 
     @classmethod
     def dtypes(cls, model: torch.nn.Module) -> dict[str, np.dtype]:
@@ -331,6 +408,16 @@ class TorchAdapter:
         return torch.no_grad()
 
     @staticmethod
+    def grad_enabled() -> bool:
+        """This thread's grad mode (what ``no_grad`` switches off)."""
+        return torch.is_grad_enabled()
+
+    @staticmethod
+    def set_grad_enabled(mode: bool) -> None:
+        """Set this thread's grad mode."""
+        torch.set_grad_enabled(mode)
+
+    @staticmethod
     def precise() -> contextlib.AbstractContextManager:
         """Full-precision float32 for comparisons: no TF32 in cuDNN convolutions or matmuls."""
         return _ieee_float32()
@@ -342,18 +429,29 @@ class TorchAdapter:
         *,
         copy: bool = True,
         identity: bool = False,
+        structured: bool = False,
     ) -> Callable[[], None]:
         """As ``LucidAdapter.add_output_hook``: a copy, or with ``copy=False`` a read-only
         view valid only until the callback returns (a CUDA tensor is copied to the host);
-        with ``identity`` the callback also gets the output's ``TensorState``."""
+        with ``identity`` the callback also gets the output's ``TensorState``; with
+        ``structured`` an output that is not one tensor is reported as a ``StructuredOutput``.
+        A floating output numpy has no dtype for (bfloat16, under ``torch.autocast``) is
+        reported in float32, which holds it exactly."""
+        read = _to_numpy if copy else _read_only
+
+        def to_array(t: torch.Tensor) -> np.ndarray:
+            if t.is_floating_point() and t.dtype not in _NUMPY_FLOATS:
+                t = t.float()  # a new tensor: what a view would have shown, exactly
+            return read(t)
 
         def hook(_module: torch.nn.Module, _args: tuple, output: object) -> None:
             if isinstance(output, torch.Tensor):
-                array = _to_numpy(output) if copy else _read_only(output)
-                if identity:
-                    callback(array, TensorState(output, output._version))
-                else:
-                    callback(array)
+                payload, state = to_array(output), TensorState(output, output._version)
+            elif structured:
+                payload, state = flatten_output(output, lambda v: isinstance(v, torch.Tensor), to_array), None
+            else:
+                return
+            callback(payload, state) if identity else callback(payload)
             # returns None: a value would replace the module's output
 
         return module.register_forward_hook(hook).remove
@@ -548,16 +646,13 @@ class TorchAdapter:
 
     @staticmethod
     def load_file(path: str | os.PathLike) -> dict[str, object]:
-        """Read a ``torch.save``d state dict with ``weights_only=True`` (tensors become numpy
-        arrays; ``num_batches_tracked`` is dropped, as in ``state``)."""
+        """Read a ``torch.save``d state dict with ``weights_only=True``: every entry, tensors
+        as numpy arrays (``num_batches_tracked`` too: ``parity.weights`` leaves it out and
+        says so)."""
         try:
             content = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
             raise ValueError(f"{os.fspath(path)}: not a torch state dict ({error})") from error
         if not isinstance(content, Mapping):
             raise ValueError(f"{os.fspath(path)}: holds a {type(content).__name__}, not a state dict")
-        return {
-            k: _to_numpy(v) if isinstance(v, torch.Tensor) else v
-            for k, v in content.items()
-            if not (isinstance(k, str) and k.endswith(_TORCH_ONLY_SUFFIX))
-        }
+        return {k: _file_value(v) if isinstance(v, torch.Tensor) else v for k, v in content.items()}
