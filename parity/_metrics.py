@@ -87,17 +87,21 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
         a, b = a.astype(common), b.astype(common)
     if a.dtype.kind == "c":  # both, after the cast
         return _complex_errors(a, b, note)
-    # Each side's scale in its own memory order (a whole-array reduction reads it straight).
-    scale = largest(_max_magnitude(a), _max_magnitude(b))
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflow: handled below
         if a.size <= _BLOCK:  # a small output (many branches at batch 1): no blocking to set up
+            scale = largest(_max_magnitude(a), _max_magnitude(b))
             max_abs = _max_magnitude(np.subtract(a, b))
         else:
+            # Side a's scale block by block, while the subtraction has left its (contiguous)
+            # block in cache; side b's in one whole-array pass in its own memory order,
+            # faster than reducing its strided blocks. Bit for bit the same maximum as two
+            # whole-array passes, ~10% less time on Inception-v4's large outputs (one run).
             scratch = np.empty(_BLOCK, dtype=a.dtype)
-            max_abs = 0.0
+            max_abs, scale = 0.0, _max_magnitude(b)
             for block_a, block_b in _blocks(a, b, _BLOCK):
                 out = scratch[: block_a.size].reshape(block_a.shape)
                 max_abs = largest(max_abs, _max_magnitude(np.subtract(block_a, block_b, out=out)))
+                scale = largest(scale, _max_magnitude(block_a))
     if not (math.isfinite(max_abs) and math.isfinite(scale)):  # NaN or inf somewhere
         return _non_finite_errors(a, b, note)
     return max_abs, relative(max_abs, scale), note
