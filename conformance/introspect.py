@@ -57,12 +57,16 @@ class ModelView:
 
     def op_kind(self, name: str) -> str:
         """The paper op a module is (``conv``, ``linear-conv``, ``maxpool``, ...), or
-        ``sequential`` / ``other``."""
+        ``sequential`` (a Sequential or a ModuleList: its children in order, the way a
+        model writes a chain either way), ``reshape`` (a Flatten: moves no value, computes
+        nothing) or ``other``."""
         layer = self.layer(name)
         if layer in _OP_KINDS:
             return _OP_KINDS[layer]
-        if layer == "sequential":
+        if layer in ("sequential", "module-list"):
             return "sequential"
+        if layer == "flatten":
+            return "reshape"
         if tuple(self.layer(c) for c in self.children[name]) == _CONV_BN_RELU:
             return "conv"
         return "other"

@@ -385,7 +385,7 @@ def _changed_buffer_rows(ctx: _Context, saved: list[dict[str, np.ndarray]]) -> N
 
 # Kinds whose settings say nothing about what a module computes: containers and classes
 # the adapters do not know (their class names may differ between two faithful models).
-_NOT_COMPARED_KINDS = frozenset({"module", "sequential"})
+_NOT_COMPARED_KINDS = frozenset({"module", "sequential", "module-list"})
 
 
 def _plain(value: object) -> object:

@@ -463,6 +463,55 @@ def test_missing_block_group_reports_its_items() -> None:
     assert {r.found for r in report.failures if r.id in block_c} == {"no block_c blocks found"}
 
 
+def _regrouped(name: str, framework: str, skip: int | None = None):
+    """The port's or twin's own layers, held as another faithful implementation might:
+    the trunk as a ModuleList of one ModuleList per run of blocks of one class, and a
+    Flatten module before the dropout. ``skip``: the trunk block the loop leaves out."""
+    nn = torch.nn if framework == "torch" else lnn
+    built = lucid_inception.build(name, framework)
+    blocks = [*([built.stem] if hasattr(built, "stem") else []), *built.conv]
+    stages: list[list] = []
+    for block in blocks:
+        if stages and type(stages[-1][-1]) is type(block):
+            stages[-1].append(block)
+        else:
+            stages.append([block])
+
+    class Regrouped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stages = nn.ModuleList([nn.ModuleList(stage) for stage in stages])
+            self.avgpool = built.avgpool
+            self.flatten = nn.Flatten(1)
+            self.dropout, self.fc = built.dropout, built.fc
+
+        def forward(self, x):
+            for i, block in enumerate(b for stage in self.stages for b in stage):
+                if i != skip:
+                    x = block(x)
+            return self.fc(self.dropout(self.flatten(self.avgpool(x))))
+
+    return Regrouped()
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+@pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v1"])
+def test_module_lists_and_a_flatten_module_conform(name: str, framework: str) -> None:
+    # A faithful model need not hold its blocks in a Sequential: nested ModuleLists are
+    # opened as Sequentials are, and a Flatten module moves no value
+    report = _check(_regrouped(name, framework), name)
+    assert not report.failures, "\n".join(f"{r.id}: {r.found}" for r in report.failures)
+    assert report.parameters == report.spec_parameters
+
+
+def test_module_list_trunk_still_sees_a_skipped_block() -> None:
+    # The same regrouped model with its loop leaving out the second Inception-A block
+    # (its concat item leaves the fault to the -runs items: one fault, its items)
+    report = _check(_regrouped("inception_v4", "torch", skip=2), "inception_v4")
+    assert _failing(report) == {f"inception_v4/block_a/branch{i}-runs" for i in (1, 2, 3, 4)}
+    assert all(r.found.startswith("stages.1.1.branch") for r in report.failures)
+
+
 def test_concat_of_a_branch_whose_container_never_runs() -> None:
     # The forward runs branch4's ops one by one, so branch4 itself never runs: its slot
     # is checked against its last op's output

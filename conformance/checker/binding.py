@@ -32,13 +32,22 @@ class Binding:
     groups: list[tuple[str, list[str]]]  # consecutive trunk modules of one class
 
 
+def _trunk_modules(view: ModelView, path: str) -> list[str]:
+    """The blocks under ``path`` in order: containers (a Sequential, a ModuleList, nested
+    or not) opened, reshapes (a Flatten before the head's fc) left out."""
+    found: list[str] = []
+    for child in view.children[path]:
+        kind = view.op_kind(child)
+        if kind == "sequential":
+            found.extend(_trunk_modules(view, child))
+        elif kind != "reshape":
+            found.append(child)
+    return found
+
+
 def bind_spec(view: ModelView, net: S.Network) -> Binding:
     head = {b.name for b in net.head.stages[0].branches}
-    trunk: list[str] = []
-    for child in view.children[""]:
-        if child in head:
-            continue
-        trunk.extend(view.children[child] if view.op_kind(child) == "sequential" else [child])
+    trunk = [path for path in _trunk_modules(view, "") if path not in head]
     groups: list[tuple[str, list[str]]] = []
     for path in trunk:
         cls = view.class_name(path)

@@ -75,8 +75,10 @@ LAYER_KINDS: tuple[str, ...] = (
     "adaptive-avgpool2d",
     "dropout",
     "identity",
+    "flatten",
     "linear",
     "sequential",
+    "module-list",
     "module",
 )
 

@@ -1,6 +1,6 @@
 """Everything the project does to a Lucid 2.x model, in one place.
 
-Lucid differs from torch in ways that bite (shared/LUCID.md): no ``named_modules``; its
+Lucid differs from torch in ways that bite (docs/framework-ops.md): no ``named_modules``; its
 ``load_state_dict`` checks no shapes, casts no dtypes and aliases the arrays it is given;
 ``Tensor.dtype`` is stored apart from ``Tensor.data`` and must be kept in step; a forward
 hook's ``output.data`` is the live array; ``eval()`` does not stop graph building.
@@ -528,6 +528,8 @@ class LucidAdapter:
             return {"kind": "dropout", "p": float(module.p)}
         if isinstance(module, lnn.Identity):
             return {"kind": "identity"}
+        if isinstance(module, lnn.Flatten):  # torch's names: start_axis is start_dim
+            return {"kind": "flatten", "start_dim": module.start_axis, "end_dim": module.end_axis}
         if isinstance(module, lnn.Linear):
             return {
                 "kind": "linear",
@@ -537,6 +539,8 @@ class LucidAdapter:
             }
         if isinstance(module, lnn.Sequential):
             return {"kind": "sequential"}
+        if isinstance(module, lnn.ModuleList):
+            return {"kind": "module-list"}
         return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod

@@ -530,6 +530,8 @@ class TorchAdapter:
             return {"kind": "dropout", "p": float(module.p)}
         if isinstance(module, nn.Identity):
             return {"kind": "identity"}
+        if isinstance(module, nn.Flatten):
+            return {"kind": "flatten", "start_dim": module.start_dim, "end_dim": module.end_dim}
         if isinstance(module, nn.Linear):
             return {
                 "kind": "linear",
@@ -539,6 +541,8 @@ class TorchAdapter:
             }
         if isinstance(module, nn.Sequential):
             return {"kind": "sequential"}
+        if isinstance(module, nn.ModuleList):
+            return {"kind": "module-list"}
         return {"kind": "module", "class": type(module).__name__}
 
     @staticmethod
