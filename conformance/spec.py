@@ -1,6 +1,6 @@
 """The three networks of Szegedy et al. 2016 (arXiv:1602.07261), transcribed as data.
 
-Source: the paper's figures and Table 1 (the team's SPEC.md tabulated them). Every record
+Source: the paper's figures and Table 1. Every record
 carries the figure or table it comes from. Branches are named as Lucid 2.x names its
 modules (the names every upstream state dict carries, kept by the port and its torch
 twins), so that a checker can find them; the paper itself names no branch.
@@ -48,7 +48,7 @@ __all__ = [
 OpKind = Literal["conv", "linear-conv", "maxpool", "avgpool", "global-avgpool", "dropout", "fc"]
 OP_KINDS: tuple[str, ...] = ("conv", "linear-conv", "maxpool", "avgpool", "global-avgpool", "dropout", "fc")
 
-# Lucid nn.ConvBNReLU2d defaults, kept by the port (SPEC.md "Conventions"); the paper gives none.
+# Lucid nn.ConvBNReLU2d defaults, kept by the port; the paper gives none.
 BN_EPS = 1e-5
 BN_MOMENTUM = 0.1
 
@@ -180,8 +180,8 @@ class Network:
     head: Block
     table1: Table1
     stage_shapes_299: tuple[StageShape, ...]
-    params: int  # 1000 classes, conv biases on (Lucid convention); SPEC.md
-    params_without_conv_bias: int  # the timm convention; SPEC.md
+    params: int  # 1000 classes, conv biases on (Lucid convention)
+    params_without_conv_bias: int  # the timm convention
     residual_scale: ResidualScale | None
     input_size: int = 299
     num_classes: int = 1000

@@ -12,8 +12,8 @@ import lucid_inception
 from lucid_inception.upstream import upstream_is_released, upstream_version
 from parity.signal import randomize_batchnorm  # noqa: F401  (the harness's own, for the tests)
 
-# The conformance items upstream lucid-dl 2.x fails, from SPEC.md's "What upstream Lucid
-# 2.x gets wrong", bugs 1-5. The checker and the findings catalogue are each held to it.
+# The conformance items upstream lucid-dl 2.x fails, from the README's table of
+# upstream bugs, 1-5. The checker and the findings catalogue are each held to it.
 UPSTREAM_BUG_ITEMS = frozenset(
     {
         # 1. the stem concatenates branch2_left twice; branch2_right never runs

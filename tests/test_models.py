@@ -23,13 +23,14 @@ from .conftest import image, randomize_batchnorm, released_upstream_only
 
 FRAMEWORKS = ("lucid", "torch")
 
-# shared/SPEC.md, "Numbers to hit": (with conv biases, without conv biases = timm's convention)
+# The paper's networks' counts (conformance.spec derives them from the figures):
+# (with conv biases, without conv biases = timm's convention)
 PARAMS = {
     "inception_v4": (42_711_400, 42_679_816),
     "inception_resnet_v1": (22_769_848, 22_756_328),
     "inception_resnet_v2": (32_450_360, 32_433_928),
 }
-# Module that ends each stage -> (channels, height, width) at 299 (SPEC.md).
+# Module that ends each stage -> (channels, height, width) at 299 (the paper's figures).
 STAGES = {
     "inception_v4": {"conv.0": (384, 35, 35), "conv.5": (1024, 17, 17), "conv.13": (1536, 8, 8)},
     "inception_resnet_v1": {"stem": (256, 35, 35), "conv.5": (896, 17, 17), "conv.16": (1792, 8, 8)},
@@ -360,7 +361,7 @@ def test_bad_inputs_are_rejected(shared_model, shape: tuple, match: str, framewo
 
 
 def test_the_stage_arithmetic_is_the_networks() -> None:
-    """What the input checks derive their limits from: 299 -> 8 (SPEC.md), 74 -> 0."""
+    """What the input checks derive their limits from: 299 -> 8 (Fig. 9 and 18), 74 -> 0."""
     assert [_checks.last_stage_size(s) for s in (299, 107, 106, 75, 74)] == [8, 2, 1, 1, 0]
     assert (_checks.MIN_INPUT_SIZE, _checks.MIN_TRAIN_SIZE_AT_BATCH_1) == (75, 107)
 

@@ -415,7 +415,7 @@ def _scaled_residual(x: object, y: object) -> object:
 
 
 CASES: tuple[OpCase, ...] = (
-    # conv2d, every form the models use (SPEC.md): stems and reductions use 3x3 stride 1
+    # conv2d, every form the models use (conformance.spec): stems and reductions use 3x3 stride 1
     # and 2 valid, blocks 3x3 same, 1x1, and the factorised 1x7/7x1 and 1x3/3x1.
     _conv2d("conv2d_3x3_s1_valid", (3, 3), 1, (0, 0)),
     _conv2d("conv2d_3x3_s1_same", (3, 3), 1, (1, 1)),

@@ -1,4 +1,4 @@
-"""Patch generators for upstream framework faults found while porting (shared/LUCID.md).
+"""Patch generators for upstream framework faults found while porting (``conformance.findings``).
 
 Each generator recognises the upstream layout by the function it edits and fails loudly
 (``AnchorError``) when neither known layout is there.

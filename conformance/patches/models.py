@@ -1,5 +1,5 @@
-"""Patch generators for upstream's Inception-v4 / Inception-ResNet model code (SPEC.md,
-"What upstream Lucid 2.x gets wrong" 1-5).
+"""Patch generators for upstream's Inception-v4 / Inception-ResNet model code (the README's
+table of upstream bugs, 1-5).
 
 2.9.0 keeps the models in ``lucid/models/imgclf/``, 2.16.0 in ``lucid/models/vision/`` with
 config dataclasses; the files are found by the classes they define, and the 2.16.0 layout
@@ -234,8 +234,8 @@ def dead_2048_block_c(root: Path) -> dict[str, str]:
 
 
 _MODEL_REGISTRY = "lucid/models/registry.json"
-_V4_PARAMETERS_UPSTREAM = 40_586_984  # with the 64-channel 1x1 (SPEC.md)
-_V4_PARAMETERS_FIXED = 42_711_400  # Fig. 5's 192 (SPEC.md; the port's count)
+_V4_PARAMETERS_UPSTREAM = 40_586_984  # with the 64-channel 1x1
+_V4_PARAMETERS_FIXED = 42_711_400  # Fig. 5's 192 (the port's count, conformance.spec)
 
 
 def v4_block_b_branch4(root: Path) -> dict[str, str]:
@@ -250,7 +250,7 @@ def v4_block_b_branch4(root: Path) -> dict[str, str]:
         within="class _InceptionModule_V4B(",
     )
     # 2.10+ ship lucid/models/registry.json, which lists each model's parameter count: the
-    # fixed Inception-v4 has SPEC.md's count for Fig. 3-9, not the 64-channel branch's.
+    # fixed Inception-v4 has the paper's count (Fig. 3-9, conformance.spec), not the 64-channel branch's.
     if (root / _MODEL_REGISTRY).is_file():
         edits.replace(
             _MODEL_REGISTRY,
