@@ -438,6 +438,32 @@ FINDINGS: tuple[Finding, ...] = (
         patch_generator=patches.gradient_stored_as_a_copy,
         depends_on=_NEEDS_IMPORT,
     ),
+    Finding(
+        id="LUC-016-tensor-not-picklable",
+        title="No Tensor, Parameter or Module can be pickled: every dtype holds an mlx.core.Dtype",
+        severity="medium",
+        affected_versions=SUPPORTED_VERSIONS,
+        evidence=(
+            "`lucid.types.Numeric` (every tensor's `dtype`: `Float32`, `Int64`, ...) keeps the "
+            "MLX dtype of its type in `_mlx_dtype`, an `mlx.core.Dtype`, which pickle refuses: "
+            "`pickle.dumps(lucid.zeros(2))` raises `TypeError: cannot pickle 'mlx.core.Dtype' "
+            "object`, and so does pickling any module with a parameter. What users do with a "
+            "torch model fails with a Lucid one: `pickle`/`joblib`/`cloudpickle` a model, hand it "
+            "to a `multiprocessing` worker (arguments are pickled), cache it. `copy.deepcopy` "
+            "works. Found by a fault probe of this project, pickling a port model. The class is "
+            "the same in 2.9.0 and 2.16.0; on 2.16.0 a leaf tensor also holds the module-level "
+            "`noop` `BackwardOperation` of `lucid/_backend/core.py`, whose `grad_func` is a "
+            "lambda (`PicklingError` once the dtype pickles). The patch gives `Numeric` a "
+            "`__reduce__`: a `lucid.types` constant pickles by its name and unpickles as that "
+            "same object (`dtype is lucid.Float32` holds after a round trip), any other "
+            "`Numeric` as its base type and bits; the MLX dtype is worked out again in the "
+            "loading process, for its own default device. On 2.16.0 `noop` pickles by name too "
+            "(a tensor with a graph still holds weak references and does not pickle)."
+        ),
+        reproducer=_reproducer("LUC-016-tensor-not-picklable"),
+        patch_generator=patches.numeric_pickles_by_name,
+        depends_on=_NEEDS_IMPORT,
+    ),
 )
 
 

@@ -3,6 +3,8 @@ against the port: upstream's own factories now build the paper's networks."""
 
 from __future__ import annotations
 
+import pickle
+
 import lucid
 import lucid.models
 import numpy as np
@@ -43,3 +45,14 @@ def test_upstream_factory_matches_the_port(name: str) -> None:
     x = image((2, 3, 75, 75), seed=9)
     np.testing.assert_allclose(run(upstream, x), run(port, x), rtol=1e-5, atol=1e-6)
     assert upstream.dropout.p == pytest.approx(0.2)
+
+
+def test_port_model_pickles_on_the_patched_lucid() -> None:
+    # LUC-016's patch: a model goes through pickle (multiprocessing, joblib) with its values
+    # and dtypes; on Lucid as released pickle.dumps raises on any tensor
+    port = lucid_inception.build("inception_resnet_v1")
+    randomize_batchnorm(port, seed=3)
+    again = pickle.loads(pickle.dumps(port))
+    x = image((1, 3, 75, 75), seed=4)
+    np.testing.assert_array_equal(run(again, x), run(port, x))
+    assert again.fc.weight.dtype is lucid.Float32

@@ -18,6 +18,7 @@ from .framework import (
     flops_counted_once,
     fusion_keeps_wanted_gradients,
     gradient_stored_as_a_copy,
+    numeric_pickles_by_name,
     registry_opt_in,
     tensor_dtype_from_data,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "future_annotations",
     "gradient_stored_as_a_copy",
     "head_dropout",
+    "numeric_pickles_by_name",
     "registry_opt_in",
     "render",
     "residual_scaling",

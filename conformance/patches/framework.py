@@ -19,6 +19,7 @@ __all__ = [
     "flops_counted_once",
     "fusion_keeps_wanted_gradients",
     "gradient_stored_as_a_copy",
+    "numeric_pickles_by_name",
     "registry_opt_in",
     "tensor_dtype_from_data",
 ]
@@ -460,4 +461,46 @@ def gradient_stored_as_a_copy(root: Path) -> dict[str, str]:
         "        tensor.grad = grad.copy() if tensor.is_cpu() else mx.array(grad)\n",
         within=header,
     )
+    return edits.changes()
+
+
+_NUMERIC_REDUCE = """\
+    def __reduce__(self) -> str | tuple:
+        # Pickled by name: this module's constants (Float32, Int64, ...) unpickle as
+        # themselves, so `dtype is Float32` still holds; any other Numeric is rebuilt
+        # from what defines it. Pickle refuses the mlx.core.Dtype it holds, which the
+        # loading process works out again for its own default device.
+        for name, value in globals().items():
+            if value is self:
+                return name
+        return (Numeric, (self.base_dtype, self.bits))
+
+"""
+
+
+_NOOP_REDUCE = """\
+    def __reduce_ex__(self, protocol: int) -> str | tuple:
+        # Every leaf tensor holds the shared `noop`, whose grad_func is a lambda that
+        # pickle refuses: it pickles by name and unpickles as the same `noop`.
+        if self is noop:
+            return "noop"
+        return super().__reduce_ex__(protocol)
+
+"""
+
+
+def numeric_pickles_by_name(root: Path) -> dict[str, str]:
+    """``Numeric.__reduce__``: a dtype pickles as the name of its ``lucid.types`` constant (or
+    as its base type and bits), never through its ``mlx.core.Dtype``; and on 2.16.0, where
+    every leaf tensor holds the module-level ``noop`` ``BackwardOperation`` (a lambda
+    inside), that ``noop`` pickles by name. So tensors, parameters and modules pickle."""
+    edits = Edits(root)
+    header = "class Numeric:"
+    path = locate(root, "\n" + header)
+    edits.insert_before(path, "    @property\n    def cpu(self)", _NUMERIC_REDUCE, within=header)
+    noop = "\nnoop = BackwardOperation("
+    if any(noop in p.read_text(encoding="utf-8") for p in (root / "lucid").rglob("*.py")):
+        header = "class BackwardOperation:"
+        path = locate(root, noop)
+        edits.insert_before(path, "    def override_grad_func(self", _NOOP_REDUCE, within=header)
     return edits.changes()
