@@ -1,7 +1,7 @@
 """Compare two models with the same module tree, Lucid or torch on either side, layer by layer.
 
-``compare(a, b, x)`` borrows both models (casts them to ``dtype``, moves them to
-``devices``, switches them to eval mode) and puts everything back afterwards: every
+``compare(a, b, x)`` borrows both models (``parity._borrow``: casts them to ``dtype``,
+moves them to ``devices``, switches them to eval mode) and puts everything back afterwards: every
 tensor the cast rewrites and every buffer (non-persistent ones too: a forward may update a
 counter or an average) is restored from a snapshot where it changed, bit for bit, in its
 own dtype and memory layout (never cast back), and so are modes, devices and gradients. A
@@ -26,15 +26,15 @@ parameter that the model's own forward writes into is not put back. In between:
    values, is a ``state`` row of its owner (``_changed_buffer_rows``).
 3. **backward** (optional): a seeded random gradient on the logits; the model input's
    gradient, every parameter's, and every module call's input gradient (that call's share,
-   ``parity._input_grads``) are compared, in backward order. A backward that raises is an
-   ``error`` row.
+   ``parity._input_grads``) are compared, in backward order (``parity._gradients``). A
+   backward that raises is an ``error`` row.
 4. **train step** (optional): a train-mode forward; each BatchNorm's batch mean and biased
    variance (from its captured input), its train-mode output and its running-statistics
    update are compared. Dropout stays in eval mode (the identity) on both sides: two
    random masks would feed the BatchNorms after it different inputs, and the step is
    about BatchNorm statistics (dropout's train-mode masking is not compared).
    Side b's BatchNorms run on side a's input (teacher forcing), so that each row measures
-   one layer and not the drift of two train-mode forwards (see ``_train_rows``).
+   one layer and not the drift of two train-mode forwards (``parity._train_step``).
 
 Errors are relative to the larger of the two sides' max |value| (symmetric:
 ``compare(a, b)`` and ``compare(b, a)`` agree); BatchNorm rows are relative to the scale of
@@ -45,8 +45,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
-import gc
 import math
 import numbers
 from collections import Counter, defaultdict
@@ -55,25 +53,27 @@ from typing import Any
 
 import numpy as np
 
-from lucid_inception.frameworks import (
-    Adapter,
-    StateMismatchError,
-    StructuredOutput,
-    adapter_for,
-    capture_inputs,
-    capture_outputs,
-    module_that_raised,
-)
+from lucid_inception.frameworks import Adapter, StateMismatchError, StructuredOutput, adapter_for
+from parity._borrow import borrow, collector_paused, unreadable, unreadable_dtypes
 from parity._capture import ForwardCapture, Repeat, event_module
+from parity._context import (
+    PHASES,
+    Context,
+    error_rows,
+    module_events,
+    number_calls,
+    owner_of,
+    unmatched_rows,
+)
+from parity._gradients import gradient_rows
 from parity._input_grads import InputGrads
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
-from parity._metrics import BatchStats, batch_stats, bn_output_errors, largest, max_errors, relative
+from parity._metrics import max_errors
+from parity._train_step import train_rows
 from parity.report import Report, Row
-from parity.tolerances import Tolerance, tolerance_for
+from parity.tolerances import tolerance_for
 
 __all__ = ["DeviceUnavailable", "compare", "unheld_dtype"]
-
-_PHASES = {"state": 0, "forward": 1, "train": 2, "backward": 3}
 
 
 class DeviceUnavailable(RuntimeError):
@@ -188,131 +188,10 @@ def _check_independent(a: object, b: object, adapters: tuple[Adapter, Adapter], 
         )
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cyclic garbage collector off while comparing, as ``timeit`` does.
-
-    A full collection scans every tracked object (~220,000 with torch and Lucid loaded:
-    ~0.1 s), and what a compare allocates (rows, views, hooks) triggers one about every
-    third compare: 4% of a batch-1 Inception-v4 compare on average, 14% when it lands.
-    That garbage is freed by reference counting; any cycles are collected afterwards."""
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 # ------------------------------------------------------------------- borrowing a model
 
 
-@functools.cache
-def _numpy_has(dtype_name: str) -> bool:
-    try:
-        np.dtype(dtype_name)
-    except TypeError:
-        return False
-    return True
-
-
-def _unreadable_dtypes(adapters: tuple[Adapter, Adapter], models: tuple[object, object]) -> list[str]:
-    """One line per tensor, on either side, in a dtype numpy has none for (bfloat16): such
-    a model cannot be read, snapshot or put back bit for bit."""
-    return [
-        f"{key}: dtype {name} on side {side} ({adapter.name}), which numpy cannot hold; "
-        "cast the model to float32 or float64 first"
-        for side, adapter, model in zip("ab", adapters, models, strict=True)
-        for key, tensor in adapter.tensors(model).items()
-        if not _numpy_has(name := adapter.dtype_name(tensor))
-    ]
-
-
-def _unreadable(adapters: tuple[Adapter, Adapter], models: tuple[object, object]) -> list[str]:
-    """One line per tensor, on either side, that holds no values (torch's meta device).
-    Looked for only once reading one has failed: walking both models costs ~2 ms."""
-    return [
-        f"{key}: on side {side} ({adapter.name}), {why}"
-        for side, adapter, model in zip("ab", adapters, models, strict=True)
-        for key, why in adapter.unreadable(adapter.tensors(model)).items()
-    ]
-
-
-@contextlib.contextmanager
-def _borrow(
-    model: object, adapter: Adapter, dtype: str, device: str, *, grads: bool
-) -> Iterator[dict[str, np.ndarray]]:
-    """Cast, move and switch ``model`` to eval for the comparison; put everything back.
-    Yields the buffers' snapshot (as found)."""
-    modes = adapter.training_modes(model)
-    home = adapter.device(model)
-    cast = [key for key, d in adapter.dtypes(model).items() if d != np.dtype(dtype)]
-    # Only what may change is copied: tensors the cast rewrites, and every buffer (a train
-    # step updates running statistics; any forward may update a counter or an average).
-    # Parameters a forward writes to are not put back: no model here does.
-    buffers = adapter.buffer_names(model)
-    changing = set(cast) | set(buffers)
-    saved = adapter.snapshot(model, changing) if changing else {}
-    # A cast reaches the gradients too (torch's ``Module.to`` casts every ``.grad``), so
-    # they are put back whenever one happens, not only when a backward overwrites them.
-    saved_grads = adapter.parameter_grads(model) if grads or cast else None
-    try:
-        if cast:
-            adapter.cast(model, dtype)
-        if device != home:
-            adapter.to_device(model, device)
-        if any(modes):  # torch's recursive train() alone is ~5 ms on Inception-v4
-            adapter.set_training(model, False)
-        if grads:
-            adapter.zero_grads(model)
-        yield {key: saved[key] for key in buffers if key in saved}
-    finally:
-        # Each step runs even if one before it raises (the first error is raised after):
-        # a model is never left cast, moved or in eval for want of one step.
-        with contextlib.ExitStack() as steps:
-            steps.callback(_put_back_modes, adapter, model, modes)
-            if saved_grads is not None:
-                steps.callback(adapter.set_parameter_grads, model, saved_grads)
-            if saved:
-                steps.callback(adapter.restore, model, saved)
-            if device != home:
-                steps.callback(adapter.to_device, model, home)
-
-
-def _put_back_modes(adapter: Adapter, model: object, modes: list[bool]) -> None:
-    if adapter.training_modes(model) != modes:  # reading them is cheaper than setting them
-        adapter.restore_training_modes(model, modes)
-
-
 # ------------------------------------------------------------------------- comparing
-
-
-@dataclasses.dataclass
-class _Context:
-    adapters: tuple[Adapter, Adapter]
-    models: tuple[object, object]
-    tol: Tolerance
-    dtype: str
-    devices: tuple[str, str]
-    # (sort key, row, call index or None): the key orders rows in execution order.
-    rows: list[tuple[tuple, Row, int | None]] = dataclasses.field(default_factory=list)
-    # With a backward: each side's module-input gradients (``parity._input_grads``).
-    input_grads: tuple[InputGrads, InputGrads] | None = None
-
-    def add(self, key: tuple, row: Row, call: int | None = None) -> None:
-        self.rows.append((key, row, call))
-
-    def sorted_rows(self) -> list[tuple[tuple, Row, int | None]]:
-        return sorted(self.rows, key=lambda entry: entry[0])
-
-    def side(self, i: int) -> str:
-        return f"{'ab'[i]} ({self.adapters[i].name})"
-
-
-def _owner(key: str) -> str:
-    return key.rpartition(".")[0]
 
 
 def _equal(a: np.ndarray, b: np.ndarray) -> bool:
@@ -322,14 +201,14 @@ def _equal(a: np.ndarray, b: np.ndarray) -> bool:
     return bool((a == b).all()) or np.array_equal(a, b, equal_nan=True)
 
 
-def _state_rows(ctx: _Context) -> None:
+def _state_rows(ctx: Context) -> None:
     """Every parameter and buffer equal, attributed to the module that owns it."""
     live_a, live_b = (adapter.tensors(model) for adapter, model in zip(ctx.adapters, ctx.models, strict=True))
     read_a, read_b = (adapter.read_only for adapter in ctx.adapters)
     keys = list(live_a) + [key for key in live_b if key not in live_a]
     by_owner: dict[str, list[str]] = defaultdict(list)
     for key in keys:
-        by_owner[_owner(key)].append(key)
+        by_owner[owner_of(key)].append(key)
     order = {name: i for i, (name, _) in enumerate(ctx.adapters[0].named_modules(ctx.models[0]))}
     for owner, owned in by_owner.items():
         problems, worst = [], (0.0, 0.0)
@@ -353,10 +232,10 @@ def _state_rows(ctx: _Context) -> None:
                     shapes, worst = (tuple(va.shape), tuple(vb.shape)), (max_abs, max_rel)
         note = "; ".join(problems) if problems else f"{len(owned)} tensor(s) equal"
         row = Row(owner, "state", *shapes, *worst, ctx.tol.state, not problems, note)
-        ctx.add((_PHASES["state"], order.get(owner, len(order)), 0), row)
+        ctx.add((PHASES["state"], order.get(owner, len(order)), 0), row)
 
 
-def _changed_buffer_rows(ctx: _Context, saved: list[dict[str, np.ndarray]]) -> None:
+def _changed_buffer_rows(ctx: Context, saved: list[dict[str, np.ndarray]]) -> None:
     """Buffers the eval forward (and backward) changed, each side against its own snapshot:
     a change on one side only (a BatchNorm that updates its running statistics in eval),
     or to other values, fails at the buffer's owner. Nothing else would see it: the forward
@@ -365,7 +244,7 @@ def _changed_buffer_rows(ctx: _Context, saved: list[dict[str, np.ndarray]]) -> N
         adapter.changed_since(model, snapshot)
         for adapter, model, snapshot in zip(ctx.adapters, ctx.models, saved, strict=True)
     ]
-    phase = _PHASES["forward"]
+    phase = PHASES["forward"]
     for index, key in enumerate(sorted(changed[0].keys() | changed[1].keys())):
         now_a, now_b = changed[0].get(key), changed[1].get(key)
         attr = key.rpartition(".")[2]
@@ -379,7 +258,7 @@ def _changed_buffer_rows(ctx: _Context, saved: list[dict[str, np.ndarray]]) -> N
             errors, note = max_errors(now_a, now_b)[:2], f"{attr} changed by the eval forward to other values"
         else:
             continue  # the same change on both sides (a counter): nothing differs
-        row = Row(_owner(key), "state", *shapes, *errors, ctx.tol.state, False, note)
+        row = Row(owner_of(key), "state", *shapes, *errors, ctx.tol.state, False, note)
         ctx.add((phase, math.inf, index), row)
 
 
@@ -429,10 +308,10 @@ def _settings_difference(info_a: dict[str, object], info_b: dict[str, object]) -
     ]
 
 
-def _config_rows(ctx: _Context, results: tuple[SideResult, SideResult]) -> None:
+def _config_rows(ctx: Context, results: tuple[SideResult, SideResult]) -> None:
     """Every layer both sides describe, its settings compared; placed just before the
     layer's first output row (where it first ran), or after every output if it never ran."""
-    phase = _PHASES["forward"]
+    phase = PHASES["forward"]
     named = [
         dict(adapter.named_modules(model)) for adapter, model in zip(ctx.adapters, ctx.models, strict=True)
     ]
@@ -452,7 +331,7 @@ def _config_rows(ctx: _Context, results: tuple[SideResult, SideResult]) -> None:
 
 
 def _forward(
-    ctx: _Context, xs: tuple[object, object], *, grad: bool, local: bool = False
+    ctx: Context, xs: tuple[object, object], *, grad: bool, local: bool = False
 ) -> tuple[SideResult, SideResult]:
     """Eval-mode forwards in lock-step, every named module's output compared on arrival.
 
@@ -469,7 +348,7 @@ def _forward(
     waits at every module's entry for side a's input (``lead_bytes=0``) and runs on what
     ``on_pair`` returns.
     """
-    phase = _PHASES["forward"]
+    phase = PHASES["forward"]
     tol = ctx.tol.rel
     compared: dict[tuple[Any, int], Row] = {}  # event key -> its output row
 
@@ -523,15 +402,15 @@ def _forward(
     ]
     res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
     if local:  # rows name modules: (kind, module) events become module names
-        left_a, left_b = (_module_events(left, "output") for left in (left_a, left_b))
+        left_a, left_b = (module_events(left, "output") for left in (left_a, left_b))
         for res in (res_a, res_b):
             res.calls = Counter({name: n for (kind, name), n in res.calls.items() if kind == "output"})
             res.first_seen = {name: seq for (kind, name), seq in res.first_seen.items() if kind == "output"}
-    _unmatched_rows(ctx, (res_a, res_b), (left_a, left_b), phase, "output", "ran")
-    _error_rows(ctx, (res_a, res_b), phase, "forward")
-    _number_calls(ctx, phase, "output", (res_a, res_b))
+    unmatched_rows(ctx, (res_a, res_b), (left_a, left_b), phase, "output", "ran")
+    error_rows(ctx, (res_a, res_b), phase, "forward")
+    number_calls(ctx, phase, "output", (res_a, res_b))
     if local:
-        _number_calls(ctx, phase, "input", (res_a, res_b))
+        number_calls(ctx, phase, "input", (res_a, res_b))
     return res_a, res_b
 
 
@@ -580,454 +459,6 @@ def _with_input_grads(
     return both
 
 
-def _module_events(leftovers: list[tuple[Any, int, int, Any]], kind: str) -> list[tuple[str, int, int, Any]]:
-    """The unmatched ``(kind, module)`` events of one kind, named by their module."""
-    return [(name[1], call, seq, kept) for name, call, seq, kept in leftovers if name[0] == kind]
-
-
-def _unmatched_rows(
-    ctx: _Context,
-    results: tuple[SideResult, SideResult],
-    leftovers: tuple[list, list],
-    phase: int,
-    kind: str,
-    verb: str,
-) -> None:
-    """A capture on one side only fails, unless the other side raised (it stopped early)."""
-    for i in (0, 1):
-        if results[1 - i].error is not None:
-            continue
-        for name, call, seq, payload in leftovers[i]:
-            counts = (results[0].calls[name], results[1].calls[name])
-            shape = getattr(payload, "shape", None)
-            shapes = (tuple(shape), None) if i == 0 else (None, tuple(shape))
-            other = "ab"[1 - i]
-            if counts[1 - i]:  # it ran on both sides, more often on this one
-                what = f"call {call + 1} {verb} on side {ctx.side(i)} has no counterpart on side {other}"
-            else:
-                what = f"{verb} on side {ctx.side(i)} only"
-            note = f"{what}: side a {counts[0]} call(s), side b {counts[1]}"
-            ctx.add(
-                (phase, seq, seq),
-                Row(name, kind, *shapes, math.inf, math.inf, ctx.tol.for_kind(kind), False, note),
-            )
-
-
-def _error_rows(ctx: _Context, results: tuple[SideResult, SideResult], phase: int, what: str) -> None:
-    """An exception is located where the compared rows of this phase (outputs, or local
-    inputs) first fail, or, if none did, at the module that raised."""
-    failing = [
-        (key, row)
-        for key, row, _ in ctx.sorted_rows()
-        if key[0] == phase and not row.ok and row.kind != "error"
-    ]
-    for i, res in enumerate(results):
-        if res.error is None:
-            continue
-        other = results[1 - i]
-        skipped = other.emitted - res.emitted
-        note = (
-            f"side {ctx.side(i)} raised in the {what} in module {res.raised_in!r}: "
-            f"{type(res.error).__name__}: {res.error}"
-        )
-        if skipped > 0 and other.error is None:
-            note += f" ({skipped} capture(s) of the other side not compared)"
-        if failing:
-            (key, first) = failing[0]
-            module, key = first.module, (*key[:2], key[2] + 0.5)
-            note += f"; the comparisons first fail at {module!r}"
-        else:
-            module, key = res.raised_in, (phase, res.emitted, res.emitted)
-        ctx.add(key, Row(module, "error", None, None, math.inf, math.inf, ctx.tol.rel, False, note))
-
-
-def _number_calls(ctx: _Context, phase: int, kind: str, results: tuple[SideResult, SideResult]) -> None:
-    """Say "call i of n" on the rows of modules that ran more than once."""
-    total: Counter = Counter()
-    for res in results:
-        for name, n in res.calls.items():
-            total[name] = max(total[name], n)
-    for i, (key, row, call) in enumerate(ctx.rows):
-        if key[0] == phase and row.kind == kind and call is not None and total[row.module] > 1:
-            note = "; ".join(filter(None, [f"call {call + 1} of {total[row.module]}", row.note]))
-            ctx.rows[i] = (key, dataclasses.replace(row, note=note), call)
-
-
-def _gradient_rows(
-    ctx: _Context, results: tuple[SideResult, SideResult], xs: tuple[object, object], grad_seed: int
-) -> None:
-    """Backpropagate the same seeded gradient on both sides' logits; compare the input
-    gradient and every parameter's (rows in backward order: the last module first)."""
-    phase = _PHASES["backward"]
-    outputs = [res.output for res in results]
-    for i, out in enumerate(outputs):
-        if not hasattr(out, "shape"):  # a tuple, a dict: nothing for the harness to seed
-            note = (
-                f"backward not run: side {ctx.side(i)}'s model returned a {type(out).__name__}, "
-                "not one tensor (backward=True seeds a single output's gradient)"
-            )
-            row = Row("", "input_grad", None, None, math.inf, math.inf, ctx.tol.grad, False, note)
-            ctx.add((phase, 0, 0), row)
-            return
-    shapes = [tuple(out.shape) for out in outputs]
-    if shapes[0] != shapes[1]:
-        note = f"backward skipped: the outputs' shapes differ ({shapes[0]} vs {shapes[1]})"
-        ctx.add(
-            (phase, 0, 0), Row("", "input_grad", None, None, math.inf, math.inf, ctx.tol.grad, False, note)
-        )
-        return
-    upstream = np.random.default_rng(grad_seed).standard_normal(shapes[0]).astype(ctx.dtype)
-    grads: list[tuple[np.ndarray | None, dict[str, np.ndarray | None]]] = []
-    raised = False
-    kept: dict[tuple[str, int], np.ndarray] = {}  # side a's module-input gradients
-    receivers = (
-        lambda key, grad: kept.__setitem__(key, np.array(grad, copy=True)),
-        lambda key, grad: _input_grad_row(ctx, key, kept.pop(key, None), grad),
-    )
-    for i, (adapter, model) in enumerate(zip(ctx.adapters, ctx.models, strict=True)):
-        if ctx.input_grads is not None and not raised:
-            ctx.input_grads[i].receive = receivers[i]
-        try:
-            adapter.backward(outputs[i], upstream)
-        except Exception as error:  # e.g. a graph cut by .detach(), a gradient hook that raises
-            raised = True
-            ctx.add((phase, -math.inf, i), _backward_error_row(ctx, i, error))
-        else:
-            grads.append((adapter.grad(xs[i]), adapter.parameter_grads(model)))
-        finally:
-            if ctx.input_grads is not None:
-                ctx.input_grads[i].finish()
-        outputs[i] = results[i].output = None  # frees this side's graph before the other's backward
-    if raised:  # one side's gradients are missing or partial: nothing to compare them with
-        ctx.rows = [entry for entry in ctx.rows if entry[1].kind != "input_grad"]
-        return
-    for key, grad in sorted(kept.items()):  # side a's only: side b's never came
-        _input_grad_row(ctx, key, grad, None)
-    _number_calls(ctx, phase, "input_grad", results)
-    (input_a, params_a), (input_b, params_b) = grads
-    position = results[0].first_seen
-    ctx.add((phase, math.inf, 0), _grad_row("", "input_grad", input_a, input_b, ctx, "input x"))
-    for key in list(params_a) + [k for k in params_b if k not in params_a]:
-        owner = _owner(key)
-        row = _grad_row(
-            owner,
-            "param_grad",
-            params_a.get(key),
-            params_b.get(key),
-            ctx,
-            key[len(owner) + 1 :],
-            present=(key in params_a, key in params_b),
-        )
-        # Backward order: modules that finished last in the forward get their gradient first.
-        ctx.add((phase, -position.get(owner, -1), 0), row)
-
-
-def _input_grad_row(
-    ctx: _Context, key: tuple[str, int], ga: np.ndarray | None, gb: np.ndarray | None
-) -> None:
-    """One module call's input gradient, placed in backward order: after the rows of every
-    module that entered after it (its own parameters' included), before those of modules
-    that had finished when it entered."""
-    side = next(g for g in ctx.input_grads if key in g.entered)
-    name, call = key
-    what = "the gradient this call sends to its input"
-    unmeasured = [(i, g.unmeasured[key]) for i, g in enumerate(ctx.input_grads) if key in g.unmeasured]
-    if unmeasured:  # e.g. torch runs no hook on a node changed in place: nothing to compare
-        i, why = unmeasured[0]
-        note = f"{what}: not compared (side {'ab'[i]}: {why})"
-        row = Row(name, "input_grad", None, None, 0.0, 0.0, ctx.tol.grad, True, note)
-    else:
-        row = _grad_row(name, "input_grad", ga, gb, ctx, what)
-    # Calls entering at one position nest (a container, then its first child): the inner
-    # one's backward finishes first.
-    ctx.add((_PHASES["backward"], 0.5 - side.entered[key], 1, -side.order[key]), row, call)
-
-
-def _backward_error_row(ctx: _Context, i: int, error: Exception) -> Row:
-    """A backward that raised: a row at the module it raised in (the model's root when
-    none is on the traceback, as for an error inside the autograd engine)."""
-    module = module_that_raised(ctx.models[i], error)
-    note = (
-        f"side {ctx.side(i)} raised in the backward in module {module!r}: "
-        f"{type(error).__name__}: {error}; no gradients compared"
-    )
-    return Row(module, "error", None, None, math.inf, math.inf, ctx.tol.grad, False, note)
-
-
-def _grad_row(
-    module: str,
-    kind: str,
-    ga: np.ndarray | None,
-    gb: np.ndarray | None,
-    ctx: _Context,
-    what: str,
-    present: tuple[bool, bool] = (True, True),
-) -> Row:
-    tol = ctx.tol.grad
-    if not all(present):
-        note = f"{what}: a parameter on side {'b' if present[1] else 'a'} only"
-        return Row(module, kind, None, None, math.inf, math.inf, tol, False, note)
-    if ga is None and gb is None:
-        return Row(
-            module, kind, None, None, 0.0, 0.0, tol, True, f"{what}: no gradient on either side (unused)"
-        )
-    if ga is None or gb is None:
-        note = f"{what}: no gradient on side {'a' if ga is None else 'b'}"
-        shapes = (None if ga is None else ga.shape, None if gb is None else gb.shape)
-        return Row(module, kind, *shapes, math.inf, math.inf, tol, False, note)
-    if ga.shape != gb.shape:
-        return Row(module, kind, ga.shape, gb.shape, math.inf, math.inf, tol, False, f"{what}: shapes differ")
-    max_abs, max_rel, note = max_errors(ga, gb)
-    note = "; ".join(filter(None, [what, note]))
-    ok = max_rel <= tol and ga.dtype == gb.dtype
-    return Row(module, kind, ga.shape, gb.shape, max_abs, max_rel, tol, ok, note)
-
-
-def _train_rows(ctx: _Context, xs: tuple[object, object]) -> None:
-    """A train-mode forward on both sides: BatchNorm batch statistics, train-mode outputs
-    and running updates.
-
-    In train mode a BatchNorm subtracts its batch mean, which amplifies the relative error
-    of its input: left alone, the two forwards drift apart with depth (measured: 1e-12 at
-    the last blocks in float64, 1e-4 where a batch of 2 meets a 1x1 grid), whatever the
-    frameworks do. So the comparison is local: side b's BatchNorms run on side a's input
-    (teacher forcing), and each side's batch statistics come from its own input before
-    the swap, which differs from side a's by one layer's rounding. Each BatchNorm's
-    output is compared too (``bn_train_output``), both sides having normalised the same
-    input: a fault in how train mode normalises shows there, also in a BatchNorm that no
-    later BatchNorm reads (the last block's). Events are ``("input" | "output", name)``.
-    """
-    phase = _PHASES["train"]
-    tol = ctx.tol.bn
-    bns = [
-        {name: module for name, module in adapter.named_modules(model) if adapter.is_batchnorm(module)}
-        for adapter, model in zip(ctx.adapters, ctx.models, strict=True)
-    ]
-    # The running statistics each side keeps (none for ``track_running_stats=False``).
-    keys = [
-        {f"{name}.{stat}" for name in bn for stat in ("running_mean", "running_var")}
-        & set(adapter.buffer_names(model))
-        for adapter, model, bn in zip(ctx.adapters, ctx.models, bns, strict=True)
-    ]
-    momenta = [
-        {name: adapter.batchnorm_momentum(module) for name, module in bn.items()}
-        for adapter, bn in zip(ctx.adapters, bns, strict=True)
-    ]
-    parameters = _bn_parameters(ctx.adapters[0], ctx.models[0], bns[0])  # side a's: both normalise with them
-    # The statistics of the input each side's BatchNorm actually ran on, call by call.
-    seen: tuple[dict, dict] = (defaultdict(list), defaultdict(list))
-    last_call: dict[str, int] = {}  # BatchNorm -> position of its last call's row
-
-    def on_pair(
-        event: tuple[str, str], call: int, seq_a: int, seq_b: int, xa: np.ndarray, xb: np.ndarray, _live: int
-    ) -> np.ndarray | None:
-        kind, name = event
-        last_call[name] = min(seq_a, seq_b)  # the running update's row follows the last call
-        if kind == "output":
-            if not seen[0].get(name):  # its input was not a captured tensor (a keyword argument)
-                row = _train_output_row(name, xa, xb, None, parameters[name], ctx.tol.rel)
-            else:
-                stats = seen[0][name][-1]  # of this call's input, which both sides normalised
-                row = _train_output_row(name, xa, xb, stats, parameters[name], ctx.tol.reduced(stats.n))
-            ctx.add((phase, min(seq_a, seq_b), seq_a), row, call)
-            return None
-        own_a, own_b = batch_stats(xa), batch_stats(xb)
-        seen[0][name].append(own_a)
-        seen[1][name].append(own_a)  # side b waits in this BatchNorm's hook for side a's input
-        ctx.add((phase, min(seq_a, seq_b), seq_a), _stats_row(name, own_a, own_b, tol), call)
-        return xa
-
-    @contextlib.contextmanager
-    def capture(event: Any, adapter: Adapter, model: object) -> Iterator[None]:
-        def is_batchnorm(_name: str, module: object) -> bool:
-            return adapter.is_batchnorm(module)
-
-        with (
-            capture_inputs(model, lambda name, array: event(("input", name), array), is_batchnorm),
-            capture_outputs(model, lambda name, array: event(("output", name), array), select=is_batchnorm),
-        ):
-            yield
-
-    sides = [
-        Side(
-            adapter,
-            model,
-            x,
-            False,
-            capture=lambda event, adapter=adapter, model=model: capture(event, adapter, model),
-            lead_bytes=LEAD_BYTES if i == 0 else 0,  # side b never runs ahead: it is fed side a's inputs
-        )
-        for i, (adapter, model, x) in enumerate(zip(ctx.adapters, ctx.models, xs, strict=True))
-    ]
-    for adapter, model in zip(ctx.adapters, ctx.models, strict=True):
-        adapter.set_training(model, True)
-        # Dropout stays in eval (the identity): each side would draw its own random mask,
-        # and every BatchNorm after it would see a different input on each side. The step
-        # is about BatchNorm statistics; a dropout's ``p`` is compared by its config row.
-        for _, module in adapter.named_modules(model):
-            if adapter.is_dropout(module):
-                adapter.set_training(module, False)
-    try:
-        res_a, res_b, left_a, left_b = run_lockstep(sides[0], sides[1], on_pair)
-    finally:
-        for adapter, model in zip(ctx.adapters, ctx.models, strict=True):
-            adapter.set_training(model, False)
-    results = (res_a, res_b)
-    for res in results:  # rows name modules: count a BatchNorm's calls by its input events
-        res.calls = Counter({name: n for (kind, name), n in res.calls.items() if kind == "input"})
-        res.first_seen = {name: seq for (kind, name), seq in res.first_seen.items() if kind == "input"}
-    for kind, row_kind, what in (
-        ("input", "bn_batch_stats", "BatchNorm input captured"),
-        ("output", "bn_train_output", "BatchNorm output captured"),
-    ):
-        leftovers = (_module_events(left_a, kind), _module_events(left_b, kind))
-        _unmatched_rows(ctx, results, leftovers, phase, row_kind, what)
-    _error_rows(ctx, results, phase, "train-mode forward")
-    for row_kind in ("bn_batch_stats", "bn_train_output"):
-        _number_calls(ctx, phase, row_kind, results)
-    if res_a.error is not None or res_b.error is not None:
-        return
-    after = [
-        adapter.snapshot(model, k) for adapter, model, k in zip(ctx.adapters, ctx.models, keys, strict=True)
-    ]
-    for name in bns[0]:
-        if name in seen[0] and name in bns[1]:  # else never called, or already a failing row
-            row = _running_row(ctx, name, seen, momenta, after)
-            if row is not None:  # after the batch statistics of the layer's last call
-                ctx.add((phase, last_call[name], math.inf), row)
-
-
-def _train_output_row(
-    name: str, ya: np.ndarray, yb: np.ndarray, stats: BatchStats | None, params: tuple, tol: float
-) -> Row:
-    """A BatchNorm's train-mode output, both sides on side a's input (``stats``), measured
-    per channel against its conditioning (``bn_output_errors``); ``params`` are side a's
-    ``(weight, bias, eps)``. Without ``stats`` (its input was not captured), against the
-    output's own scale."""
-    if ya.shape != yb.shape:
-        return Row(
-            name, "bn_train_output", ya.shape, yb.shape, math.inf, math.inf, tol, False, "shapes differ"
-        )
-    if stats is None:
-        max_abs, max_rel, note = max_errors(ya, yb)
-        note = "; ".join(filter(None, [note, "its input was not captured: of max|y|"]))
-    else:
-        max_abs, max_rel = bn_output_errors(ya, yb, stats, *params)
-        note = f"per channel, of |w| max|x| / sqrt(var + eps) + |b|; tolerance for sums of {stats.n} values"
-    if ya.dtype != yb.dtype:
-        note = f"dtypes differ: {ya.dtype} vs {yb.dtype}; {note}"
-    ok = max_rel <= tol and ya.dtype == yb.dtype
-    return Row(name, "bn_train_output", ya.shape, yb.shape, max_abs, max_rel, tol, ok, note)
-
-
-def _bn_parameters(adapter: Adapter, model: object, bns: dict[str, object]) -> dict[str, tuple]:
-    """``name -> (weight, bias, eps)`` of each BatchNorm (1 and 0 without affine)."""
-    state = adapter.state_views(model)
-    return {
-        name: (
-            state.get(f"{name}.weight", 1.0),
-            state.get(f"{name}.bias", 0.0),
-            adapter.batchnorm_eps(module),
-        )
-        for name, module in bns.items()
-    }
-
-
-def _stats_row(name: str, sa: BatchStats, sb: BatchStats, tol: float) -> Row:
-    """Batch mean against max|x|, biased batch variance against max|x|^2 (see tolerances)."""
-    if sa.mean.shape != sb.mean.shape:
-        return Row(
-            name, "bn_batch_stats", sa.shape, sb.shape, math.inf, math.inf, tol, False, "channels differ"
-        )
-    scale = largest(sa.scale, sb.scale)
-    d_mean, d_var = float(np.abs(sa.mean - sb.mean).max()), float(np.abs(sa.var - sb.var).max())
-    # Against max|x|^2 in two steps: scale**2 overflows a float above ~1.3e154 (a finite input).
-    rel_mean, rel_var = relative(d_mean, scale), relative(relative(d_var, scale), scale)
-    worst = largest(rel_mean, rel_var)  # a NaN fails the row
-    note = f"batch mean {rel_mean:.3g} (of max|x|), biased batch variance {rel_var:.3g} (of max|x|^2)"
-    return Row(
-        name, "bn_batch_stats", sa.shape, sb.shape, largest(d_mean, d_var), worst, tol, worst <= tol, note
-    )
-
-
-def _running_row(
-    ctx: _Context,
-    name: str,
-    stats: tuple[dict, dict],
-    momenta: list[dict],
-    after: list[dict],
-) -> Row | None:
-    """Running statistics after the step, both on the biased-variance convention; ``None``
-    when neither side keeps any (``track_running_stats=False``: nothing to update).
-
-    A framework whose running_var is unbiased (torch) added ``m * v * n/(n-1)`` per call
-    where a biased one (Lucid) adds ``m * v``; removing the difference ``m * v/(n-1)``
-    (decayed by later calls) from its result, with ``v`` and ``n`` from its own captured BN
-    input, makes the two comparable. Momentum ``None`` (torch's cumulative average) has no
-    such correction here: it is compared as it is when both sides use it and keep the same
-    variance convention, and fails against anything else.
-    """
-    tol = ctx.tol.bn
-    keeps = [f"{name}.running_mean" in side and f"{name}.running_var" in side for side in after]
-    if not any(keeps):
-        return None
-    if not all(keeps):
-        note = f"running statistics kept on side {'ab'[keeps.index(True)]} only"
-        return Row(name, "bn_running_update", None, None, math.inf, math.inf, tol, False, note)
-    scale = functools.reduce(largest, (s.scale for side in stats for s in side[name]))
-    cumulative = [momenta[i][name] is None for i in range(2)]
-    as_they_are = all(cumulative) and len({a.running_var_unbiased for a in ctx.adapters}) == 1
-    values, notes = [], []
-    if as_they_are:
-        notes.append("momentum None (cumulative average) on both sides: compared as they are")
-    for i, adapter in enumerate(ctx.adapters):
-        momentum = momenta[i][name]
-        if momentum is None and not as_they_are:
-            note = f"side {ctx.side(i)}: momentum None (cumulative average) is not compared"
-            return Row(name, "bn_running_update", None, None, math.inf, math.inf, tol, False, note)
-        mean = after[i][f"{name}.running_mean"].astype(np.float64)
-        var = after[i][f"{name}.running_var"].astype(np.float64)
-        if adapter.running_var_unbiased and not as_they_are:
-            correction = np.zeros_like(var)
-            for s in stats[i][name]:
-                correction = (1 - momentum) * correction + momentum * s.var / max(s.n - 1, 1)
-            var = var - correction
-            ns = ", ".join(str(s.n) for s in stats[i][name])
-            notes.append(
-                f"side {ctx.side(i)} keeps an unbiased running_var: compared after -m*v/(n-1), n={ns}"
-            )
-        values.append((mean, var))
-    (mean_a, var_a), (mean_b, var_b) = values
-    if mean_a.shape != mean_b.shape:
-        return Row(
-            name,
-            "bn_running_update",
-            mean_a.shape,
-            mean_b.shape,
-            math.inf,
-            math.inf,
-            tol,
-            False,
-            "running statistics' shapes differ",
-        )
-    d_mean, d_var = float(np.abs(mean_a - mean_b).max()), float(np.abs(var_a - var_b).max())
-    # Against max|x|^2 in two steps: scale**2 overflows a float above ~1.3e154 (a finite input).
-    rel_mean, rel_var = relative(d_mean, scale), relative(relative(d_var, scale), scale)
-    notes.insert(0, f"running_mean {rel_mean:.3g} (of max|x|), running_var {rel_var:.3g} (of max|x|^2)")
-    worst = largest(rel_mean, rel_var)  # a NaN fails the row
-    return Row(
-        name,
-        "bn_running_update",
-        mean_a.shape,
-        mean_b.shape,
-        largest(d_mean, d_var),
-        worst,
-        tol,
-        worst <= tol,
-        "; ".join(notes),
-    )
-
-
 # ----------------------------------------------------------------------------- entry
 
 
@@ -1067,19 +498,19 @@ def compare(
     x = _check_input(x, dtype)
     _check_trees(a, b, adapters)
 
-    ctx = _Context(adapters, (a, b), tol, dtype, devices)
+    ctx = Context(adapters, (a, b), tol, dtype, devices)
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_collector_paused())
+        stack.enter_context(collector_paused())
         # What cannot be read is listed, every tensor on both sides, once reading fails:
         # a bfloat16 tensor (TypeError) or one on the meta device (NotImplementedError).
         saved = []  # each side's buffers, as found
         try:
             for adapter, model, device in zip(adapters, (a, b), devices, strict=True):
-                saved.append(stack.enter_context(_borrow(model, adapter, dtype, device, grads=backward)))
+                saved.append(stack.enter_context(borrow(model, adapter, dtype, device, grads=backward)))
                 stack.enter_context(adapter.precise())
             _state_rows(ctx)
         except (TypeError, NotImplementedError) as error:
-            problems = _unreadable_dtypes(adapters, (a, b)) + _unreadable(adapters, (a, b))
+            problems = unreadable_dtypes(adapters, (a, b)) + unreadable(adapters, (a, b))
             if problems:
                 raise StateMismatchError(
                     f"comparing {type(a).__name__} and {type(b).__name__}", problems
@@ -1098,14 +529,14 @@ def compare(
         results = _forward(ctx, xs, grad=backward, local=bool(local))
         _config_rows(ctx, results)
         if backward and all(res.error is None for res in results):
-            _gradient_rows(ctx, results, xs, int(grad_seed))
+            gradient_rows(ctx, results, xs, int(grad_seed))
         del results, xs  # the graphs, before the train step
         _changed_buffer_rows(ctx, saved)
         if train_step:
             xs = tuple(
                 adapter.tensor(x, device=device) for adapter, device in zip(adapters, devices, strict=True)
             )
-            _train_rows(ctx, xs)
+            train_rows(ctx, xs)
 
     rows = [row for _, row, _ in ctx.sorted_rows()]
     first = next((row.module for row in rows if not row.ok), None)

@@ -115,16 +115,16 @@ def test_no_temporary_grows_with_the_input() -> None:
 def test_a_nan_batch_statistic_fails_its_row() -> None:
     """BatchNorm rows take the worse of mean and variance: a NaN in either must fail."""
     from parity._metrics import batch_stats
-    from parity.comparison import _stats_row
+    from parity._train_step import stats_row
 
     x = np.random.default_rng(7).standard_normal((4, 3, 5, 5))
     clean = batch_stats(x)
     for field in ("mean", "var"):
         broken = batch_stats(x)
         getattr(broken, field)[1] = np.nan
-        row = _stats_row("bn", clean, broken, tol=1e-6)
+        row = stats_row("bn", clean, broken, tol=1e-6)
         assert not row.ok and math.isnan(row.max_rel), field
-    assert _stats_row("bn", clean, batch_stats(x), tol=1e-6).ok
+    assert stats_row("bn", clean, batch_stats(x), tol=1e-6).ok
 
 
 def test_nothing_finite_to_compare_fails() -> None:
@@ -175,14 +175,14 @@ def test_batch_statistics_of_a_huge_finite_input_fail_or_pass_without_overflow()
     """Variances are held to max|x|^2, which overflows a float above ~1.3e154: such a
     finite input (compare accepts it) raised OverflowError from the row."""
     from parity._metrics import batch_stats
-    from parity.comparison import _stats_row
+    from parity._train_step import stats_row
 
     # max|x| = 1.5e154, so max|x|^2 overflows; the spread is small, so the variance does not.
     x = 1.5e154 + 1e150 * np.random.default_rng(0).standard_normal((2, 3, 4, 4))
-    assert _stats_row("bn", batch_stats(x), batch_stats(x), tol=1e-6).ok
+    assert stats_row("bn", batch_stats(x), batch_stats(x), tol=1e-6).ok
     y = x.copy()
     y[0, 0] += 1e152  # channel 0's batch mean (over 2 samples) moves by 5e151
-    row = _stats_row("bn", batch_stats(x), batch_stats(y), tol=1e-6)
+    row = stats_row("bn", batch_stats(x), batch_stats(y), tol=1e-6)
     assert not row.ok and row.max_rel == pytest.approx(5e151 / np.abs(y).max(), rel=1e-6)
 
 

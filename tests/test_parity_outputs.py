@@ -298,7 +298,7 @@ class _DropsItsCache(torch.nn.Module):
 
 def test_a_buffer_the_forward_drops_does_not_stop_the_rest_being_put_back() -> None:
     """restore raised KeyError for the missing buffer before writing anything, and the
-    steps after it in ``_borrow`` never ran: both models stayed float64 and in eval."""
+    steps after it in ``parity._borrow.borrow`` never ran: both models stayed float64 and in eval."""
     a, b = _DropsItsCache().train(), _DropsItsCache().train()
     b.load_state_dict(a.state_dict())
     assert compare(a, b, X, dtype="float64").ok
