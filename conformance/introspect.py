@@ -23,7 +23,7 @@ from lucid_inception.frameworks import adapter_for, capture_calls
 __all__ = ["Call", "ModelView", "Trace", "latent_constants", "trace"]
 
 # A module whose children are exactly these layers is one paper "conv" (Lucid's
-# nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d).
+# nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d, a Sequential of the three).
 _CONV_BN_RELU = ("conv2d", "batchnorm2d", "relu")
 _OP_KINDS = {
     "conv2d": "linear-conv",
@@ -63,12 +63,14 @@ class ModelView:
         layer = self.layer(name)
         if layer in _OP_KINDS:
             return _OP_KINDS[layer]
+        # Before the chain rule: nn.Sequential(Conv2d, BatchNorm2d, ReLU) is how many models
+        # write one paper conv, and no paper chain holds a BatchNorm of its own.
+        if tuple(self.layer(c) for c in self.children[name]) == _CONV_BN_RELU:
+            return "conv"
         if layer in ("sequential", "module-list"):
             return "sequential"
         if layer == "flatten":
             return "reshape"
-        if tuple(self.layer(c) for c in self.children[name]) == _CONV_BN_RELU:
-            return "conv"
         return "other"
 
     def descendants(self, name: str) -> Iterator[str]:

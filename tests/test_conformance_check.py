@@ -512,6 +512,40 @@ def test_module_list_trunk_still_sees_a_skipped_block() -> None:
     assert all(r.found.startswith("stages.1.1.branch") for r in report.failures)
 
 
+def _convs_as_sequentials(module, nn) -> None:
+    """Every conv + BatchNorm + ReLU module rebuilt as ``nn.Sequential`` of its three layers
+    (how many models write a paper conv), in place."""
+    for name, child in list(module._modules.items()):
+        kids = list(child._modules.values())
+        if [type(k).__name__ for k in kids] == ["Conv2d", "BatchNorm2d", "ReLU"]:
+            setattr(module, name, nn.Sequential(*kids))
+        else:
+            _convs_as_sequentials(child, nn)
+
+
+@pytest.mark.parametrize(("name", "framework"), [("inception_v4", "torch"), ("inception_resnet_v2", "lucid")])
+def test_convs_written_as_sequentials_conform(name: str, framework: str) -> None:
+    # nn.Sequential(Conv2d, BatchNorm2d, ReLU) is one paper conv, as a branch's op or as a
+    # whole one-op branch (no paper chain holds a BatchNorm of its own)
+    model = lucid_inception.build(name, framework)
+    _convs_as_sequentials(model, torch.nn if framework == "torch" else lnn)
+    view = ModelView(model)
+    convs = [path for path in view.modules if view.op_kind(path) == "conv"]
+    assert len(convs) > 100 and all(view.layer(path) == "sequential" for path in convs)
+    report = _check(model, name)
+    assert not report.failures, "\n".join(f"{r.id}: {r.found}" for r in report.failures)
+
+
+def test_sequential_conv_with_its_relu_before_its_batchnorm() -> None:
+    model = lucid_inception.build("inception_v4", "torch")
+    _convs_as_sequentials(model, torch.nn)
+    conv, bn, relu = model.conv[1].branch4[0]
+    model.conv[1].branch4[0] = torch.nn.Sequential(conv, relu, bn)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_a/branch4-first-conv-64"}
+    assert report.failures[0].found == "conv.1.branch4.0: a sequential (Sequential), expected a conv"
+
+
 def test_concat_of_a_branch_whose_container_never_runs() -> None:
     # The forward runs branch4's ops one by one, so branch4 itself never runs: its slot
     # is checked against its last op's output
