@@ -23,8 +23,11 @@ from lucid_inception.frameworks import adapter_for, capture_calls
 __all__ = ["Call", "ModelView", "Trace", "latent_constants", "trace"]
 
 # A module whose children are exactly these layers is one paper "conv" (Lucid's
-# nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d, a Sequential of the three).
+# nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d, a Sequential of the three),
+# and so is one with a conv and a BatchNorm that applies the ReLU in its forward (torchvision's
+# BasicConv2d): what each computes is checked from the trace.
 _CONV_BN_RELU = ("conv2d", "batchnorm2d", "relu")
+_CONV_BN = ("conv2d", "batchnorm2d")
 _OP_KINDS = {
     "conv2d": "linear-conv",
     "maxpool2d": "maxpool",
@@ -65,7 +68,7 @@ class ModelView:
             return _OP_KINDS[layer]
         # Before the chain rule: nn.Sequential(Conv2d, BatchNorm2d, ReLU) is how many models
         # write one paper conv, and no paper chain holds a BatchNorm of its own.
-        if tuple(self.layer(c) for c in self.children[name]) == _CONV_BN_RELU:
+        if tuple(self.layer(c) for c in self.children[name]) in (_CONV_BN_RELU, _CONV_BN):
             return "conv"
         if layer in ("sequential", "module-list"):
             return "sequential"

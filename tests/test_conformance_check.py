@@ -546,6 +546,39 @@ def test_sequential_conv_with_its_relu_before_its_batchnorm() -> None:
     assert report.failures[0].found == "conv.1.branch4.0: a sequential (Sequential), expected a conv"
 
 
+class _BasicConv2d(torch.nn.Module):
+    """torchvision's Inception-v3 layer: conv and BatchNorm modules, the ReLU in the forward."""
+
+    def __init__(self, conv: torch.nn.Module, bn: torch.nn.Module, relu: bool = True) -> None:
+        super().__init__()
+        self.conv, self.bn, self.relu = conv, bn, relu
+
+    def forward(self, x):
+        y = self.bn(self.conv(x))
+        return torch.nn.functional.relu(y, inplace=True) if self.relu else y
+
+
+def _convs_as_basic(module: torch.nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        kids = list(child.children())
+        if [type(k).__name__ for k in kids] == ["Conv2d", "BatchNorm2d", "ReLU"]:
+            setattr(module, name, _BasicConv2d(kids[0], kids[1]))
+        else:
+            _convs_as_basic(child)
+
+
+def test_convs_with_the_relu_in_their_forward_conform() -> None:
+    model = lucid_inception.twins.inception_resnet_v1()
+    _convs_as_basic(model)
+    report = _check(model, "inception_resnet_v1")
+    assert not report.failures, "\n".join(f"{r.id}: {r.found}" for r in report.failures)
+    # the same layer forgetting its ReLU fails its op item only
+    model.stem.conv[2].relu = False
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/stem/conv-third-conv-64"}
+    assert "its output is not ReLU of its BatchNorm's output" in report.failures[0].found
+
+
 def test_concat_of_a_branch_whose_container_never_runs() -> None:
     # The forward runs branch4's ops one by one, so branch4 itself never runs: its slot
     # is checked against its last op's output

@@ -3,6 +3,7 @@ against the spec."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 
@@ -164,9 +165,11 @@ def _reads(call: Call, expected: np.ndarray) -> bool:
 def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[str]:
     """A paper conv returns ReLU(BN(conv(x))) of its own input: running the three in order
     is not enough if the module returns, or feeds on, something else. ReLU is checked by
-    what it computes (an in-place ReLU overwrites its recorded input)."""
-    conv, bn, relu = (tr.first(c) for c in view.children[path])
-    if not (conv and bn and relu and call.inputs and call.output is not None):
+    what it computes (an in-place ReLU overwrites its recorded input); a conv without a
+    ReLU module (the ReLU in its forward) must return ReLU of its BatchNorm's output."""
+    steps = [tr.first(c) for c in view.children[path]]
+    conv, bn, relu = (*steps, None)[:3]
+    if not (all(steps) and call.inputs and call.output is not None):
         return []  # the order check above reports a child that did not run
     links = [
         ("its conv does not read its input", conv.inputs and _reads(conv, call.inputs[0])),
@@ -174,6 +177,16 @@ def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[s
             "its BatchNorm does not read its conv's output",
             conv.output is not None and _reads(bn, conv.output),
         ),
+    ]
+    if relu is None:
+        links.append(
+            (
+                "its output is not ReLU of its BatchNorm's output",
+                bn.output is not None and np.array_equal(call.output, np.maximum(bn.output, 0)),
+            )
+        )
+        return [problem for problem, holds in links if not holds]
+    links += [
         (
             "its ReLU's output is not ReLU of its BatchNorm's output",
             relu.output is not None
@@ -232,12 +245,14 @@ def check_op(
         problems.append(f"its input is not the {source[1]}")
     if call.output_shape != shape:
         problems.append(f"output {fmt_shape(call.output_shape)} (expected {fmt_shape(shape)})")
-    if op.kind == "conv":  # conv -> BatchNorm -> ReLU, in that order, once per call
+    if op.kind == "conv":  # conv -> BatchNorm (-> ReLU module), in that order, once per call
         steps = [tr.calls.get(c, []) for c in view.children[path]]
+        ends = [s[0].index for s in steps if s] + [call.index]  # completion order
         if any(len(s) != tr.count(path) for s in steps) or not (
-            steps[0] and steps[0][0].index < steps[1][0].index < steps[2][0].index < call.index
+            all(steps) and all(a < b for a, b in itertools.pairwise(ends))
         ):
-            problems.append("does not run conv -> BatchNorm -> ReLU once per call")
+            layers = " -> ".join(["conv", "BatchNorm", "ReLU"][: len(steps)])
+            problems.append(f"does not run {layers} once per call")
     if op.kind == "conv":
         problems += _conv_data_flow(view, tr, path, call)
     if op.kind in ("maxpool", "avgpool", "global-avgpool") and call.output is not None and call.inputs:
