@@ -596,12 +596,12 @@ def test_an_exception_in_the_harness_during_the_backward_is_raised_not_blamed_on
 ) -> None:
     """The input-gradient hooks run the harness's own code inside the framework's backward;
     its exception must reach the caller, not become an error row naming the model."""
-    import parity.comparison
+    import parity._gradients
 
     def broken(*_args: object) -> None:
         raise RuntimeError("a bug in the harness")
 
-    monkeypatch.setattr(parity.comparison, "_input_grad_row", broken)
+    monkeypatch.setattr(parity._gradients, "_input_grad_row", broken)
     a, b = torch_pair("float64")
     with pytest.raises(RuntimeError, match="a bug in the harness"):
         compare(a, b, X, dtype="float64", backward=True)
