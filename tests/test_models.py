@@ -463,6 +463,22 @@ def test_twin_input_of_another_float_dtype_is_a_type_error(shared_model, dtype: 
         run(model, np.zeros((1, 3, 75, 75), dtype))
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_twin_traces_with_torch_fx(name: str) -> None:
+    """torch.fx (what torchvision's feature extraction runs) traces the twin: the input checks
+    stay out of the graph, which computes what the twin does; eager calls still check."""
+    model = lucid_inception.build(name, "torch", num_classes=10).eval()
+    randomize_batchnorm(model, seed=2)
+    graph = torch.fx.symbolic_trace(model)
+    called = {node.target for node in graph.graph.nodes if node.op == "call_module"}
+    assert {"fc", "avgpool"} <= called and len(called) > 200  # every layer, not a collapsed call
+    x = torch.from_numpy(image((2, 3, 75, 75), seed=5))
+    with torch.no_grad():
+        assert torch.equal(graph(x), model(x))
+    with pytest.raises(TypeError, match="expected a torch.Tensor input"):
+        model(x.numpy())
+
+
 def test_twin_takes_a_half_precision_input_under_autocast() -> None:
     """torch's rule under autocast: the first conv casts any floating input to the autocast
     dtype, so a bfloat16 batch is valid there (and only there); a non-floating one is not."""

@@ -86,6 +86,17 @@ class InceptionClassifier(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A symbolic trace (torch.fx, which torchvision's feature extraction uses) runs the
+        # forward on a Proxy: no shape or dtype to check, and the graph holds no checks.
+        if not isinstance(x, torch.fx.Proxy):
+            self._check_input(x)
+        x = self.features(x)  # N x width x 8 x 8 at 299
+        x = self.avgpool(x)  # N x width x 1 x 1
+        x = x.reshape(x.shape[0], -1)  # N x width
+        x = self.dropout(x)
+        return self.fc(x)  # N x num_classes
+
+    def _check_input(self, x: object) -> None:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor input, got {type(x).__name__}")
         _checks.check_input_shape(x.shape, self.in_channels)
@@ -98,11 +109,6 @@ class InceptionClassifier(nn.Module):
             _checks.check_floating_input(dtype, floating, model_dtype)
         else:
             _checks.check_input_dtype(dtype, floating, model_dtype)
-        x = self.features(x)  # N x width x 8 x 8 at 299
-        x = self.avgpool(x)  # N x width x 1 x 1
-        x = x.reshape(x.shape[0], -1)  # N x width
-        x = self.dropout(x)
-        return self.fc(x)  # N x num_classes
 
     def _batchnorm_training(self) -> bool:
         """Whether a BatchNorm normalises with batch statistics (train mode, or no running ones)."""
