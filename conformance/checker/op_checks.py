@@ -178,26 +178,26 @@ def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[s
             conv.output is not None and _reads(bn, conv.output),
         ),
     ]
-    if relu is None:
+    if relu is None:  # the ReLU is in the module's forward: its output must be that ReLU's
         links.append(
             (
                 "its output is not ReLU of its BatchNorm's output",
                 bn.output is not None and np.array_equal(call.output, np.maximum(bn.output, 0)),
             )
         )
-        return [problem for problem, holds in links if not holds]
-    links += [
-        (
-            "its ReLU's output is not ReLU of its BatchNorm's output",
-            relu.output is not None
-            and bn.output is not None
-            and np.array_equal(relu.output, np.maximum(bn.output, 0)),
-        ),
-        (
-            "its output is not its ReLU's output",
-            relu.output is not None and np.array_equal(call.output, relu.output),
-        ),
-    ]
+    else:
+        links += [
+            (
+                "its ReLU's output is not ReLU of its BatchNorm's output",
+                relu.output is not None
+                and bn.output is not None
+                and np.array_equal(relu.output, np.maximum(bn.output, 0)),
+            ),
+            (
+                "its output is not its ReLU's output",
+                relu.output is not None and np.array_equal(call.output, relu.output),
+            ),
+        ]
     return [problem for problem, holds in links if not holds]
 
 
