@@ -176,7 +176,7 @@ def test_missing_relu_after_the_add_fails_the_formula() -> None:
     model = lucid_inception.twins.inception_resnet_v1()
 
     def forward(self, x):
-        mixed = torch.cat([branch(x) for branch in self.branches()], dim=1)
+        mixed = self.mixed(x)
         return x + self.scale * self.conv_linear(mixed)  # no ReLU on the sum
 
     block = model.conv[2]
@@ -440,7 +440,7 @@ def test_formula_fault_fails_the_formula_not_the_scale() -> None:
     model = lucid_inception.twins.inception_resnet_v1()
 
     def forward(self, x):
-        mixed = torch.cat([branch(x) for branch in self.branches()], dim=1)
+        mixed = self.mixed(x)
         return self.relu(x) + self.scale * self.conv_linear(mixed)
 
     for block in model.conv[6:16]:

@@ -3,6 +3,7 @@ corrections shown by behaviour (each test here fails on upstream lucid-dl 2.9.0)
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import warnings
@@ -208,7 +209,7 @@ def test_twin_residual_block_matches_the_formula() -> None:
     block.eval()
     x = torch.from_numpy(image((2, 384, 9, 9), seed=5))
     with torch.no_grad():
-        mixed = torch.cat([b(x) for b in block.branches()], dim=1)
+        mixed = torch.cat([block.branch1(x), block.branch2(x), block.branch3(x)], dim=1)
         want = torch.relu(x + 0.17 * block.conv_linear(mixed))
         np.testing.assert_allclose(block(x).numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
 
@@ -477,6 +478,42 @@ def test_twin_traces_with_torch_fx(name: str) -> None:
         assert torch.equal(graph(x), model(x))
     with pytest.raises(TypeError, match="expected a torch.Tensor input"):
         model(x.numpy())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_twin_compiles_with_torch_jit_script(name: str) -> None:
+    """torch.jit.script compiles the twin (as torchvision's models do): the scripted model,
+    saved and loaded back, has the same state and computes the same logits, the residual
+    scales included; the eager model still checks its input."""
+    scales = {} if name == "inception_v4" else {"scale": (0.1, 0.2, 0.3)}  # not the default
+    model = lucid_inception.build(name, "torch", num_classes=10, **scales).eval()
+    randomize_batchnorm(model, seed=2)
+    saved = io.BytesIO()
+    with warnings.catch_warnings():  # torch 2.14 deprecates TorchScript; older releases do not
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(model), saved)
+        saved.seek(0)
+        scripted = torch.jit.load(saved)
+    assert scripted.state_dict().keys() == model.state_dict().keys()
+    x = torch.from_numpy(image((2, 3, 75, 75), seed=5))
+    with torch.no_grad():
+        assert torch.equal(scripted(x), model(x))
+    with pytest.raises(TypeError, match="expected a torch.Tensor input"):
+        model(x.numpy())
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_twin_exports_with_torch_export(name: str) -> None:
+    """torch.export (torch's successor to TorchScript) captures the twin whole: the exported
+    program computes the same logits; the input checks run at export time and leave no op."""
+    model = lucid_inception.build(name, "torch", num_classes=10).eval()
+    randomize_batchnorm(model, seed=2)
+    x = torch.from_numpy(image((2, 3, 75, 75), seed=5))
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        assert torch.equal(exported.module()(x), model(x))
+    with pytest.raises(TypeError, match="the model's dtype float32, got float64"):
+        torch.export.export(model, (x.double(),))
 
 
 def test_twin_takes_a_half_precision_input_under_autocast() -> None:

@@ -73,8 +73,8 @@ class ResNetV1BlockA(ResidualBlock):
         self.conv_linear = nn.Conv2d(32 + 32 + 32, in_channels, kernel_size=1)
         self.relu = nn.ReLU()
 
-    def branches(self) -> list[nn.Module]:
-        return [self.branch1, self.branch2, self.branch3]
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
 
 
 class ResNetV2BlockA(ResidualBlock):
@@ -96,8 +96,8 @@ class ResNetV2BlockA(ResidualBlock):
         self.conv_linear = nn.Conv2d(32 + 32 + 64, in_channels, kernel_size=1)
         self.relu = nn.ReLU()
 
-    def branches(self) -> list[nn.Module]:
-        return [self.branch1, self.branch2, self.branch3]
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
 
 
 class ResNetV1BlockB(ResidualBlock):
@@ -115,8 +115,8 @@ class ResNetV1BlockB(ResidualBlock):
         self.conv_linear = nn.Conv2d(128 + 128, in_channels, kernel_size=1)
         self.relu = nn.ReLU()
 
-    def branches(self) -> list[nn.Module]:
-        return [self.branch1, self.branch2]
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x)], dim=1)
 
 
 class ResNetV2BlockB(ResidualBlock):
@@ -138,8 +138,8 @@ class ResNetV2BlockB(ResidualBlock):
         self.conv_linear = nn.Conv2d(192 + 192, in_channels, kernel_size=1)
         self.relu = nn.ReLU()
 
-    def branches(self) -> list[nn.Module]:
-        return [self.branch1, self.branch2]
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x)], dim=1)
 
 
 class ResNetV1BlockC(ResidualBlock):
@@ -157,8 +157,8 @@ class ResNetV1BlockC(ResidualBlock):
         self.conv_linear = nn.Conv2d(192 + 192, in_channels, kernel_size=1)
         self.relu = nn.ReLU()
 
-    def branches(self) -> list[nn.Module]:
-        return [self.branch1, self.branch2]
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x)], dim=1)
 
 
 class ResNetV2BlockC(ResidualBlock):
@@ -180,8 +180,8 @@ class ResNetV2BlockC(ResidualBlock):
         self.conv_linear = nn.Conv2d(192 + 256, in_channels, kernel_size=1)
         self.relu = nn.ReLU()
 
-    def branches(self) -> list[nn.Module]:
-        return [self.branch1, self.branch2]
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.branch1(x), self.branch2(x)], dim=1)
 
 
 class _ResNetReductionB(nn.Module):
@@ -207,8 +207,7 @@ class _ResNetReductionB(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1, self.branch2, self.branch3, self.branch4]
-        return torch.cat([branch(x) for branch in branches], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
 class ResNetV1ReductionB(_ResNetReductionB):

@@ -85,8 +85,7 @@ class InceptionA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1, self.branch2, self.branch3, self.branch4]
-        return torch.cat([branch(x) for branch in branches], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
 class ReductionA(nn.Module):
@@ -104,8 +103,7 @@ class ReductionA(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1, self.branch2, self.branch3]
-        return torch.cat([branch(x) for branch in branches], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
 
 
 class InceptionB(nn.Module):
@@ -133,8 +131,7 @@ class InceptionB(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1, self.branch2, self.branch3, self.branch4]
-        return torch.cat([branch(x) for branch in branches], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), self.branch4(x)], dim=1)
 
 
 class ReductionB(nn.Module):
@@ -156,8 +153,7 @@ class ReductionB(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.branch1, self.branch2, self.branch3]
-        return torch.cat([branch(x) for branch in branches], dim=1)
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x)], dim=1)
 
 
 class InceptionC(nn.Module):

@@ -53,16 +53,17 @@ class ConvBNReLU2d(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """``y = ReLU(x + scale * conv_linear(concat(branches(x))))`` (Fig. 10-13, 16-20)."""
+    """``y = ReLU(x + scale * conv_linear(mixed(x)))`` (Fig. 10-13, 16-20); ``mixed(x)``,
+    each subclass's, is the concat of its branches, written out branch by branch (Lucid's
+    blocks list them in ``branches()``): ``torch.jit.script`` compiles no loop over
+    modules of different types. ``scale`` has no class-level annotation for the same reason
+    (TorchScript infers the attribute's type from its value)."""
 
-    scale: float
-
-    def branches(self) -> list[nn.Module]:
+    def mixed(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mixed = torch.cat([branch(x) for branch in self.branches()], dim=1)
-        return self.relu(x + self.scale * self.conv_linear(mixed))
+        return self.relu(x + self.scale * self.conv_linear(self.mixed(x)))
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"
@@ -86,15 +87,22 @@ class InceptionClassifier(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # A symbolic trace (torch.fx, which torchvision's feature extraction uses) runs the
-        # forward on a Proxy: no shape or dtype to check, and the graph holds no checks.
-        if not isinstance(x, torch.fx.Proxy):
-            self._check_input(x)
+        # The input checks are Python: a scripted model (torch.jit.script) leaves them out
+        # and gets torch's own errors, as torchvision's models do.
+        if not torch.jit.is_scripting():
+            self._check_eager_input(x)
         x = self.features(x)  # N x width x 8 x 8 at 299
         x = self.avgpool(x)  # N x width x 1 x 1
         x = x.reshape(x.shape[0], -1)  # N x width
         x = self.dropout(x)
         return self.fc(x)  # N x num_classes
+
+    @torch.jit.unused
+    def _check_eager_input(self, x: torch.Tensor) -> None:
+        # A symbolic trace (torch.fx, which torchvision's feature extraction uses) runs the
+        # forward on a Proxy: no shape or dtype to check, and the graph holds no checks.
+        if not isinstance(x, torch.fx.Proxy):
+            self._check_input(x)
 
     def _check_input(self, x: object) -> None:
         if not isinstance(x, torch.Tensor):
