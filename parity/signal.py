@@ -449,7 +449,7 @@ class ParityResult:
 
     def explain(self, top: int = 8) -> str:
         """The table ``python -m parity`` prints for this pair."""
-        from parity.cli import render_result  # the CLI's table; imported late (tabulate)
+        from parity.tables import render_result  # the CLI's table; imported late (tabulate)
 
         return render_result(self, top)
 

@@ -19,7 +19,7 @@ import pytest
 import lucid_inception
 from lucid_inception.frameworks import TorchAdapter
 from lucid_inception.upstream import upstream_is_released
-from parity import cli, load_checkpoint_file, save_checkpoint
+from parity import cli, load_checkpoint_file, save_checkpoint, tables
 from parity.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, main, parse_devices
 from parity.plot import PlotUnavailable, plot_reports
 from parity.selftest import FAULTS
@@ -866,6 +866,6 @@ def test_a_divergence_at_the_root_is_named_not_dashed() -> None:
     report = compare(a, b, X, dtype="float64")
     assert report.first_divergence == ""
     result = ParityResult("tiny", "float64", ("cpu", "cpu"), report, None, 0, 0, 8, 2)
-    assert "first divergence      <model>" in cli.render_result(result, 3)
-    overall = cli._overall([result]).splitlines()[-1].split()
+    assert "first divergence      <model>" in tables.render_result(result, 3)
+    overall = tables.render_overall([result]).splitlines()[-1].split()
     assert overall[3:5] == ["FAIL", "<model>"]

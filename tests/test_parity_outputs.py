@@ -276,7 +276,7 @@ def test_a_channels_last_weight_stays_channels_last_after_a_cast() -> None:
 
 
 def test_structured_shapes_render_and_survive_json() -> None:
-    from parity.cli import _show_shape
+    from parity.tables import _show_shape
 
     assert _show_shape(((2, 4), (2, 2))) == "(2x4, 2x2)"
     assert _show_shape((2, 3, 8, 8)) == "2x3x8x8" and _show_shape(()) == "()" and _show_shape(None) == "-"

@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from parity.cli import render_selftest
 from parity.selftest import FAULTS, Fault, run_selftest
+from parity.tables import render_selftest
 
 # Two faults that must NOT pass: the verdict has to be able to fail.
 NOTHING = Fault(
