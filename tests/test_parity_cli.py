@@ -867,5 +867,6 @@ def test_a_divergence_at_the_root_is_named_not_dashed() -> None:
     assert report.first_divergence == ""
     result = ParityResult("tiny", "float64", ("cpu", "cpu"), report, None, 0, 0, 8, 2)
     assert "first divergence      <model>" in tables.render_result(result, 3)
+    assert result.explain(3) == tables.render_result(result, 3)  # what a failing pytest shows
     overall = tables.render_overall([result]).splitlines()[-1].split()
     assert overall[3:5] == ["FAIL", "<model>"]
