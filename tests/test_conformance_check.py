@@ -771,3 +771,21 @@ def test_port_conforms_at_299() -> None:
     assert not report.failures
     shapes = next(r for r in report.results if r.id == f"{name}/layout/stage-shapes")
     assert shapes.found == "35x35x384, 17x17x1152, 8x8x2144"
+
+
+def test_a_functional_head_pool_fails_its_items_saying_what_the_kit_needs() -> None:
+    """The kit reads each op from its module: a global pool the forward applies as a
+    function fails the pool's items only, and the finding says which module would hold it."""
+    model = lucid_inception.twins.inception_resnet_v1()
+    del model.avgpool
+
+    def forward(self, x):
+        x = torch.nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+        return self.fc(self.dropout(x))
+
+    model.forward = types.MethodType(forward, model)
+    report = _check(model, "inception_resnet_v1")
+    pool = "inception_resnet_v1/head/global-avgpool"
+    assert _failing(report) == {pool, "inception_resnet_v1/head/avgpool-runs"}
+    found = _result(report, pool).found
+    assert "applies as a function cannot be checked; hold it in an nn.AdaptiveAvgPool2d((1, 1))" in found

@@ -201,6 +201,27 @@ def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[s
     return [problem for problem, holds in links if not holds]
 
 
+# What holds each op as a module, for the message of an op with none: the kit reads an
+# op's settings from its module, so an op the forward applies as a function
+# (``F.adaptive_avg_pool2d``, ``x.mean((2, 3))``, ``F.dropout``) is invisible to it.
+_MODULE_FOR = {
+    "conv": "a conv -> BatchNorm -> ReLU module (Lucid's nn.ConvBNReLU2d, or a Sequential of the three)",
+    "linear-conv": "an nn.Conv2d",
+    "maxpool": "an nn.MaxPool2d",
+    "avgpool": "an nn.AvgPool2d",
+    "global-avgpool": "an nn.AdaptiveAvgPool2d((1, 1))",
+    "dropout": "an nn.Dropout",
+    "fc": "an nn.Linear",
+}
+
+
+def _no_module(op: S.Op) -> str:
+    return (
+        f"no module here: the kit reads each op from its module, so a {op.kind} the forward "
+        f"applies as a function cannot be checked; hold it in {_MODULE_FOR[op.kind]}"
+    )
+
+
 def check_op(
     view: ModelView,
     tr: Trace,
@@ -220,7 +241,7 @@ def check_op(
     nothing (a forward that runs always has them equal); comparing it with ``feed``, and
     the traced input with ``source``, follows the data."""
     if path is None:
-        return "missing", ["no module here"], [], op.out_channels
+        return "missing", [_no_module(op)], [], op.out_channels
     kind = view.op_kind(path)
     found = _describe(view, path, kind)
     if kind != op.kind:
