@@ -13,6 +13,7 @@ import lucid.nn as lnn
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lucid_inception
 from conformance import spec as S
@@ -773,19 +774,67 @@ def test_port_conforms_at_299() -> None:
     assert shapes.found == "35x35x384, 17x17x1152, 8x8x2144"
 
 
-def test_a_functional_head_pool_fails_its_items_saying_what_the_kit_needs() -> None:
-    """The kit reads each op from its module: a global pool the forward applies as a
-    function fails the pool's items only, and the finding says which module would hold it."""
-    model = lucid_inception.twins.inception_resnet_v1()
-    del model.avgpool
+def _with_head(forward, *, drop: str, framework: str = "torch") -> ModelReport:
+    model = lucid_inception.build("inception_resnet_v1", framework)
+    if framework == "lucid":
+        model._modules.pop(drop)  # Lucid's delattr leaves the module registered
+    else:
+        delattr(model, drop)
+    model.forward = types.MethodType(forward, model)
+    return _check(model, "inception_resnet_v1")
+
+
+@pytest.mark.parametrize("pool", ["adaptive_avg_pool2d", "mean", "lucid mean"])
+def test_a_global_pool_applied_as_a_function_passes_by_what_it_computes(pool: str) -> None:
+    """A pool has nothing its output does not show: one the forward applies as a function
+    passes when the next op's module reads the paper's pool of the last block's output."""
 
     def forward(self, x):
-        x = torch.nn.functional.adaptive_avg_pool2d(self.features(x), 1).flatten(1)
+        x = self.features(x)
+        if pool == "adaptive_avg_pool2d":
+            x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        else:
+            x = x.mean(axis=(2, 3)) if pool == "lucid mean" else x.mean((2, 3))
         return self.fc(self.dropout(x))
 
-    model.forward = types.MethodType(forward, model)
-    report = _check(model, "inception_resnet_v1")
+    report = _with_head(forward, drop="avgpool", framework="lucid" if pool == "lucid mean" else "torch")
+    assert not report.failures, [(r.id, r.found) for r in report.failures]
+    found = _result(report, "inception_resnet_v1/head/global-avgpool").found
+    assert "applied as a function: the input of dropout is the paper's global average pool" in found
+    assert "of the output of conv.21" in found
+
+
+@pytest.mark.parametrize("wrong", ["max", "doubled", "no pool"])
+def test_a_wrong_function_in_place_of_the_head_pool_fails_the_pool_items(wrong: str) -> None:
+    """A max pool, a scaled average, or no pool at all (one position per channel): the
+    pool's items fail, saying that the dropout did not read the paper's pool."""
+
+    def forward(self, x):
+        x = self.features(x)
+        if wrong == "max":
+            x = F.adaptive_max_pool2d(x, 1).flatten(1)
+        elif wrong == "doubled":
+            x = 2 * x.mean((2, 3))
+        else:
+            x = x[:, :, 0, 0]
+        return self.fc(self.dropout(x))
+
+    report = _with_head(forward, drop="avgpool")
     pool = "inception_resnet_v1/head/global-avgpool"
     assert _failing(report) == {pool, "inception_resnet_v1/head/avgpool-runs"}
     found = _result(report, pool).found
-    assert "applies as a function cannot be checked; hold it in an nn.AdaptiveAvgPool2d((1, 1))" in found
+    assert "no module here, and the input of dropout is not the paper's global average pool" in found
+
+
+def test_a_dropout_applied_as_a_function_fails_saying_what_the_kit_needs() -> None:
+    """A dropout's rate shows in no eval-mode output: the kit reads it from the module."""
+
+    def forward(self, x):
+        x = self.avgpool(self.features(x)).flatten(1)
+        return self.fc(F.dropout(x, 0.2, self.training))
+
+    report = _with_head(forward, drop="dropout")
+    drop = "inception_resnet_v1/head/dropout-keep-0.8"
+    assert drop in _failing(report)
+    assert _failing(report) <= {drop, "inception_resnet_v1/head/dropout-runs"}
+    assert "applies as a function cannot be checked; hold it in an nn.Dropout" in _result(report, drop).found

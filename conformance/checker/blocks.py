@@ -9,7 +9,7 @@ import numpy as np
 
 from conformance import spec as S
 from conformance.checker.binding import join_path, op_path
-from conformance.checker.op_checks import check_op, fmt_shape, rtol_for
+from conformance.checker.op_checks import check_functional_op, check_op, fmt_shape, rtol_for
 from conformance.checker.results import Item, ItemResult, block_item_ids, op_item
 from conformance.introspect import ModelView, Trace, latent_constants
 
@@ -167,9 +167,13 @@ def check_block(
     paths: list[str],
     size: int,
     extra: dict[str, list[tuple[str, str]]] | None = None,
+    handed: Source = None,
 ) -> tuple[list[ItemResult], list[ResidualFit]]:
     """The block's items on every repeat; ``extra`` adds problems found elsewhere to an op
-    item (item id -> (where, what)), e.g. the head's train-mode dropout check."""
+    item (item id -> (where, what)), e.g. the head's train-mode dropout check. ``handed``
+    is what the previous block hands the head (checked on the root, which has no call of
+    its own): the layout/hand-over item checks that the head's first op reads it; here it
+    is only what a first op applied as a function is computed from."""
     if not paths:
         return _missing_block(net, block), []
     prefix = f"{net.name}/{block.name}"
@@ -198,11 +202,21 @@ def check_block(
     batch = 1
 
     def run_branch(
-        bpath: str, branch: S.Branch, hw: tuple[int, int], feed: int, source: Source, calls: dict[str, int]
+        bpath: str,
+        branch: S.Branch,
+        hw: tuple[int, int],
+        feed: int,
+        source: Source,
+        calls: dict[str, int],
+        after: str | None = None,
+        fallback: Source = None,
     ) -> BranchEnd:
         """Check the ops of one branch on one repeat, each against the width and the array
         its predecessor (or ``feed`` / ``source`` for the first) hands it; returns the
-        branch's output grid, width as built and output array."""
+        branch's output grid, width as built and output array. An op with no module is
+        checked by the input of the module after it (the next op, or ``after`` for the
+        last: the first op of the branch that reads this one), computed from ``source``
+        (``fallback`` where none is observed: see ``handed``)."""
         rid = f"{prefix}/{branch.name}-runs"
         run_item = runs.setdefault(rid, Item(rid, f"every op of {branch.name} runs", block.ref))
         run_item.where.append(bpath)
@@ -217,15 +231,24 @@ def check_block(
             expected = f"{op.label} -> {fmt_shape(shape)} at {size}"
             item = ops.setdefault(oid, Item(oid, expected, op.ref))
             item.where.append(opath or f"{bpath}[{i}]")
+            if opath is None:  # applied as a function, or absent
+                reader = op_path(view, bpath, i + 1) if i + 1 < len(branch.ops) else after
+                found, problems, output, count = check_functional_op(tr, op, source or fallback, reader)
+                item.found.append(found)
+                if problems:
+                    item.fail(f"{bpath}[{i}]", ", ".join(problems))
+                counts.append(count)
+                source, feed = output, op.out_channels
+                continue
             found, problems, notes, feed = check_op(view, tr, opath, op, shape, feed, source, rid)
             item.found.append(found)
             if problems:
-                item.fail(opath or f"{bpath}[{i}]", ", ".join(problems))
+                item.fail(opath, ", ".join(problems))
             item.notes += notes
-            counts.append(tr.count(opath) if opath else 0)
-            call = tr.first(opath) if opath else None
+            counts.append(tr.count(opath))
+            call = tr.first(opath)
             # named within the block, so one fault on every repeat reads as one problem
-            local = opath.removeprefix(f"{bpath.rpartition('.')[0]}.") if opath else ""
+            local = opath.removeprefix(f"{bpath.rpartition('.')[0]}.")
             source = (call.output, f"output of {local}") if call and call.output is not None else None
         idle = [str(i) for i, count in enumerate(counts) if count == 0]
         if idle:
@@ -266,8 +289,18 @@ def check_block(
             calls: dict[str, int] = {}
             for branch in stage.branches:
                 start = BranchEnd(hw, width, stage_input) if branch.source is None else ends[branch.source]
+                readers = [b.name for b in stage.branches if b.source == branch.name]
+                after = op_path(view, join_path(path, readers[0]), 0) if readers else None
+                fallback = handed if si == 0 and branch.source is None else None
                 ends[branch.name] = run_branch(
-                    join_path(path, branch.name), branch, start.hw, start.width, start.output, calls
+                    join_path(path, branch.name),
+                    branch,
+                    start.hw,
+                    start.width,
+                    start.output,
+                    calls,
+                    after,
+                    fallback,
                 )
             flag_extra_runs(path, calls)
             hw = ends[stage.output[0]].hw

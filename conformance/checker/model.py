@@ -150,6 +150,14 @@ def _last_output(tr: Trace, path: str) -> np.ndarray | None:
     return calls[-1].output if calls else None
 
 
+def _handed_to_head(net: S.Network, tr: Trace, binding: Binding) -> tuple[np.ndarray, str] | None:
+    """The last trunk block's output, which the head reads (layout/hand-over checks that
+    it does), and where it was read."""
+    paths = binding.blocks[net.blocks[-1].name]
+    output = _last_output(tr, paths[-1]) if paths else None
+    return None if output is None else (output, f"output of {paths[-1]}")
+
+
 def _check_chain_outputs(item: Item, net: S.Network, view: ModelView, tr: Trace, binding: Binding) -> None:
     """A block whose last stage is a chain (Fig. 14's stem, the head, a single
     ``output=("fc",)``) has no concat item or residual formula to tie its output to its
@@ -330,8 +338,9 @@ def check_model(
     extra = {"head": _check_dropout_used(model, net, view, binding, channels, size, seed)}
     fits_by_block: dict[str, list[ResidualFit]] = {}
     for block in (*net.blocks, net.head):
+        handed = _handed_to_head(net, tr, binding) if block is net.head else None
         block_results, fits = check_block(
-            net, block, view, tr, binding.blocks[block.name], size, extra.get(block.name)
+            net, block, view, tr, binding.blocks[block.name], size, extra.get(block.name), handed
         )
         results += block_results
         if block.residual:

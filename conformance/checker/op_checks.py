@@ -215,10 +215,45 @@ _MODULE_FOR = {
 }
 
 
+_POOLS = ("maxpool", "avgpool", "global-avgpool")
+
+
 def _no_module(op: S.Op) -> str:
+    if op.kind in _POOLS:
+        return (
+            f"no module here, and no module after it was seen reading its output (a {op.kind} "
+            "applied as a function is checked by what the next op's module reads); "
+            f"or hold it in {_MODULE_FOR[op.kind]}"
+        )
     return (
-        f"no module here: the kit reads each op from its module, so a {op.kind} the forward "
-        f"applies as a function cannot be checked; hold it in {_MODULE_FOR[op.kind]}"
+        f"no module here: the kit reads a {op.kind}'s settings from its module, so one the "
+        f"forward applies as a function cannot be checked; hold it in {_MODULE_FOR[op.kind]}"
+    )
+
+
+def check_functional_op(
+    tr: Trace, op: S.Op, source: tuple[np.ndarray, str] | None, reader: str | None
+) -> tuple[str, list[str], tuple[np.ndarray, str] | None, int]:
+    """(found, problems, output as read, calls per forward) for an op with no module.
+
+    A pool has no weights and no settings that its output does not show, so one the
+    forward applies as a function (``F.adaptive_avg_pool2d``, ``x.mean((2, 3))``,
+    ``F.max_pool2d``) is checked by what it computes: the module that reads its output
+    (``reader``: the next op of the chain) must receive the paper's pool of ``source``,
+    the array the data flow hands the op. Any other op, or a pool whose output no module
+    is seen reading, needs its module (``_no_module``)."""
+    call = tr.first(reader) if reader else None
+    if op.kind not in _POOLS or source is None or call is None or not call.inputs:
+        return "missing", [_no_module(op)], None, 0
+    got, reference = call.inputs[0], _pool_reference(source[0], op)
+    what = f"the paper's {op.label} of the {source[1]}"
+    if got.size != reference.size or _rel_err(got.reshape(reference.shape), reference) > rtol_for(got):
+        return "missing", [f"no module here, and the input of {reader} is not {what}"], None, 0
+    return (
+        f"applied as a function: the input of {reader} is {what}",
+        [],
+        (got, f"input of {reader}"),
+        tr.count(reader),
     )
 
 
