@@ -838,3 +838,27 @@ def test_a_dropout_applied_as_a_function_fails_saying_what_the_kit_needs() -> No
     assert drop in _failing(report)
     assert _failing(report) <= {drop, "inception_resnet_v1/head/dropout-runs"}
     assert "applies as a function cannot be checked; hold it in an nn.Dropout" in _result(report, drop).found
+
+
+@pytest.mark.parametrize("framework", ["lucid", "torch"])
+def test_a_chain_block_written_as_a_sequential_of_its_ops_binds_whole(framework: str) -> None:
+    """Fig. 14's stem is one chain, which a model may write as a Sequential of its seven
+    ops (no ``conv`` attribute under it). It binds as the stem: opened into seven trunk
+    blocks, 62 of the 78 items failed."""
+    model = lucid_inception.build("inception_resnet_v1", framework)
+    model.stem = model.stem.conv
+    report = _check(model, "inception_resnet_v1")
+    assert not report.failures, [(r.id, r.found) for r in report.failures]
+    assert "stem.3" in _result(report, "inception_resnet_v1/stem/conv-fourth-maxpool").evidence
+
+
+def test_a_fault_in_a_chain_block_written_as_a_sequential_fails_its_op_only() -> None:
+    model = lucid_inception.twins.inception_resnet_v1()
+    model.stem = model.stem.conv
+    model.stem[3] = torch.nn.AvgPool2d(3, 2)  # Fig. 14: a 3x3 max pool, stride 2
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/stem/conv-fourth-maxpool"}
+    assert (
+        "an avgpool (AvgPool2d), expected a maxpool"
+        in _result(report, "inception_resnet_v1/stem/conv-fourth-maxpool").found
+    )

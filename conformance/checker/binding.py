@@ -25,6 +25,16 @@ def op_path(view: ModelView, branch_path: str, index: int) -> str | None:
     return branch_path if index == 0 else None
 
 
+def branch_path(view: ModelView, block_path: str, block: S.Block, name: str) -> str:
+    """Where branch ``name`` of ``block`` is: ``<block>.<name>`` (Lucid's names), or the
+    block's module itself where that is the whole block: a block of one branch (Fig. 14's
+    stem, a chain) written as a Sequential of its ops."""
+    path = join_path(block_path, name)
+    if path in view.modules or not block_path or len(all_branches(block)) != 1:
+        return path
+    return block_path if view.op_kind(block_path) == "sequential" else path
+
+
 @dataclass
 class Binding:
     blocks: dict[str, list[str]]  # spec block -> module path of each repeat found
@@ -32,22 +42,28 @@ class Binding:
     groups: list[tuple[str, list[str]]]  # consecutive trunk modules of one class
 
 
-def _trunk_modules(view: ModelView, path: str) -> list[str]:
+def _holds_ops(view: ModelView, path: str) -> bool:
+    """A Sequential of paper ops only (convs, pools): a block written as a chain."""
+    children = view.children[path]
+    return bool(children) and all(view.op_kind(child) in S.OP_KINDS for child in children)
+
+
+def _trunk_modules(view: ModelView, path: str, *, open_chains: bool = True) -> list[str]:
     """The blocks under ``path`` in order: containers (a Sequential, a ModuleList, nested
-    or not) opened, reshapes (a Flatten before the head's fc) left out."""
+    or not) opened, except, with ``open_chains=False``, a Sequential of ops only (a block
+    written as a chain); reshapes (a Flatten before the head's fc) left out."""
     found: list[str] = []
     for child in view.children[path]:
         kind = view.op_kind(child)
-        if kind == "sequential":
-            found.extend(_trunk_modules(view, child))
+        if kind == "sequential" and (open_chains or not _holds_ops(view, child)):
+            found.extend(_trunk_modules(view, child, open_chains=open_chains))
         elif kind != "reshape":
             found.append(child)
     return found
 
 
-def bind_spec(view: ModelView, net: S.Network) -> Binding:
-    head = {b.name for b in net.head.stages[0].branches}
-    trunk = [path for path in _trunk_modules(view, "") if path not in head]
+def _groups(view: ModelView, trunk: list[str]) -> list[tuple[str, list[str]]]:
+    """Consecutive trunk modules of one class."""
     groups: list[tuple[str, list[str]]] = []
     for path in trunk:
         cls = view.class_name(path)
@@ -55,6 +71,19 @@ def bind_spec(view: ModelView, net: S.Network) -> Binding:
             groups[-1][1].append(path)
         else:
             groups.append((cls, [path]))
+    return groups
+
+
+def bind_spec(view: ModelView, net: S.Network) -> Binding:
+    head = {b.name for b in net.head.stages[0].branches}
+    trunk = [path for path in _trunk_modules(view, "") if path not in head]
+    groups = _groups(view, trunk)
+    if len(groups) != len(net.blocks):
+        # A block written as a Sequential of its ops (Inception-ResNet-v1's stem, a chain:
+        # Fig. 14) was opened into single ops; kept whole, it may be what binds.
+        closed = [path for path in _trunk_modules(view, "", open_chains=False) if path not in head]
+        if len(_groups(view, closed)) == len(net.blocks):
+            trunk, groups = closed, _groups(view, closed)
     blocks: dict[str, list[str]] = {}
     if len(groups) == len(net.blocks):  # one class per block type: bind by group
         blocks = {b.name: paths for b, (_, paths) in zip(net.blocks, groups, strict=True)}
@@ -73,7 +102,7 @@ def kept_paths(view: ModelView, binding: Binding, net: S.Network) -> set[str]:
         for path in binding.blocks[block.name]:
             keep.add(path)
             for branch in all_branches(block):
-                bpath = join_path(path, branch.name)
+                bpath = branch_path(view, path, block, branch.name)
                 keep.add(bpath)
                 for i in range(len(branch.ops)):
                     op = op_path(view, bpath, i)

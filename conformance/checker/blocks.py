@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from conformance import spec as S
-from conformance.checker.binding import join_path, op_path
+from conformance.checker.binding import branch_path, join_path, op_path
 from conformance.checker.op_checks import check_functional_op, check_op, fmt_shape, rtol_for
 from conformance.checker.results import Item, ItemResult, block_item_ids, op_item
 from conformance.introspect import ModelView, Trace, latent_constants
@@ -290,10 +290,10 @@ def check_block(
             for branch in stage.branches:
                 start = BranchEnd(hw, width, stage_input) if branch.source is None else ends[branch.source]
                 readers = [b.name for b in stage.branches if b.source == branch.name]
-                after = op_path(view, join_path(path, readers[0]), 0) if readers else None
+                after = op_path(view, branch_path(view, path, block, readers[0]), 0) if readers else None
                 fallback = handed if si == 0 and branch.source is None else None
                 ends[branch.name] = run_branch(
-                    join_path(path, branch.name),
+                    branch_path(view, path, block, branch.name),
                     branch,
                     start.hw,
                     start.width,

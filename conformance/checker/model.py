@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from conformance import spec as S
-from conformance.checker.binding import Binding, bind_spec, join_path, kept_paths, op_path
+from conformance.checker.binding import Binding, bind_spec, branch_path, join_path, kept_paths, op_path
 from conformance.checker.blocks import ResidualFit, check_block
 from conformance.checker.op_checks import fmt_hw, fmt_hwc
 from conformance.checker.results import Item, ItemResult, ModelReport, all_branches, op_item
@@ -169,7 +169,7 @@ def _check_chain_outputs(item: Item, net: S.Network, view: ModelView, tr: Trace,
             continue
         branch = stage.branch(stage.output[0])
         for path in binding.blocks[block.name]:
-            op = op_path(view, join_path(path, branch.name), len(branch.ops) - 1)
+            op = op_path(view, branch_path(view, path, block, branch.name), len(branch.ops) - 1)
             if not op:
                 continue  # the op item reports the missing module
             item.where.append(op)
@@ -189,7 +189,7 @@ def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Bindin
     for block in (*net.blocks, net.head):
         for path in binding.blocks[block.name]:
             for branch in all_branches(block):
-                bpath = join_path(path, branch.name)
+                bpath = branch_path(view, path, block, branch.name)
                 for i in range(len(branch.ops)):
                     op = op_path(view, bpath, i)
                     if op:

@@ -19,6 +19,11 @@ _RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 # ----- small helpers
 
 
+def _a(kind: str) -> str:
+    """``kind`` with its article: "a conv", "an avgpool", "an other"."""
+    return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+
+
 def fmt_shape(shape: Sequence[int]) -> str:
     return "x".join(str(s) for s in shape[1:]) if len(shape) > 1 else str(tuple(shape))
 
@@ -282,7 +287,7 @@ def check_op(
     if kind != op.kind:
         return (
             found,
-            [f"a {kind} ({view.class_name(path)}), expected a {op.kind}"],
+            [f"{_a(kind)} ({view.class_name(path)}), expected {_a(op.kind)}"],
             [],
             op.out_channels,
         )
