@@ -25,6 +25,7 @@ from typing import Literal
 __all__ = [
     "BN_EPS",
     "BN_MOMENTUM",
+    "CONVENTIONS",
     "DECISIONS",
     "MODEL_NAMES",
     "OP_KINDS",
@@ -48,9 +49,18 @@ __all__ = [
 OpKind = Literal["conv", "linear-conv", "maxpool", "avgpool", "global-avgpool", "dropout", "fc"]
 OP_KINDS: tuple[str, ...] = ("conv", "linear-conv", "maxpool", "avgpool", "global-avgpool", "dropout", "fc")
 
-# Lucid nn.ConvBNReLU2d defaults, kept by the port; the paper gives none.
-BN_EPS = 1e-5
+# Lucid's conventions, kept by the port; the paper fixes none of them (its networks
+# were trained in TensorFlow: BatchNorm eps 1e-3, no conv bias, average pools that do not
+# count their padding). The checker lists differences in one item, layout/conventions,
+# and fails no paper item on them.
+BN_EPS = 1e-5  # nn.ConvBNReLU2d's BatchNorm
 BN_MOMENTUM = 0.1
+CONVENTIONS: dict[str, object] = {
+    "bias": True,  # every conv (also before a BatchNorm) and the fc
+    "bn_eps": BN_EPS,
+    "bn_momentum": BN_MOMENTUM,
+    "count_include_pad": True,  # Lucid's average pool always counts the padding
+}
 
 MODEL_NAMES: tuple[str, ...] = ("inception_v4", "inception_resnet_v1", "inception_resnet_v2")
 

@@ -206,13 +206,48 @@ def test_swapped_concat_order() -> None:
     assert "branch4@1280, branch3@1536" in report.failures[0].found
 
 
-def test_average_pool_that_ignores_padding() -> None:
+def test_average_pool_that_ignores_padding_departs_from_lucid_not_the_paper() -> None:
+    """Fig. 4 does not say whether the padding counts (TensorFlow's, which trained the
+    paper's networks, does not; Lucid's does): only layout/conventions fails."""
     model = lucid_inception.twins.inception_v4()
     model.conv[2].branch1[0] = torch.nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
     report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/layout/conventions"}
+    assert report.failures[0].found == "conv.2.branch1.0: count_include_pad False (expected True)"
+
+
+def test_average_pool_computing_other_than_its_settings_fails_its_op() -> None:
+    """Behaviour against the module's own settings: a pool that says it counts the padding
+    and does not."""
+
+    class Misleading(torch.nn.AvgPool2d):
+        def forward(self, x):
+            return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+    model = lucid_inception.twins.inception_v4()
+    model.conv[2].branch1[0] = Misleading(3, stride=1, padding=1, count_include_pad=True)
+    report = _check(model, "inception_v4")
     assert _failing(report) == {"inception_v4/block_a/branch1-first-avgpool"}
+    assert "output differs from the paper's" in report.failures[0].found
+
+
+def test_a_tensorflow_style_port_fails_the_conventions_item_alone() -> None:
+    """BatchNorm eps 1e-3 and momentum 0.01, no bias before a BatchNorm (timm's Inception-v4):
+    settings the paper does not fix. Every paper item passes; layout/conventions names them."""
+    model = lucid_inception.twins.inception_v4()
+    for module in model.modules():
+        if isinstance(module, twin_layers.ConvBNReLU2d):
+            module.conv.bias = None
+            module.bn.eps, module.bn.momentum = 1e-3, 0.01
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/layout/conventions"}
     found = report.failures[0].found
-    assert "count_include_pad False (expected True)" in found and "output differs" in found
+    for difference in (
+        "conv bias False (expected True)",
+        "bn eps 0.001 (expected 1e-05)",
+        "bn momentum 0.01",
+    ):
+        assert f"conv.0.conv.0 .. conv.16.branch4_right (149): {difference}" in found
 
 
 def test_v4_block_b_with_upstreams_64() -> None:
@@ -762,7 +797,7 @@ def test_cli_table_and_exit_code(capsys: pytest.CaptureFixture[str]) -> None:
     if released:
         assert "item" in out and "status" in out and "expected" in out and "found" in out
         assert "FAIL inception_resnet_v1/residual-scale" in out
-    assert out.rstrip().endswith(f"1 model(s), 78 items, {2 if released else 0} failing")
+    assert out.rstrip().endswith(f"1 model(s), 79 items, {2 if released else 0} failing")
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ import numpy as np
 from conformance import spec as S
 from conformance.checker.binding import Binding, bind_spec, branch_path, join_path, kept_paths, op_path
 from conformance.checker.blocks import ResidualFit, check_block
-from conformance.checker.op_checks import fmt_hw, fmt_hwc
+from conformance.checker.op_checks import convention_differences, fmt_hw, fmt_hwc
 from conformance.checker.results import Item, ItemResult, ModelReport, all_branches, op_item
 from conformance.introspect import ModelView, Trace, trace
 
@@ -94,6 +94,7 @@ def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) 
         stage.result(),
         _check_hand_over(net, view, tr, binding),
         _check_accounted(net, view, tr, binding),
+        _check_conventions(net, view, binding),
     ]
 
 
@@ -223,6 +224,32 @@ def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Bindin
                 f"{view.class_name(path)} holds {own} parameters of its own, outside any paper op",
             )
     item.found.append(f"all {len(leaves)} layers bound, no parameters outside them")
+    return item.result()
+
+
+def _check_conventions(net: S.Network, view: ModelView, binding: Binding) -> ItemResult:
+    """Lucid's conventions (``S.CONVENTIONS``) on every bound op: settings the paper does
+    not fix, so the op items pass whatever they are; a model that departs from them
+    (a TensorFlow port: BatchNorm eps 1e-3, no conv bias) fails this item alone."""
+    c = S.CONVENTIONS
+    item = Item(
+        f"{net.name}/layout/conventions",
+        "Lucid's conventions, which the paper does not fix: a bias on every conv and the fc, "
+        f"BatchNorm eps {c['bn_eps']:g} and momentum {c['bn_momentum']:g}, "
+        "average pools counting their padding",
+        "Lucid's defaults (the paper fixes none)",
+    )
+    for block in (*net.blocks, net.head):
+        for path in binding.blocks[block.name]:
+            for branch in all_branches(block):
+                bpath = branch_path(view, path, block, branch.name)
+                for i, op in enumerate(branch.ops):
+                    opath = op_path(view, bpath, i)
+                    if opath:
+                        item.where.append(opath)
+                        for difference in convention_differences(view, opath, op):
+                            item.fail(opath, difference)
+    item.found.append(f"Lucid's on all {len(item.where)} ops")
     return item.result()
 
 

@@ -46,19 +46,27 @@ def _rel_err(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) / scale if a.size else 0.0
 
 
-def _pool_reference(x: np.ndarray, op: S.Op) -> np.ndarray:
+def _pool_reference(x: np.ndarray, op: S.Op, count_include_pad: bool = True) -> np.ndarray:
     """The paper's pool of ``x`` (N, C, H, W) in float64: max pools valid, average pools
-    zero-padded and divided by k*k (the padding counts)."""
+    zero-padded and divided by k*k (the padding counts: Lucid's convention) or, with
+    ``count_include_pad=False``, by the number of input positions in each window."""
     x = x.astype(np.float64)
     if op.kind == "global-avgpool":
         return x.mean(axis=(2, 3), keepdims=True)
     (kh, kw), (sh, sw), (ph, pw) = op.kernel, op.stride, op.padding
-    x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-    oh, ow = (x.shape[2] - kh) // sh + 1, (x.shape[3] - kw) // sw + 1
-    windows = np.stack(
-        [x[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)], axis=0
-    )
-    return windows.max(axis=0) if op.kind == "maxpool" else windows.sum(axis=0) / (kh * kw)
+
+    def windows(a: np.ndarray) -> np.ndarray:
+        a = np.pad(a, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        oh, ow = (a.shape[2] - kh) // sh + 1, (a.shape[3] - kw) // sw + 1
+        return np.stack(
+            [a[:, :, i : i + sh * oh : sh, j : j + sw * ow : sw] for i in range(kh) for j in range(kw)],
+            axis=0,
+        )
+
+    if op.kind == "maxpool":
+        return windows(x).max(axis=0)
+    count = kh * kw if count_include_pad else windows(np.ones((1, 1, *x.shape[2:]))).sum(axis=0)
+    return windows(x).sum(axis=0) / count
 
 
 def _compare(prefix: str, pairs: Iterable[tuple[str, object, object]]) -> list[str]:
@@ -114,7 +122,6 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
                 ("in_channels", conv["in_channels"], in_width),
                 ("dilation", conv["dilation"], (1, 1)),
                 ("groups", conv["groups"], 1),
-                ("bias", conv["bias"], True),
                 ("padding_mode", conv["padding_mode"], "zeros"),
             ],
         )
@@ -124,8 +131,6 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
                 "bn ",
                 [
                     ("num_features", bn["num_features"], op.out_channels),
-                    ("eps", bn["eps"], S.BN_EPS),
-                    ("momentum", bn["momentum"], S.BN_MOMENTUM),
                     ("affine", bn["affine"], True),
                 ],
             )
@@ -137,8 +142,6 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
             ("padding", info["padding"], op.padding),
             ("ceil_mode", info["ceil_mode"], False),
         ]
-        if op.kind == "avgpool":
-            pairs.append(("count_include_pad", info["count_include_pad"], True))
         return _compare("", pairs)
     if op.kind == "global-avgpool":
         return _compare("", [("output_size", info["output_size"], (1, 1))])
@@ -152,8 +155,38 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
             [
                 ("in_features", info["in_features"], in_width),
                 ("out_features", info["out_features"], op.out_channels),
-                ("bias", info["bias"], True),
             ],
+        )
+    return []
+
+
+def convention_differences(view: ModelView, path: str, op: S.Op) -> list[str]:
+    """Where the op at ``path`` departs from Lucid's conventions (``S.CONVENTIONS``),
+    which the paper does not fix: a bias on every conv and fc, BatchNorm eps and momentum,
+    average pools counting their padding. Differences here are no paper fault (a
+    TensorFlow port uses BatchNorm eps 1e-3 and no conv bias): layout/conventions lists them."""
+    kind = view.op_kind(path)
+    if kind != op.kind:
+        return []  # the op item reports it
+    info = view.info[path]
+    if kind in ("conv", "linear-conv", "fc"):
+        conv = view.info[view.children[path][0]] if kind == "conv" else info
+        pairs = [("bias", conv["bias"], S.CONVENTIONS["bias"])]
+        prefix = "conv " if kind == "conv" else f"{kind} "
+        differences = _compare(prefix, pairs)
+        if kind == "conv":
+            bn = view.info[view.children[path][1]]
+            differences += _compare(
+                "bn ",
+                [
+                    ("eps", bn["eps"], S.CONVENTIONS["bn_eps"]),
+                    ("momentum", bn["momentum"], S.CONVENTIONS["bn_momentum"]),
+                ],
+            )
+        return differences
+    if kind == "avgpool":
+        return _compare(
+            "", [("count_include_pad", info["count_include_pad"], S.CONVENTIONS["count_include_pad"])]
         )
     return []
 
@@ -317,7 +350,7 @@ def check_op(
     if op.kind == "conv":
         problems += _conv_data_flow(view, tr, path, call)
     if op.kind in ("maxpool", "avgpool", "global-avgpool") and call.output is not None and call.inputs:
-        reference = _pool_reference(call.inputs[0], op)
+        reference = _pool_reference(call.inputs[0], op, bool(view.info[path].get("count_include_pad", True)))
         if reference.shape == call.output.shape:
             err = _rel_err(call.output, reference)
             if err > rtol_for(call.output):

@@ -62,7 +62,7 @@ def expected_item_ids(name: str) -> tuple[str, ...]:
     if name not in S.SPECS:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(S.SPECS)}")
     net = S.SPECS[name]
-    layout = ("forward", "repeats", "stage-shapes", "hand-over", "modules-accounted")
+    layout = ("forward", "repeats", "stage-shapes", "hand-over", "modules-accounted", "conventions")
     ids = [f"{name}/layout/{item}" for item in layout]
     for block in (*net.blocks, net.head):
         ids += block_item_ids(name, block)
