@@ -897,3 +897,35 @@ def test_a_fault_in_a_chain_block_written_as_a_sequential_fails_its_op_only() ->
         "an avgpool (AvgPool2d), expected a maxpool"
         in _result(report, "inception_resnet_v1/stem/conv-fourth-maxpool").found
     )
+
+
+def _functional_reduction_a(pool, *, swapped: bool = False):
+    model = lucid_inception.twins.inception_v4()
+    block = model.conv[5]
+    del block.branch1
+
+    def forward(self, x):
+        parts = [pool(x, 3, 2), self.branch2(x), self.branch3(x)]
+        return torch.cat([parts[1], parts[0], parts[2]] if swapped else parts, dim=1)
+
+    block.forward = types.MethodType(forward, block)
+    return _check(model, "inception_v4")
+
+
+def test_a_max_pool_branch_applied_as_a_function_passes_by_its_slot_in_the_concat() -> None:
+    """torchvision writes a reduction's pool branch as ``F.max_pool2d`` inside the forward:
+    no module reads it, but a max pool makes no new value, so the concat must hold its
+    exact output at the branch's offset."""
+    report = _functional_reduction_a(F.max_pool2d)
+    assert not report.failures, [(r.id, r.found) for r in report.failures]
+    found = _result(report, "inception_v4/reduction_a/branch1-first-maxpool").found
+    assert found.startswith("applied as a function: the concat holds the paper's maxpool 3x3/2 V")
+
+
+def test_a_wrong_or_misplaced_functional_pool_branch_fails() -> None:
+    report = _functional_reduction_a(F.avg_pool2d)  # Fig. 7 draws a max pool
+    pool = "inception_v4/reduction_a/branch1-first-maxpool"
+    assert _failing(report) == {pool, "inception_v4/reduction_a/branch1-runs"}
+    assert "no module here, and the concat does not hold the paper's maxpool" in _result(report, pool).found
+    report = _functional_reduction_a(F.max_pool2d, swapped=True)
+    assert _failing(report) == {"inception_v4/reduction_a/concat-1024"}

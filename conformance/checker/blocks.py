@@ -9,7 +9,7 @@ import numpy as np
 
 from conformance import spec as S
 from conformance.checker.binding import branch_path, join_path, op_path
-from conformance.checker.op_checks import check_functional_op, check_op, fmt_shape, rtol_for
+from conformance.checker.op_checks import check_functional_op, check_op, find_offsets, fmt_shape, rtol_for
 from conformance.checker.results import Item, ItemResult, block_item_ids, op_item
 from conformance.introspect import ModelView, Trace, latent_constants
 
@@ -41,13 +41,6 @@ def _stage_output(
     )
 
 
-def _find_offsets(out: np.ndarray, part: np.ndarray) -> list[int]:
-    width = part.shape[1]
-    if part.shape[0] != out.shape[0] or part.shape[2:] != out.shape[2:]:
-        return []
-    return [o for o in range(out.shape[1] - width + 1) if np.array_equal(out[:, o : o + width], part)]
-
-
 def _check_concat(
     item: Item,
     view: ModelView,
@@ -77,7 +70,7 @@ def _check_concat(
         if not outputs[name] and end is not None:
             outputs[name] = [end[0]]
     widths = {n: (o[0].shape[1] if o else stage.branch(n).out_channels) for n, o in outputs.items()}
-    located = {n: _find_offsets(out, o[0]) for n, o in outputs.items() if o}
+    located = {n: find_offsets(out, o[0]) for n, o in outputs.items() if o}
     layout = sorted((offs[0], n) for n, offs in located.items() if offs)
     found = ", ".join(f"{n}@{o}" for o, n in layout) + f" = {out.shape[1]}"
     orders = [stage.output] + [d.accepted_output for d in S.decisions_for(item.id) if d.accepted_output]
@@ -210,13 +203,15 @@ def check_block(
         calls: dict[str, int],
         after: str | None = None,
         fallback: Source = None,
+        concat: np.ndarray | None = None,
     ) -> BranchEnd:
         """Check the ops of one branch on one repeat, each against the width and the array
         its predecessor (or ``feed`` / ``source`` for the first) hands it; returns the
         branch's output grid, width as built and output array. An op with no module is
         checked by the input of the module after it (the next op, or ``after`` for the
         last: the first op of the branch that reads this one), computed from ``source``
-        (``fallback`` where none is observed: see ``handed``)."""
+        (``fallback`` where none is observed: see ``handed``), or, ending a concat's
+        branch, by the stage output ``concat``."""
         rid = f"{prefix}/{branch.name}-runs"
         run_item = runs.setdefault(rid, Item(rid, f"every op of {branch.name} runs", block.ref))
         run_item.where.append(bpath)
@@ -233,7 +228,10 @@ def check_block(
             item.where.append(opath or f"{bpath}[{i}]")
             if opath is None:  # applied as a function, or absent
                 reader = op_path(view, bpath, i + 1) if i + 1 < len(branch.ops) else after
-                found, problems, output, count = check_functional_op(tr, op, source or fallback, reader)
+                ends_concat = concat if i + 1 == len(branch.ops) else None
+                found, problems, output, count = check_functional_op(
+                    tr, op, source or fallback, reader, ends_concat
+                )
                 item.found.append(found)
                 if problems:
                     item.fail(f"{bpath}[{i}]", ", ".join(problems))
@@ -287,6 +285,7 @@ def check_block(
         for si, stage in enumerate(block.stages):
             ends: dict[str, BranchEnd] = {}
             calls: dict[str, int] = {}
+            out, where = _stage_output(view, tr, block, path, si) if stage.is_concat else (None, "")
             for branch in stage.branches:
                 start = BranchEnd(hw, width, stage_input) if branch.source is None else ends[branch.source]
                 readers = [b.name for b in stage.branches if b.source == branch.name]
@@ -301,6 +300,7 @@ def check_block(
                     calls,
                     after,
                     fallback,
+                    out if branch.name in stage.output else None,
                 )
             flag_extra_runs(path, calls)
             hw = ends[stage.output[0]].hw
@@ -311,7 +311,6 @@ def check_block(
                 names = " + ".join(f"{n} {stage.branch(n).out_channels}" for n in stage.output)
                 item = concats.setdefault(cid, Item(cid, f"[{names}] = {stage.out_channels}", stage.ref))
                 item.where.append(path)
-                out, where = _stage_output(view, tr, block, path, si)
                 _check_concat(item, view, tr, stage, path, out, where, ends)
                 # The concat item holds the layout of the array the next stage's first op
                 # reads; every other first op of that stage must read the same array.

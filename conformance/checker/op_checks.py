@@ -269,8 +269,34 @@ def _no_module(op: S.Op) -> str:
     )
 
 
+def find_offsets(out: np.ndarray, part: np.ndarray) -> list[int]:
+    """The channel offsets at which ``out`` (N, C, H, W) holds ``part`` exactly."""
+    width = part.shape[1]
+    if part.shape[0] != out.shape[0] or part.shape[2:] != out.shape[2:]:
+        return []
+    return [o for o in range(out.shape[1] - width + 1) if np.array_equal(out[:, o : o + width], part)]
+
+
+def _in_concat(
+    op: S.Op, source: tuple[np.ndarray, str], concat: np.ndarray
+) -> tuple[str, list[str], tuple[np.ndarray, str] | None, int]:
+    """A max pool applied as a function as a concat's branch: no module reads it, but a
+    max pool computes no new value, so its exact output must sit in the concat output."""
+    reference = _pool_reference(source[0], op).astype(concat.dtype)
+    what = f"the paper's {op.label} of the {source[1]}"
+    offsets = find_offsets(concat, reference)
+    if not offsets:
+        return "missing", [f"no module here, and the concat does not hold {what}"], None, 0
+    found = f"applied as a function: the concat holds {what} (channel {offsets[0]})"
+    return found, [], (reference, f"{op.label} of the {source[1]}"), 1
+
+
 def check_functional_op(
-    tr: Trace, op: S.Op, source: tuple[np.ndarray, str] | None, reader: str | None
+    tr: Trace,
+    op: S.Op,
+    source: tuple[np.ndarray, str] | None,
+    reader: str | None,
+    concat: np.ndarray | None = None,
 ) -> tuple[str, list[str], tuple[np.ndarray, str] | None, int]:
     """(found, problems, output as read, calls per forward) for an op with no module.
 
@@ -278,9 +304,12 @@ def check_functional_op(
     forward applies as a function (``F.adaptive_avg_pool2d``, ``x.mean((2, 3))``,
     ``F.max_pool2d``) is checked by what it computes: the module that reads its output
     (``reader``: the next op of the chain) must receive the paper's pool of ``source``,
-    the array the data flow hands the op. Any other op, or a pool whose output no module
-    is seen reading, needs its module (``_no_module``)."""
+    the array the data flow hands the op; a max pool that ends a concat's branch must
+    sit, exactly, in the concat output (``concat``). Any other op, or a pool whose output
+    is seen nowhere, needs its module (``_no_module``)."""
     call = tr.first(reader) if reader else None
+    if reader is None and concat is not None and op.kind == "maxpool" and source is not None:
+        return _in_concat(op, source, concat)
     if op.kind not in _POOLS or source is None or call is None or not call.inputs:
         return "missing", [_no_module(op)], None, 0
     got, reference = call.inputs[0], _pool_reference(source[0], op)
