@@ -260,8 +260,8 @@ def _no_module(op: S.Op) -> str:
     if op.kind in _POOLS:
         return (
             f"no module here, and no module after it was seen reading its output (a {op.kind} "
-            "applied as a function is checked by what the next op's module reads); "
-            f"or hold it in {_MODULE_FOR[op.kind]}"
+            "applied as a function is checked by what the next op's module reads, a max pool "
+            f"branch by the concat that holds it); or hold it in {_MODULE_FOR[op.kind]}"
         )
     return (
         f"no module here: the kit reads a {op.kind}'s settings from its module, so one the "
@@ -327,7 +327,7 @@ def check_functional_op(
 def check_op(
     view: ModelView,
     tr: Trace,
-    path: str | None,
+    path: str,
     op: S.Op,
     shape: tuple[int, ...],
     feed: int,
@@ -342,8 +342,6 @@ def check_op(
     Comparing ``in_channels`` with the width the op received in the trace would prove
     nothing (a forward that runs always has them equal); comparing it with ``feed``, and
     the traced input with ``source``, follows the data."""
-    if path is None:
-        return "missing", [_no_module(op)], [], op.out_channels
     kind = view.op_kind(path)
     found = _describe(view, path, kind)
     if kind != op.kind:
