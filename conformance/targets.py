@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import os
+import sys
 from pathlib import Path
 
-__all__ = ["TARGETS", "build", "describe"]
+__all__ = ["TARGETS", "build", "describe", "from_factory"]
 
 TARGETS: tuple[str, ...] = ("port", "twin", "upstream")
 
@@ -66,3 +68,39 @@ def build(target: str, name: str) -> object:
 
         return build_upstream(name)
     return lucid_inception.build(name, "lucid" if target == "port" else "torch")
+
+
+def from_factory(spec: str) -> tuple[object, str]:
+    """The model ``MODULE:CALLABLE`` builds (``CALLABLE()``, a dotted name allowed), and a
+    line naming it; every way this can go wrong is a ``UsageError`` saying which."""
+    from conformance.usage import UsageError
+    from lucid_inception.frameworks import adapter_for
+
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise UsageError(f"--factory {spec!r}: expected MODULE:CALLABLE, e.g. mynets:inception_v4")
+    if os.getcwd() not in sys.path:  # as ``python -m`` does, whatever started this command
+        sys.path.insert(0, os.getcwd())
+    try:
+        factory: object = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 (any import failure is the user's module)
+        raise UsageError(
+            f"--factory {spec}: importing {module_name} raised {type(error).__name__}: {error}"
+        ) from error
+    for part in attr.split("."):
+        if not hasattr(factory, part):
+            raise UsageError(f"--factory {spec}: {module_name} has no {attr!r}")
+        factory = getattr(factory, part)
+    if not callable(factory):
+        raise UsageError(f"--factory {spec}: {attr} is a {type(factory).__name__}, not callable")
+    try:
+        model = factory()
+    except Exception as error:  # noqa: BLE001 (the user's factory)
+        raise UsageError(f"--factory {spec}: calling it raised {type(error).__name__}: {error}") from error
+    try:
+        framework = adapter_for(model).name
+    except TypeError as error:
+        raise UsageError(
+            f"--factory {spec}: returned {type(model).__name__}, not a Lucid or torch module"
+        ) from error
+    return model, f"{spec}: your model ({framework}, {type(model).__name__})"

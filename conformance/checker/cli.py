@@ -25,9 +25,21 @@ def add_check_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     p = subparsers.add_parser(
         "check",
         help="hold built models against the paper spec",
-        description="Hold the port, its torch twins or upstream Lucid against the paper, item by item.",
+        description=(
+            "Hold the port, its torch twins, upstream Lucid or your own model (--factory) against the "
+            "paper, item by item."
+        ),
     )
-    p.add_argument("--target", choices=TARGETS, default="port", help="what to check (default: port)")
+    p.add_argument("--target", choices=TARGETS, help="what to check (default: port)")
+    p.add_argument(
+        "--factory",
+        metavar="MODULE:CALLABLE",
+        help=(
+            "check your own model instead of a target: import MODULE (the current directory is "
+            "searched first), call CALLABLE() with no arguments for a built model, Lucid or torch, and "
+            "hold it against the one --model given, e.g. --factory mynets:inception_v4 --model inception_v4"
+        ),
+    )
     p.add_argument(
         "--model", action="append", choices=S.MODEL_NAMES, help="model to check (repeatable; default: all)"
     )
@@ -59,14 +71,27 @@ def _check_main(args: argparse.Namespace) -> int:
     size_problem = traced_size_problem(args.size)
     if size_problem:
         raise UsageError(f"--size: {size_problem}")
-    reports = []
-    for name in args.model or S.MODEL_NAMES:
-        model = targets.build(args.target, name)
-        reports.append(check_model(model, name, target=args.target, size=args.size))
+    if args.factory is not None:
+        if args.target is not None:
+            raise UsageError("--factory checks your model instead of a --target: give one of them")
+        if len(args.model or ()) != 1:
+            raise UsageError(
+                "--factory: name the paper's network to hold the model against, once (--model NAME)"
+            )
+        name = args.model[0]
+        model, title = targets.from_factory(args.factory)
+        reports = [check_model(model, name, target=args.factory, size=args.size)]
+    else:
+        target = args.target or "port"
+        title = targets.describe(target)
+        reports = [
+            check_model(targets.build(target, name), name, target=target, size=args.size)
+            for name in args.model or S.MODEL_NAMES
+        ]
     if args.json:
         print(json.dumps([r.to_json() for report in reports for r in report.results], indent=1))
     else:
-        print(render(reports, targets.describe(args.target), failures_only=args.failures, size=args.size))
+        print(render(reports, title, failures_only=args.failures, size=args.size))
     return 1 if any(report.failures for report in reports) else 0
 
 
