@@ -82,8 +82,9 @@ def bind_spec(view: ModelView, net: S.Network) -> Binding:
         # A block written as a Sequential of its ops (Inception-ResNet-v1's stem, a chain:
         # Fig. 14) was opened into single ops; kept whole, it may be what binds.
         closed = [path for path in _trunk_modules(view, "", open_chains=False) if path not in head]
-        if len(_groups(view, closed)) == len(net.blocks):
-            trunk, groups = closed, _groups(view, closed)
+        closed_groups = _groups(view, closed)
+        if len(closed_groups) == len(net.blocks):
+            trunk, groups = closed, closed_groups
     blocks: dict[str, list[str]] = {}
     if len(groups) == len(net.blocks):  # one class per block type: bind by group
         blocks = {b.name: paths for b, (_, paths) in zip(net.blocks, groups, strict=True)}
