@@ -20,7 +20,7 @@ import numpy as np
 
 from lucid_inception.frameworks import adapter_for, capture_calls
 
-__all__ = ["Call", "ModelView", "Trace", "latent_constants", "trace"]
+__all__ = ["INERT_KINDS", "Call", "ModelView", "Trace", "latent_constants", "trace"]
 
 # A module whose children are exactly these layers is one paper "conv" (Lucid's
 # nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d, a Sequential of the three),
@@ -36,6 +36,8 @@ _OP_KINDS = {
     "dropout": "dropout",
     "linear": "fc",
 }
+# Modules that move no value and compute nothing: a Flatten before the fc, an Identity.
+INERT_KINDS = ("reshape", "identity")
 
 
 class ModelView:
@@ -61,8 +63,8 @@ class ModelView:
     def op_kind(self, name: str) -> str:
         """The paper op a module is (``conv``, ``linear-conv``, ``maxpool``, ...), or
         ``sequential`` (a Sequential or a ModuleList: its children in order, the way a
-        model writes a chain either way), ``reshape`` (a Flatten: moves no value, computes
-        nothing) or ``other``."""
+        model writes a chain either way), ``reshape`` (a Flatten) or ``identity`` (both
+        ``INERT_KINDS``: they move no value and compute nothing) or ``other``."""
         layer = self.layer(name)
         if layer in _OP_KINDS:
             return _OP_KINDS[layer]
@@ -74,6 +76,8 @@ class ModelView:
             return "sequential"
         if layer == "flatten":
             return "reshape"
+        if layer == "identity":
+            return "identity"
         return "other"
 
     def descendants(self, name: str) -> Iterator[str]:
@@ -104,6 +108,9 @@ class Trace:
     size: int
     calls: dict[str, list[Call]] = field(default_factory=dict)
     error: str | None = None
+    # What the model returned when that is not one tensor ("a tuple"): no call of the
+    # root is recorded then (the hooks record tensor outputs only), so say what it was.
+    returned: str | None = None
 
     def count(self, name: str) -> int:
         return len(self.calls.get(name, ()))
@@ -126,14 +133,23 @@ def _input_dtype(model: object) -> np.dtype:
 
 
 def trace(
-    model: object, *, channels: int, size: int, seed: int, keep: Collection[str], train: Collection[str] = ()
+    model: object,
+    *,
+    channels: int,
+    size: int,
+    seed: int,
+    keep: Collection[str],
+    train: Collection[str] = (),
+    scale: float = 1.0,
 ) -> Trace:
-    """Run one eval-mode forward of a 1 x channels x size x size standard-normal batch;
-    record every module call, with arrays for the modules named in ``keep``. A forward
-    that raises is recorded in ``Trace.error`` with the calls made before it. The modules
-    named in ``train`` (a dropout, to see where its output goes) run in training mode."""
+    """Run one eval-mode forward of a 1 x channels x size x size standard-normal batch
+    (times ``scale``); record every module call, with arrays for the modules named in
+    ``keep``. A forward that raises is recorded in ``Trace.error`` with the calls made
+    before it. The modules named in ``train`` (the model but its BatchNorms, to see what
+    acts only in training) run in training mode."""
     adapter = adapter_for(model)
-    x = np.random.default_rng(seed).standard_normal((1, channels, size, size)).astype(_input_dtype(model))
+    x = np.random.default_rng(seed).standard_normal((1, channels, size, size)) * scale
+    x = x.astype(_input_dtype(model))
     result = Trace(size)
     counter = iter(range(1 << 62))
 
@@ -151,13 +167,14 @@ def trace(
 
     modes = adapter.training_modes(model)
     adapter.set_training(model, False)
-    if train:
-        modules = dict(adapter.named_modules(model))
-        for name in train:
-            adapter.set_training(modules[name], True)
+    if train:  # module by module: ``set_training`` would reach every descendant
+        adapter.restore_training_modes(model, [name in train for name, _ in adapter.named_modules(model)])
     try:
         with adapter.no_grad(), capture_calls(model, record):
-            model(adapter.tensor(x))
+            given = adapter.tensor(x)
+            output = model(given)
+        if not isinstance(output, type(given)):
+            result.returned = f"a {type(output).__name__}"
     except Exception as error:  # noqa: BLE001 - a failing forward is a finding, not a crash
         result.error = f"{type(error).__name__}: {error}"
     finally:

@@ -518,8 +518,11 @@ def prepare_signal(model: object, x: np.ndarray, *, seed: int, signal: str = "ra
     randomize_weights(model, seed)
     if signal == "random":
         return randomize_batchnorm(model, seed)
-    extra = calibration_batch(x.shape[-1], len(x)) - len(x) or 1
-    calibration = np.concatenate([x, seeded_input(extra, x.shape[-1], seed + 1).astype(x.dtype)])
+    # Images shaped like x (any channels, height and width); the shorter side sets the
+    # smallest map, so it sets how many images there must be.
+    extra = calibration_batch(min(x.shape[-2:]), len(x)) - len(x) or 1
+    images = np.random.default_rng(seed + 1).standard_normal((extra, *x.shape[1:])).astype(np.float32)
+    calibration = np.concatenate([x, images.astype(x.dtype)])  # as seeded_input draws them
     return randomize_batchnorm(model, seed, calibration=calibration)
 
 

@@ -665,7 +665,7 @@ def test_bypassed_dropout(framework: str) -> None:
     report = _check(model, "inception_v4")
     assert _failing(report) == {"inception_v4/head/dropout-keep-0.8"}
     found = report.failures[0].found
-    assert found == "dropout: bypassed: with it in training mode, fc does not read its output"
+    assert found == "dropout: bypassed: in training mode (BatchNorms in eval) fc does not read its output"
     # The training-mode forward drew its mask from the global RNGs and put them back.
     assert np.random.rand() == np.random.RandomState(7).rand()
     assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(7)))
@@ -929,3 +929,87 @@ def test_a_wrong_or_misplaced_functional_pool_branch_fails() -> None:
     assert "no module here, and the concat does not hold the paper's maxpool" in _result(report, pool).found
     report = _functional_reduction_a(F.max_pool2d, swapped=True)
     assert _failing(report) == {"inception_v4/reduction_a/concat-1024"}
+
+
+# ----- found by an adversarial review (2026-12-01): each failed or passed wrongly before
+
+
+@pytest.mark.parametrize("clamp", [6.0, 50.0])
+def test_activation_that_is_the_identity_on_small_values_fails_the_formula(clamp: float) -> None:
+    # ReLU6 (or any clamp) after the residual sum: fresh weights keep a block's values
+    # below ~0.2, where it is the paper's ReLU; on the larger input it is not.
+    model = lucid_inception.twins.inception_resnet_v1()
+
+    def forward(self, x):
+        return self.relu(x + self.scale * self.conv_linear(self.mixed(x))).clamp(max=clamp)
+
+    for block in model.conv[6:16]:  # the B blocks
+        block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/block_b/residual-formula"}
+    assert "larger" in report.failures[0].found and "conv.6:" in report.failures[0].found
+
+
+@pytest.mark.parametrize("framework", ["torch", "lucid"])
+def test_dropout_that_acts_only_in_training_fails_the_dropout_item(framework: str) -> None:
+    # A second dropout applied by the forward in training only (keep 0.8 * 0.2): invisible
+    # in eval, and to a check that puts the dropout module alone in training mode.
+    model = lucid_inception.build("inception_v4", framework)
+    if framework == "torch":
+
+        def forward(self, x):
+            return self.fc(F.dropout(self.dropout(self.avgpool(self.conv(x)).flatten(1)), 0.8, self.training))
+    else:
+
+        def forward(self, x):
+            pooled = self.avgpool(self.conv(x)).reshape(x.shape[0], -1)
+            return self.fc(lucid.nn.functional.dropout(self.dropout(pooled), 0.8, self.training))
+
+    model.forward = types.MethodType(forward, model)
+    modes = adapter_for(model).training_modes(model)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/head/dropout-keep-0.8"}
+    assert "in training mode (BatchNorms in eval) fc does not read its output" in report.failures[0].found
+    assert adapter_for(model).training_modes(model) == modes  # put back
+
+
+def test_dropout_check_runs_the_trunk_as_in_eval() -> None:
+    # The training-mode forward keeps every BatchNorm in eval: a faithful model reads the
+    # same values there, so only a train-only op before the dropout shows.
+    model = lucid_inception.twins.inception_v4()
+    block = model.conv[16]
+    forward = type(block).forward
+
+    def noisy(self, x):
+        return F.dropout(forward(self, x), 0.1, self.training)
+
+    block.forward = types.MethodType(noisy, block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/head/dropout-keep-0.8"}
+    assert "it reads other values than in eval" in report.failures[0].found
+
+
+@pytest.mark.parametrize("wrap", [lambda y: (y * 0,), lambda y: {"logits": y * 0}])
+def test_model_returning_a_container_fails_the_forward_item(wrap) -> None:
+    # The hooks record tensor outputs only: a tuple around zeroed logits passed every item.
+    model = lucid_inception.twins.inception_v4()
+    forward = type(model).forward
+    model.forward = types.MethodType(lambda self, x: wrap(forward(self, x)), model)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/layout/forward"}
+    assert "not one tensor (the logits)" in report.failures[0].found
+
+
+def test_identity_modules_are_inert() -> None:
+    model = lucid_inception.twins.inception_v4()
+    model.conv[1].spare = torch.nn.Identity()  # registered, never run
+    model.conv.insert(5, torch.nn.Identity())  # in the trunk, run between two blocks
+    model.conv[2].branch3.insert(1, torch.nn.Identity())  # inside a chain branch
+    report = _check(model, "inception_v4")
+    assert not report.failures, [f"{r.id}: {r.found}" for r in report.failures]
+
+
+def test_float16_model_conforms() -> None:
+    model = lucid_inception.twins.inception_resnet_v1().half()
+    report = _check(model, "inception_resnet_v1")
+    assert not report.failures, [f"{r.id}: {r.found}" for r in report.failures]

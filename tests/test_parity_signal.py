@@ -87,6 +87,18 @@ def test_calibrated_statistics_give_every_layer_unit_gain() -> None:
     assert 0.5 < min(stds) and max(stds) < 2.0, (min(stds), max(stds))
 
 
+@pytest.mark.parametrize(("shape", "in_channels"), [((1, 3, 90, 75), 3), ((1, 1, 75, 75), 1)])
+def test_calibrated_signal_on_any_legal_input(shape: tuple[int, ...], in_channels: int) -> None:
+    # The calibration images take x's shape (they were square, 3-channel: a numpy
+    # concatenate error); the statistics stay finite and non-trivial.
+    model = lucid_inception.build("inception_resnet_v1", "lucid", in_channels=in_channels)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    names = prepare_signal(model, x, seed=0, signal="calibrated")
+    state = LucidAdapter.state(model)
+    running = [state[f"{name}.running_var"] for name in names]
+    assert names and all(np.isfinite(v).all() and (v > 0).all() for v in running)
+
+
 def test_transfer_is_verified_exactly() -> None:
     source = lucid_inception.build("inception_resnet_v1", "lucid")
     prepare_signal(source, seeded_input(1, SIZE, 0), seed=0)

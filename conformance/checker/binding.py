@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from conformance import spec as S
 from conformance.checker.results import all_branches
-from conformance.introspect import ModelView
+from conformance.introspect import INERT_KINDS, ModelView
 
 
 def join_path(prefix: str, name: str) -> str:
@@ -16,11 +16,11 @@ def join_path(prefix: str, name: str) -> str:
 
 def op_path(view: ModelView, branch_path: str, index: int) -> str | None:
     """Op ``index`` of a branch: the branch module itself when it is one op, else its
-    ``index``-th child."""
+    ``index``-th child (an Identity among them is no op)."""
     if branch_path not in view.modules:
         return None
     if view.op_kind(branch_path) == "sequential":
-        children = view.children[branch_path]
+        children = [c for c in view.children[branch_path] if view.op_kind(c) not in INERT_KINDS]
         return children[index] if index < len(children) else None
     return branch_path if index == 0 else None
 
@@ -51,13 +51,13 @@ def _holds_ops(view: ModelView, path: str) -> bool:
 def _trunk_modules(view: ModelView, path: str, *, open_chains: bool = True) -> list[str]:
     """The blocks under ``path`` in order: containers (a Sequential, a ModuleList, nested
     or not) opened, except, with ``open_chains=False``, a Sequential of ops only (a block
-    written as a chain); reshapes (a Flatten before the head's fc) left out."""
+    written as a chain); inert modules (a Flatten before the head's fc, an Identity) left out."""
     found: list[str] = []
     for child in view.children[path]:
         kind = view.op_kind(child)
         if kind == "sequential" and (open_chains or not _holds_ops(view, child)):
             found.extend(_trunk_modules(view, child, open_chains=open_chains))
-        elif kind != "reshape":
+        elif kind not in INERT_KINDS:
             found.append(child)
     return found
 

@@ -124,7 +124,7 @@ class ResidualFit:
     problem: str | None
 
 
-def _fit_residual(tr: Trace, path: str, linear_path: str) -> ResidualFit:
+def fit_residual(tr: Trace, path: str, linear_path: str) -> ResidualFit:
     """Fit ``y = relu(x + s * L)`` on one block call: on the positive outputs
     ``y - x = s * L``, so ``s`` is a least-squares ratio; then compare everywhere."""
     call, lin = tr.first(path), tr.first(linear_path)
@@ -163,7 +163,7 @@ def check_block(
     handed: Source = None,
 ) -> tuple[list[ItemResult], list[ResidualFit]]:
     """The block's items on every repeat; ``extra`` adds problems found elsewhere to an op
-    item (item id -> (where, what)), e.g. the head's train-mode dropout check. ``handed``
+    or residual item (item id -> (where, what)), e.g. the head's train-mode dropout check. ``handed``
     is what the previous block hands the head (checked on the root, which has no call of
     its own): the layout/hand-over item checks that the head's first op reads it; here it
     is only what a first op applied as a function is computed from."""
@@ -322,7 +322,7 @@ def check_block(
             linear_calls: dict[str, int] = {}
             run_branch(lpath, block.linear, hw, width, None, linear_calls)
             flag_extra_runs(path, linear_calls)
-            fit = _fit_residual(tr, path, lpath)
+            fit = fit_residual(tr, path, lpath)
             fits.append(fit)
             formula = residual["formula"]
             formula.where.append(path)
@@ -330,9 +330,10 @@ def check_block(
                 formula.fail(path, fit.problem)
             _check_width(residual["width"], view, tr, block, path, lpath)
 
+    items = {**ops, **{item.id: item for item in residual.values()}}
     for oid, problems in (extra or {}).items():
         for where, what in problems:
-            ops[oid].fail(where, what)
+            items[oid].fail(where, what)
     errors = [f.error for f in fits if f.error is not None and f.problem is None]
     if errors:
         residual["formula"].found.append(f"holds in {len(errors)}, max rel. error {max(errors):.0e}")

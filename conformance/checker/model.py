@@ -11,10 +11,10 @@ import numpy as np
 
 from conformance import spec as S
 from conformance.checker.binding import Binding, bind_spec, branch_path, join_path, kept_paths, op_path
-from conformance.checker.blocks import ResidualFit, check_block
+from conformance.checker.blocks import ResidualFit, check_block, fit_residual
 from conformance.checker.op_checks import convention_differences, fmt_hw, fmt_hwc
 from conformance.checker.results import Item, ItemResult, ModelReport, all_branches, op_item
-from conformance.introspect import ModelView, Trace, trace
+from conformance.introspect import INERT_KINDS, ModelView, Trace, trace
 
 MIN_SIZE = 75  # the smallest input all three accept; every op still runs (74 collapses a grid to 0)
 # The last blocks run on a grid this wide or wider at the default size: on 1x1 a
@@ -86,6 +86,8 @@ def _check_layout(net: S.Network, view: ModelView, tr: Trace, binding: Binding) 
     forward.where.append("")
     if tr.error:
         forward.fail("", f"forward raised {tr.error}")
+    elif tr.returned:  # a tuple or dict around the logits: nothing checks what it holds
+        forward.fail("", f"the model returns {tr.returned}, not one tensor (the logits)")
     else:
         forward.found.append(f"ran, {sum(len(c) for c in tr.calls.values())} module calls")
     return [
@@ -176,7 +178,7 @@ def _check_chain_outputs(item: Item, net: S.Network, view: ModelView, tr: Trace,
             item.where.append(op)
             made, handed = _last_output(tr, op), _last_output(tr, path)
             if made is None or handed is None:
-                item.notes.append(f"{path or '<root>'}: output not observed (did not run)")
+                item.notes.append(f"{path or '<root>'}: output not observed (did not run, or no tensor)")
             elif not _same_array(handed, made):
                 what = "its output is not its" if path else "the model's output is not the head's"
                 item.fail(path, f"{what} last op's output ({op})")
@@ -199,8 +201,8 @@ def _check_accounted(net: S.Network, view: ModelView, tr: Trace, binding: Bindin
             if block.linear is not None and path in view.children:
                 covered.update(c for c in view.children[path] if view.layer(c) == "relu")
     leaves = view.leaves()
-    # A Flatten (before the fc) moves no value; an empty container runs nothing.
-    inert = ("reshape", "sequential")
+    # A Flatten (before the fc) or an Identity moves no value; an empty container runs nothing.
+    inert = (*INERT_KINDS, "sequential")
     stray = [leaf for leaf in leaves if leaf not in covered and view.op_kind(leaf) not in inert]
     item = Item(
         f"{net.name}/layout/modules-accounted",
@@ -305,17 +307,36 @@ def _global_rngs_kept() -> Iterator[None]:
         np.random.set_state(numpy_state)
 
 
+def _returns(t: Trace, root: str, op: str) -> bool | None:
+    """Whether the model's output is exactly ``op``'s in trace ``t`` (None: not observed)."""
+    out, last = t.first(root), t.first(op)
+    if out is None or last is None or out.output is None or last.output is None:
+        return None
+    return _same_array(out.output, last.output)
+
+
 def _check_dropout_used(
-    model: object, net: S.Network, view: ModelView, binding: Binding, channels: int, size: int, seed: int
+    model: object,
+    net: S.Network,
+    view: ModelView,
+    binding: Binding,
+    eval_trace: Trace,
+    channels: int,
+    size: int,
+    seed: int,
 ) -> dict[str, list[tuple[str, str]]]:
     """A head dropout is the identity in the eval-mode trace, so a forward that runs it
-    and feeds the op after it the undropped array passes every eval-mode check. One more
-    forward with only the dropout in training mode shows where its output goes: the op
-    that reads it must read exactly the dropped array (any mask: with keep < 1 it
-    differs from the input). Problems by item id."""
+    and feeds the op after it the undropped array passes every eval-mode check; and what
+    a forward does only in training (``F.dropout(x, p, self.training)``) never shows in
+    eval. One more forward, with the model in training mode but its BatchNorms in eval
+    (so that nothing else may change), shows both: the dropout must read what it reads
+    in eval (nothing before it acts only in training), the op after it exactly the
+    dropped array (any mask: with keep < 1 it differs from the input), and the model
+    return that op's output. Problems by item id."""
     problems: dict[str, list[tuple[str, str]]] = {}
     root = binding.blocks["head"][0]
     stage = net.head.stages[0]
+    training = {name for name in view.modules if view.layer(name) != "batchnorm2d"}
     for branch in stage.branches:
         if branch.ops[-1].kind != "dropout":
             continue
@@ -327,16 +348,82 @@ def _check_dropout_used(
         if not rpath:
             continue
         with _global_rngs_kept():  # the dropout's mask comes from the framework's global RNG
-            tr = trace(model, channels=channels, size=size, seed=seed, keep={dpath, rpath}, train={dpath})
-        drop, read = tr.first(dpath), tr.first(rpath)
+            tr = trace(
+                model, channels=channels, size=size, seed=seed, keep={dpath, rpath, root}, train=training
+            )
+        drop, read, before = tr.first(dpath), tr.first(rpath), eval_trace.first(dpath)
         if drop is None or read is None or drop.output is None or not read.inputs:
             continue  # the -runs items report an op that did not run
-        got = read.inputs[0]
-        if got.size != drop.output.size or not np.array_equal(got.reshape(-1), drop.output.reshape(-1)):
-            item = f"{net.name}/{net.head.name}/{op_item(branch, len(branch.ops) - 1)}"
-            problems.setdefault(item, []).append(
-                (dpath, f"bypassed: with it in training mode, {rpath} does not read its output")
+        found = problems.setdefault(f"{net.name}/{net.head.name}/{op_item(branch, len(branch.ops) - 1)}", [])
+        mode = "in training mode (BatchNorms in eval)"
+        if (
+            before is not None
+            and before.inputs
+            and drop.inputs
+            and not _same_array(drop.inputs[0], before.inputs[0])
+        ):
+            found.append(
+                (
+                    dpath,
+                    f"{mode} it reads other values than in eval: something before it acts in training only",
+                )
             )
+        if not _same_array(read.inputs[0], drop.output):
+            found.append((dpath, f"bypassed: {mode} {rpath} does not read its output"))
+
+        # Only what changes in training: a model output that is never fc's is hand-over's.
+        if _returns(eval_trace, root, rpath) and _returns(tr, root, rpath) is False:
+            found.append(
+                (
+                    dpath,
+                    f"{mode} the model's output is not {rpath}'s: something after it acts in training only",
+                )
+            )
+    return {item: found for item, found in problems.items() if found}
+
+
+# Fresh weights keep a residual block's values small (below ~0.2 in the default trace),
+# where an activation that is the identity on small values (a ReLU6, a clamp) looks like
+# the paper's ReLU: the formula must also hold on an input scaled so that the first
+# residual block reads values about this large.
+LARGE_BLOCK_VALUES = 1000.0
+
+
+def _check_residual_at_scale(
+    model: object, net: S.Network, binding: Binding, eval_trace: Trace, channels: int, size: int, seed: int
+) -> dict[str, dict[str, list[tuple[str, str]]]]:
+    """Blocks whose formula holds in the default trace but not on a larger input:
+    problems for their residual-formula items, by block and item id."""
+    pairs = [
+        (block, path, join_path(path, block.linear.name))
+        for block in net.blocks
+        if block.linear is not None
+        for path in binding.blocks[block.name]
+    ]
+    first = eval_trace.first(pairs[0][1]) if pairs else None
+    if first is None or not first.inputs or not np.isfinite(first.inputs[0]).all():
+        return {}  # no residual block, or none ran: the -runs and formula items say so
+    reach = float(np.max(np.abs(first.inputs[0])))
+    if reach == 0.0:
+        return {}
+    scale = LARGE_BLOCK_VALUES / reach
+    keep = {p for _, path, lpath in pairs for p in (path, lpath)}
+    large = trace(model, channels=channels, size=size, seed=seed, keep=keep, scale=scale)
+    problems: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    for block, path, lpath in pairs:
+        if fit_residual(eval_trace, path, lpath).problem:
+            continue  # residual-formula already fails here
+        fit = fit_residual(large, path, lpath)
+        if fit.problem:
+            item = f"{net.name}/{block.name}/residual-formula"
+            call = large.first(path)
+            values = (
+                f", values up to {float(np.max(np.abs(call.output))):.3g}"
+                if call and call.output is not None
+                else ""
+            )
+            what = f"on an input {scale:.3g}x larger{values}: {fit.problem}"
+            problems.setdefault(block.name, {}).setdefault(item, []).append((path, what))
     return problems
 
 
@@ -362,7 +449,8 @@ def check_model(
     channels = net.blocks[0].in_channels
     tr = trace(model, channels=channels, size=size, seed=seed, keep=kept_paths(view, binding, net))
     results = _check_layout(net, view, tr, binding)
-    extra = {"head": _check_dropout_used(model, net, view, binding, channels, size, seed)}
+    extra = _check_residual_at_scale(model, net, binding, tr, channels, size, seed)
+    extra["head"] = _check_dropout_used(model, net, view, binding, tr, channels, size, seed)
     fits_by_block: dict[str, list[ResidualFit]] = {}
     for block in (*net.blocks, net.head):
         handed = _handed_to_head(net, tr, binding) if block is net.head else None

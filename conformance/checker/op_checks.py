@@ -14,7 +14,7 @@ from conformance.introspect import Call, ModelView, Trace
 
 # Relative tolerance of the behavioural checks (residual formula, pools), by the dtype the
 # model computes in: float32 rounding (6e-8) times the handful of operations compared.
-_RTOL = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
+_RTOL = {np.dtype(np.float16): 1e-2, np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-9}
 
 # ----- small helpers
 
