@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lucid_inception.frameworks import adapter_for, capture_calls
+from lucid_inception.frameworks import adapter_for, capture_calls, module_that_raised
 
 __all__ = ["INERT_KINDS", "Call", "ModelView", "Trace", "latent_constants", "trace"]
 
@@ -70,7 +70,9 @@ class ModelView:
             return _OP_KINDS[layer]
         # Before the chain rule: nn.Sequential(Conv2d, BatchNorm2d, ReLU) is how many models
         # write one paper conv, and no paper chain holds a BatchNorm of its own.
-        if tuple(self.layer(c) for c in self.children[name]) in (_CONV_BN_RELU, _CONV_BN):
+        # In any registration order (a module may define its BatchNorm first): the order
+        # they run in is checked from the trace (``conv_parts``).
+        if sorted(self.layer(c) for c in self.children[name]) in (sorted(_CONV_BN_RELU), sorted(_CONV_BN)):
             return "conv"
         if layer in ("sequential", "module-list"):
             return "sequential"
@@ -79,6 +81,12 @@ class ModelView:
         if layer == "identity":
             return "identity"
         return "other"
+
+    def conv_parts(self, name: str) -> list[str]:
+        """A paper conv's layers as [conv, BatchNorm(, ReLU)], whatever order its module
+        registers them in; whether they run in that order is the op check's to say."""
+        rank = {kind: i for i, kind in enumerate(_CONV_BN_RELU)}
+        return sorted(self.children[name], key=lambda child: rank[self.layer(child)])
 
     def descendants(self, name: str) -> Iterator[str]:
         for child in self.children[name]:
@@ -176,7 +184,8 @@ def trace(
         if not isinstance(output, type(given)):
             result.returned = f"a {type(output).__name__}"
     except Exception as error:  # noqa: BLE001 - a failing forward is a finding, not a crash
-        result.error = f"{type(error).__name__}: {error}"
+        where = module_that_raised(model, error)
+        result.error = (f"in {where}: " if where else "") + f"{type(error).__name__}: {error}"
     finally:
         adapter.restore_training_modes(model, modes)
     return result

@@ -82,9 +82,9 @@ def _check_real(name: str, value: object, valid: str) -> float:
         raise TypeError(f"{name} must be a real number in {valid}, got {type(value).__name__} {value!r}")
     try:
         number = float(value)
-    except OverflowError:  # an int beyond float's range: a value out of range, not a type
-        number = math.inf if value > 0 else -math.inf
-    if not math.isfinite(number):
+    except OverflowError:  # an int beyond float's range: finite, but out of range (no type error)
+        raise ValueError(f"{name} must be a number in {valid}, got {_short(value)}") from None
+    if not math.isfinite(number):  # inf or nan
         raise ValueError(f"{name} must be a finite number in {valid}, got {_short(value)}")
     return number
 

@@ -10,12 +10,14 @@ names every offending key.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 
 import lucid.nn as lnn
 import numpy as np
 
 from lucid_inception.frameworks.lucid_adapter import LucidAdapter
+from lucid_inception.frameworks.state import StateMismatchError
 
 __all__ = ["load_checkpoint"]
 
@@ -34,6 +36,24 @@ def _upstream_hint(key: str, got: tuple[int, ...], want: tuple[int, ...]) -> str
     return None
 
 
+# The first line of the error when the values are torch tensors (a torch twin's
+# ``state_dict()``): every key would otherwise only read "expected a numpy array".
+_TORCH_VALUES_HINT = (
+    "the values are torch tensors (a torch twin's state_dict()?), and a Lucid model loads numpy "
+    "arrays: copy a twin's weights with parity.transfer(twin, model), or convert a .pt file "
+    "with python -m parity convert model.pt model.lcd"
+)
+
+
+def _holds_torch_tensors(state_dict: object) -> bool:
+    """Whether any value is a torch tensor; torch is not imported for it (with torch not
+    imported, no value can be one)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(state_dict, Mapping):
+        return False
+    return any(isinstance(value, torch.Tensor) for value in state_dict.values())
+
+
 def load_checkpoint(model: lnn.Module, state_dict: Mapping[str, np.ndarray]) -> None:
     """Load ``state_dict`` (e.g. ``lucid.load(path)`` or an upstream model's
     ``state_dict()``) into ``model``, casting values to the model's dtypes."""
@@ -42,10 +62,10 @@ def load_checkpoint(model: lnn.Module, state_dict: Mapping[str, np.ndarray]) -> 
             f"load_checkpoint loads Lucid models, got a {type(model).__module__}.{type(model).__name__}; "
             "for a torch twin use its load_state_dict or parity.transfer"
         )
-    LucidAdapter.load_state(
-        model,
-        state_dict,
-        cast=True,
-        what=f"loading a state dict into {type(model).__name__}",
-        hint=_upstream_hint,
-    )
+    what = f"loading a state dict into {type(model).__name__}"
+    try:
+        LucidAdapter.load_state(model, state_dict, cast=True, what=what, hint=_upstream_hint)
+    except StateMismatchError as error:
+        if not _holds_torch_tensors(state_dict):
+            raise
+        raise StateMismatchError(f"{_TORCH_VALUES_HINT}\n{what}", error.problems) from None

@@ -106,11 +106,17 @@ def _input_grad_row(ctx: Context, key: tuple[str, int], ga: np.ndarray | None, g
 
 
 def _backward_error_row(ctx: Context, i: int, error: Exception) -> Row:
-    """A backward that raised: a row at the module it raised in (the model's root when
-    none is on the traceback, as for an error inside the autograd engine)."""
+    """A backward that raised: a row at the module it raised in. An error inside the
+    autograd engine (a tensor it saved, changed in place) has no module on its traceback:
+    the row is then at the first module, in backward order, whose input gradient never
+    came (with input gradients captured: a forward before a backward), else at the root."""
     module = module_that_raised(ctx.models[i], error)
+    where = f"in module {module!r}"
+    stopped = ctx.input_grads[i].first_missing() if ctx.input_grads is not None and not module else None
+    if stopped is not None:
+        module, where = stopped, f"before {stopped!r} had its input gradient (backward order)"
     note = (
-        f"side {ctx.side(i)} raised in the backward in module {module!r}: "
+        f"side {ctx.side(i)} raised in the backward {where}: "
         f"{type(error).__name__}: {error}; no gradients compared"
     )
     return Row(module, "error", None, None, math.inf, math.inf, ctx.tol.grad, False, note)

@@ -51,6 +51,7 @@ class InputGrads:
         self.order: dict[Key, int] = {}  # key -> how many calls entered before it
         # Calls whose gradient the adapter cannot measure, and why (said during the forward).
         self.unmeasured: dict[Key, str] = {}
+        self.arrived: set[Key] = set()  # calls any gradient came for (a backward that raises stops early)
         # The first exception of ``receive`` (the harness's own code): raised by ``finish``,
         # never left to the framework's backward, which would report it as the model's.
         self.failure: Exception | None = None
@@ -65,6 +66,7 @@ class InputGrads:
             if grad is None:  # said during the forward: no gradient will come
                 self.unmeasured[key] = why
                 return
+            self.arrived.add(key)
             if self.receive is None or self.failure is not None:
                 return
             try:
@@ -78,6 +80,14 @@ class InputGrads:
                 self.failure = error
 
         return gradient
+
+    def first_missing(self) -> str | None:
+        """The module of the first call, in backward order, that no input gradient came for
+        (where a backward that raised stopped: the calls after it never ran), or None."""
+        missing = [key for key in self.entered if key not in self.arrived and key not in self.unmeasured]
+        if not missing:
+            return None
+        return min(missing, key=lambda key: (-self.entered[key], -self.order[key]))[0]
 
     def finish(self) -> None:
         """After the backward: hand on the gradients that came in parts, then stop receiving;

@@ -285,7 +285,7 @@ def _layer_settings(adapter: Adapter, module: object) -> dict[str, object] | Non
         info = {key: _plain(value) for key, value in adapter.layer_info(module).items()}
         if info["kind"] in _NOT_COMPARED_KINDS:
             return None
-        if info["kind"] == "batchnorm2d":
+        if adapter.is_batchnorm(module):
             info["momentum"] = adapter.batchnorm_momentum(module) if info["track_running_stats"] else None
         if not any(info.get("padding", (1,))):
             info.pop("padding_mode", None)
@@ -490,6 +490,9 @@ def compare(
     if a is b:
         raise ValueError("compare needs two model instances, got the same one twice (transfer into a copy)")
     _check_independent(a, b, adapters, train_step=train_step)
+    for flag, value in (("backward", backward), ("train_step", train_step), ("local", local)):
+        if not isinstance(value, (bool, np.bool_)):  # "no" would be true
+            raise TypeError(f"{flag}: expected True or False, got {value!r}")
     if not isinstance(grad_seed, numbers.Integral) or isinstance(grad_seed, bool):
         raise TypeError(f"grad_seed: expected an int, got {type(grad_seed).__name__}")
     if local and backward:

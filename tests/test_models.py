@@ -271,12 +271,13 @@ BAD_ARGUMENTS = [
     ({"dropout": -0.1}, ValueError, "dropout"),
     ({"dropout": float("nan")}, ValueError, "finite"),
     ({"dropout": "0.2"}, TypeError, "dropout"),
-    ({"dropout": 10**400}, ValueError, "dropout"),  # float() overflows
+    ({"dropout": 10**400}, ValueError, r"^dropout must be a number in .* of 1329 bits$"),  # float() overflows
     ({"num_classes": np.bool_(True)}, TypeError, "num_classes"),
     # past 4300 digits str() of an int raises its own ValueError: the messages give the size
     ({"num_classes": -(10**5000)}, ValueError, "num_classes must be an int >= 1, got an int of 16610 bits"),
     ({"in_channels": -(10**5000)}, ValueError, "in_channels must be an int >= 1, got an int of 16610 bits"),
-    ({"dropout": -(10**5000)}, ValueError, r"dropout must be a finite number .* an int of 16610 bits"),
+    # a huge int is finite: out of range, not "must be a finite number"
+    ({"dropout": -(10**5000)}, ValueError, r"^dropout must be a number in \[0, 1\), .* 16610 bits$"),
 ]
 BAD_SCALES = [
     ({"scale": 0.0}, ValueError, r"\(0, 1\]"),
@@ -291,6 +292,8 @@ BAD_SCALES = [
     ({"scale": (0.1, 0.2, 2.0)}, ValueError, r"scale\[2\]"),
     ({"scale": 10**400}, ValueError, "scale"),
     ({"scale": (0.1, 0.2, -(10**400))}, ValueError, r"scale\[2\]"),
+    ({"scale": 10**5000}, ValueError, r"^scale must be a number in \(0, 1\], got an int of 16610 bits$"),
+    ({"scale": (0.1, 10**5000, 0.3)}, ValueError, r"^scale\[1\] must be a number in .* of 16610 bits$"),
     ({"scale": b"abc"}, TypeError, "scale"),
     ({"scale": bytearray(b"abc")}, TypeError, "scale"),
     ({"scale": memoryview(b"abc")}, TypeError, "scale"),

@@ -724,6 +724,32 @@ def test_convert_writes_an_ordinary_mode_and_refuses_unreadable_files(tmp_path: 
     assert not (tmp_path / "out.lcd").exists()
 
 
+def test_convert_says_plainly_why_a_file_is_no_torch_checkpoint(tmp_path: Path, capsys) -> None:
+    """torch.load's advice (re-run with weights_only=False, allow-list a global, file an
+    issue) is wrong for a file that is no pickle, unsafe for one that is, and nothing the CLI
+    can do: the one line says what is wrong instead."""
+    import torch
+
+    (tmp_path / "text.pt").write_text("not a checkpoint")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    torch.save({"w": np.zeros(2)}, tmp_path / "numpy.pt")  # a pickled numpy array, no tensor
+    torch.save({"w": torch.zeros(2)}, tmp_path / "a.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "a.pt").read_bytes()[:200])
+    why = {
+        "text.pt": "(Unsupported operand 110)",
+        "empty.pt": "(EOFError: the file ends early)",
+        "numpy.pt": "(Unsupported global: GLOBAL numpy.",
+        "cut.pt": "(PytorchStreamReader failed reading zip archive",
+    }
+    for src, reason in why.items():
+        assert main(["convert", str(tmp_path / src), str(tmp_path / "out.lcd")]) == EXIT_USAGE
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert f"{src}: not a torch state dict saved with torch.save {reason}" in err, err
+        assert "weights_only" not in err and "Re-running" not in err and "add_safe_globals" not in err, err
+    assert not (tmp_path / "out.lcd").exists()
+
+
 def test_convert_to_an_upper_case_suffix_and_through_a_symbolic_link(tmp_path: Path, capsys) -> None:
     """``.LCD`` passes the suffix check, so it must be written (``lucid.save`` knows ``.lcd``
     only); a link to the output stays a link, and the file it names gets the checkpoint."""

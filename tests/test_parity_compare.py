@@ -724,6 +724,9 @@ def test_bad_inputs_say_what_was_expected() -> None:
         compare(a, a, X)
     with pytest.raises(TypeError, match="grad_seed"):
         compare(a, b, X, grad_seed=1.5)
+    for flag in ("backward", "train_step", "local"):  # "no" is truthy: it would run one
+        with pytest.raises(TypeError, match=f"{flag}: expected True or False, got 'no'"):
+            compare(a, b, X, **{flag: "no"})
 
 
 def test_different_module_trees_list_the_first_differing_names() -> None:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import parity.comparison
-from lucid_inception.frameworks import LucidAdapter, adapter_for
+from lucid_inception.frameworks import LucidAdapter, TorchAdapter, adapter_for
 from parity import TOLERANCES, StateMismatchError, compare, save_checkpoint, transfer
 from parity.tolerances import K_MAX
 
@@ -235,15 +235,17 @@ def _raising_gradient_hook(b: TorchNet) -> None:
     b.conv.weight.register_hook(hook)
 
 
-@pytest.mark.parametrize("plant", [_detached_head, _raising_gradient_hook])
+@pytest.mark.parametrize(("plant", "stopped"), [(_detached_head, "fc"), (_raising_gradient_hook, "conv")])
 @pytest.mark.parametrize("side", [0, 1])
-def test_an_error_in_a_backward_is_a_row_not_a_crash(plant, side: int) -> None:
+def test_an_error_in_a_backward_is_a_row_not_a_crash(plant, stopped: str, side: int) -> None:
+    # Raised inside the autograd engine: no module on the traceback. The row is where the
+    # backward stopped, the first module whose input gradient never came (it was the root).
     a, b = torch_pair("float64")
     plant((a, b)[side])
     report = compare(a, b, X, dtype="float64", backward=True)
     errors = [row for row in report.rows if row.kind == "error"]
-    assert not report.ok and len(errors) == 1 and report.first_divergence == errors[0].module == ""
-    assert f"side {'ab'[side]} (torch) raised in the backward" in errors[0].note
+    assert not report.ok and len(errors) == 1 and report.first_divergence == errors[0].module == stopped
+    assert f"side {'ab'[side]} (torch) raised in the backward before {stopped!r}" in errors[0].note
     assert "RuntimeError" in errors[0].note
     assert all(row.ok for row in report.rows if row.kind == "output")
     assert all(p.grad is None for model in (a, b) for p in model.parameters())  # put back
@@ -465,6 +467,44 @@ def test_a_layer_replaced_by_an_identity_fails() -> None:
     b.relu = torch.nn.Identity()
     assert ("relu", "config", "kind relu vs identity") in _failing(compare(a, b, X, dtype="float64"))
     assert LucidAdapter.layer_info(lnn.Identity()) == {"kind": "identity"}
+
+
+@pytest.mark.parametrize(
+    ("lucid_layer", "torch_layer", "kind"),
+    [
+        (lnn.Dropout2d, torch.nn.Dropout2d, "dropout2d"),
+        (lnn.AlphaDropout, torch.nn.AlphaDropout, "alpha-dropout"),
+        (lnn.BatchNorm1d, torch.nn.BatchNorm1d, "batchnorm1d"),
+    ],
+)
+def test_every_dropout_and_batchnorm_class_is_described(lucid_layer, torch_layer, kind: str) -> None:
+    # Before, only Dropout and BatchNorm2d were: another class was "module" on both sides,
+    # whose settings no row compared (a Dropout1d at p 0.8 passed against Lucid's 0.2).
+    arg = 0.3 if "dropout" in kind else 4  # p, or num_features
+    lucid_info, torch_info = (
+        LucidAdapter.layer_info(lucid_layer(arg)),
+        TorchAdapter.layer_info(torch_layer(arg)),
+    )
+    assert lucid_info == torch_info and lucid_info["kind"] == kind
+
+
+def test_another_dropout_class_is_another_layer() -> None:
+    # Each drops something else in training (an element, a channel): a twin must match.
+    a, b = twins()
+    a.drop, b.drop = lnn.Dropout(0.2), torch.nn.Dropout1d(0.2)
+    assert ("drop", "config", "kind dropout vs dropout1d") in _failing(compare(a, b, X))
+
+
+def test_a_sync_batchnorm_is_compared_as_a_batchnorm() -> None:
+    # convert_sync_batchnorm's layer computes BatchNorm2d's on one process: its settings count.
+    a, b = twins()
+    sync = torch.nn.SyncBatchNorm(4)
+    sync.load_state_dict(b.bn.state_dict())
+    b.bn = sync
+    report = compare(a, b, X)
+    assert report.ok, _failing(report)
+    b.bn.momentum = 0.2
+    assert _failing(compare(a, b, X)) == [("bn", "config", "momentum 0.1 vs 0.2")]
 
 
 def test_a_size_given_as_a_numpy_array_is_a_plain_setting() -> None:

@@ -129,6 +129,37 @@ def test_load_reports_missing_unexpected_and_non_arrays() -> None:
         port.load_state_dict(state, strict=False)
 
 
+def test_loading_a_torch_twins_state_dict_points_to_parity_transfer(shared_model) -> None:
+    """A twin's ``state_dict()`` holds torch tensors: the error's first line says so and names
+    what works (``parity.transfer``, ``python -m parity convert``); every problem line follows."""
+    import torch
+
+    model = shared_model("inception_resnet_v1", "lucid")
+    before = LucidAdapter.state(model)
+    state = shared_model("inception_resnet_v1", "torch").state_dict()
+    with pytest.raises(StateMismatchError) as caught:
+        model.load_state_dict(state)  # fails atomically: the shared model is unchanged
+    assert isinstance(caught.value, KeyError) and isinstance(caught.value, ValueError)
+    first, second, *rest = str(caught.value).splitlines()
+    assert "torch tensors" in first, first
+    assert "parity.transfer(twin, model)" in first and "python -m parity convert" in first, first
+    problems = caught.value.problems
+    assert second == (
+        f"loading a state dict into InceptionResNetV1: {len(problems)} problem(s), nothing was changed:"
+    )
+    assert rest == [f"  - {p}" for p in problems]
+    assert "fc.weight: expected a numpy array, got Tensor" in problems
+    assert "stem.conv.0.bn.num_batches_tracked: unexpected (the model has no such tensor)" in problems
+    # One torch tensor among numpy arrays is enough for the pointer.
+    mixed = dict(before, **{"fc.bias": torch.zeros(1000)})
+    with pytest.raises(StateMismatchError) as caught:
+        model.load_state_dict(mixed)
+    assert str(caught.value).splitlines()[0] == first
+    assert caught.value.problems == ["fc.bias: expected a numpy array, got Tensor"]
+    after = LucidAdapter.state(model)
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
 @pytest.fixture
 def restore_lucid_models():
     yield

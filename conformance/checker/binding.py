@@ -3,6 +3,7 @@ and op."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from conformance import spec as S
@@ -74,14 +75,27 @@ def _groups(view: ModelView, trunk: list[str]) -> list[tuple[str, list[str]]]:
     return groups
 
 
-def bind_spec(view: ModelView, net: S.Network) -> Binding:
+def _in_run_order(trunk: list[str], ran: Mapping[str, int] | None) -> list[str]:
+    """``trunk`` in the order its modules ran (``ran``: module -> first call's completion
+    index), where every one of them ran; else as registered (a block that never ran has
+    no place in the run order, and its -runs items must still find it)."""
+    if not ran or not all(path in ran for path in trunk):
+        return trunk
+    return sorted(trunk, key=lambda path: ran[path])
+
+
+def bind_spec(view: ModelView, net: S.Network, ran: Mapping[str, int] | None = None) -> Binding:
+    """Bind the spec's blocks to the trunk's modules: in the order they ran when ``ran``
+    (module -> first call's completion index) is given and every one ran (a model may
+    register its stem after its blocks), else in the order they are registered."""
     head = {b.name for b in net.head.stages[0].branches}
-    trunk = [path for path in _trunk_modules(view, "") if path not in head]
+    trunk = _in_run_order([path for path in _trunk_modules(view, "") if path not in head], ran)
     groups = _groups(view, trunk)
     if len(groups) != len(net.blocks):
         # A block written as a Sequential of its ops (Inception-ResNet-v1's stem, a chain:
         # Fig. 14) was opened into single ops; kept whole, it may be what binds.
         closed = [path for path in _trunk_modules(view, "", open_chains=False) if path not in head]
+        closed = _in_run_order(closed, ran)
         closed_groups = _groups(view, closed)
         if len(closed_groups) == len(net.blocks):
             trunk, groups = closed, closed_groups

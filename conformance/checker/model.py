@@ -336,7 +336,7 @@ def _check_dropout_used(
     problems: dict[str, list[tuple[str, str]]] = {}
     root = binding.blocks["head"][0]
     stage = net.head.stages[0]
-    training = {name for name in view.modules if view.layer(name) != "batchnorm2d"}
+    training = {name for name, module in view.modules.items() if not view.adapter.is_batchnorm(module)}
     for branch in stage.branches:
         if branch.ops[-1].kind != "dropout":
             continue
@@ -448,6 +448,12 @@ def check_model(
     binding = bind_spec(view, net)
     channels = net.blocks[0].in_channels
     tr = trace(model, channels=channels, size=size, seed=seed, keep=kept_paths(view, binding, net))
+    # Bound in the order the blocks ran (not the order they are registered in): traced
+    # again, keeping the arrays that binding's checks read, only where the two differ.
+    in_run_order = bind_spec(view, net, ran={name: calls[0].index for name, calls in tr.calls.items()})
+    if in_run_order != binding:
+        binding = in_run_order
+        tr = trace(model, channels=channels, size=size, seed=seed, keep=kept_paths(view, binding, net))
     results = _check_layout(net, view, tr, binding)
     extra = _check_residual_at_scale(model, net, binding, tr, channels, size, seed)
     extra["head"] = _check_dropout_used(model, net, view, binding, tr, channels, size, seed)

@@ -84,7 +84,7 @@ def _compare(prefix: str, pairs: Iterable[tuple[str, object, object]]) -> list[s
 def _describe(view: ModelView, path: str, kind: str) -> str:
     info = view.info[path]
     if kind == "conv":
-        conv, bn = (view.info[c] for c in view.children[path][:2])
+        conv, bn = (view.info[c] for c in view.conv_parts(path)[:2])
         s = "" if conv["stride"] == (1, 1) else f"/{conv['stride'][0]}"
         return (
             f"{fmt_hw(conv['kernel'])}{s} pad {fmt_hw(conv['padding'])} conv {conv['in_channels']}->"
@@ -110,7 +110,7 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
     spec's data flow hands the op, as built (see ``check_op``)."""
     info = view.info[path]
     if op.kind in ("conv", "linear-conv"):
-        conv_path = view.children[path][0] if op.kind == "conv" else path
+        conv_path = view.conv_parts(path)[0] if op.kind == "conv" else path
         conv = view.info[conv_path]
         problems = _compare(
             "conv " if op.kind == "conv" else "",
@@ -126,7 +126,7 @@ def _structure(view: ModelView, path: str, op: S.Op, in_width: int) -> list[str]
             ],
         )
         if op.kind == "conv":
-            bn = view.info[view.children[path][1]]
+            bn = view.info[view.conv_parts(path)[1]]
             problems += _compare(
                 "bn ",
                 [
@@ -170,12 +170,12 @@ def convention_differences(view: ModelView, path: str, op: S.Op) -> list[str]:
         return []  # the op item reports it
     info = view.info[path]
     if kind in ("conv", "linear-conv", "fc"):
-        conv = view.info[view.children[path][0]] if kind == "conv" else info
+        conv = view.info[view.conv_parts(path)[0]] if kind == "conv" else info
         pairs = [("bias", conv["bias"], S.CONVENTIONS["bias"])]
         prefix = "conv " if kind == "conv" else f"{kind} "
         differences = _compare(prefix, pairs)
         if kind == "conv":
-            bn = view.info[view.children[path][1]]
+            bn = view.info[view.conv_parts(path)[1]]
             differences += _compare(
                 "bn ",
                 [
@@ -205,7 +205,7 @@ def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[s
     is not enough if the module returns, or feeds on, something else. ReLU is checked by
     what it computes (an in-place ReLU overwrites its recorded input); a conv without a
     ReLU module (the ReLU in its forward) must return ReLU of its BatchNorm's output."""
-    steps = [tr.first(c) for c in view.children[path]]
+    steps = [tr.first(c) for c in view.conv_parts(path)]
     conv, bn, relu = (*steps, None)[:3]
     if not (all(steps) and call.inputs and call.output is not None):
         return []  # the order check above reports a child that did not run
@@ -355,7 +355,7 @@ def check_op(
     problems = _structure(view, path, op, feed)
     out_width = op.out_channels
     if op.kind in ("conv", "linear-conv"):
-        conv_path = view.children[path][0] if op.kind == "conv" else path
+        conv_path = view.conv_parts(path)[0] if op.kind == "conv" else path
         out_width = int(view.info[conv_path]["out_channels"])
     notes: list[str] = []
     if call is None:
@@ -367,7 +367,7 @@ def check_op(
     if call.output_shape != shape:
         problems.append(f"output {fmt_shape(call.output_shape)} (expected {fmt_shape(shape)})")
     if op.kind == "conv":  # conv -> BatchNorm (-> ReLU module), in that order, once per call
-        steps = [tr.calls.get(c, []) for c in view.children[path]]
+        steps = [tr.calls.get(c, []) for c in view.conv_parts(path)]
         ends = [s[0].index for s in steps if s] + [call.index]  # completion order
         if any(len(s) != tr.count(path) for s in steps) or not (
             all(steps) and all(a < b for a, b in itertools.pairwise(ends))

@@ -141,6 +141,26 @@ def _probe_backward_splits_gradients() -> bool | None:
     return len(runs) > 1
 
 
+# Layer classes by ``layer_info`` kind, as ``TorchAdapter``'s: each dropout drops
+# something else in training (an element, a channel, with a SELU-preserving correction).
+_BATCHNORM_KINDS = (
+    (lnn.BatchNorm1d, "batchnorm1d"),
+    (lnn.BatchNorm2d, "batchnorm2d"),
+    (lnn.BatchNorm3d, "batchnorm3d"),
+)
+_DROPOUT_KINDS = (
+    (lnn.Dropout, "dropout"),
+    (lnn.Dropout1d, "dropout1d"),
+    (lnn.Dropout2d, "dropout2d"),
+    (lnn.Dropout3d, "dropout3d"),
+    (lnn.AlphaDropout, "alpha-dropout"),
+)
+
+
+def _kind_of(module: object, kinds: tuple[tuple[type, str], ...]) -> str | None:
+    return next((kind for klass, kind in kinds if isinstance(module, klass)), None)
+
+
 class LucidAdapter:
     name = "lucid"
     devices = ("cpu", "gpu")
@@ -492,9 +512,10 @@ class LucidAdapter:
                 "bias": module.bias is not None,
                 "padding_mode": "zeros",
             }
-        if isinstance(module, lnn.BatchNorm2d):
+        batchnorm = _kind_of(module, _BATCHNORM_KINDS)
+        if batchnorm is not None:
             return {
-                "kind": "batchnorm2d",
+                "kind": batchnorm,
                 "num_features": module.num_features,
                 "eps": module.eps,
                 "momentum": module.momentum,
@@ -524,8 +545,9 @@ class LucidAdapter:
                 "kind": "adaptive-avgpool2d",
                 "output_size": tuple(size) if isinstance(size, (tuple, list, np.ndarray)) else (size, size),
             }
-        if isinstance(module, lnn.Dropout):
-            return {"kind": "dropout", "p": float(module.p)}
+        dropout = _kind_of(module, _DROPOUT_KINDS)
+        if dropout is not None:
+            return {"kind": dropout, "p": float(module.p)}
         if isinstance(module, lnn.Identity):
             return {"kind": "identity"}
         if isinstance(module, lnn.Flatten):  # torch's names: start_axis is start_dim

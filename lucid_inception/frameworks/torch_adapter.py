@@ -136,6 +136,47 @@ def _pair(value: object) -> tuple[int, int]:
     return tuple(value) if isinstance(value, (tuple, list, np.ndarray)) else (value, value)
 
 
+# Layer classes by ``layer_info`` kind. ``SyncBatchNorm`` computes what ``BatchNorm2d``
+# does on one process (``convert_sync_batchnorm`` makes one of the other); each dropout
+# drops something else in training (an element, a channel, with a SELU-preserving
+# correction), so each is its own kind.
+_BATCHNORM_KINDS = (
+    (torch.nn.BatchNorm1d, "batchnorm1d"),
+    (torch.nn.BatchNorm2d, "batchnorm2d"),
+    (torch.nn.BatchNorm3d, "batchnorm3d"),
+    (torch.nn.SyncBatchNorm, "batchnorm2d"),
+)
+_DROPOUT_KINDS = (
+    (torch.nn.Dropout, "dropout"),
+    (torch.nn.Dropout1d, "dropout1d"),
+    (torch.nn.Dropout2d, "dropout2d"),
+    (torch.nn.Dropout3d, "dropout3d"),
+    (torch.nn.AlphaDropout, "alpha-dropout"),
+    (torch.nn.FeatureAlphaDropout, "feature-alpha-dropout"),
+)
+
+
+def _kind_of(module: object, kinds: tuple[tuple[type, str], ...]) -> str | None:
+    return next((kind for klass, kind in kinds if isinstance(module, klass)), None)
+
+
+def _torch_load_reason(error: BaseException) -> str:
+    """What ``torch.load(weights_only=True)`` found wrong, in one line, without its advice
+    (re-run with ``weights_only=False``, allow-list a global, file an issue, read the docs):
+    the unpickler's own verdict ("Unsupported operand 110", "Unsupported global: GLOBAL
+    numpy...") or the first sentence of any other error (a truncated zip archive)."""
+    text = str(error)
+    _, marker, rest = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (rest if marker else text).splitlines() if line.strip()]
+    if not lines:  # an empty file: EOFError with no message
+        return (
+            f"{type(error).__name__}: the file ends early"
+            if isinstance(error, EOFError)
+            else type(error).__name__
+        )
+    return lines[0].split(". ")[0].rstrip(".")
+
+
 class TorchAdapter:
     name = "torch"
     devices = ("cpu", "cuda")
@@ -492,9 +533,10 @@ class TorchAdapter:
                 "bias": module.bias is not None,
                 "padding_mode": module.padding_mode,
             }
-        if isinstance(module, nn.BatchNorm2d):
+        batchnorm = _kind_of(module, _BATCHNORM_KINDS)
+        if batchnorm is not None:
             return {
-                "kind": "batchnorm2d",
+                "kind": batchnorm,
                 "num_features": module.num_features,
                 "eps": module.eps,
                 "momentum": module.momentum,
@@ -526,8 +568,9 @@ class TorchAdapter:
             }
         if isinstance(module, nn.AdaptiveAvgPool2d):
             return {"kind": "adaptive-avgpool2d", "output_size": _pair(module.output_size)}
-        if isinstance(module, nn.Dropout):
-            return {"kind": "dropout", "p": float(module.p)}
+        dropout = _kind_of(module, _DROPOUT_KINDS)
+        if dropout is not None:
+            return {"kind": dropout, "p": float(module.p)}
         if isinstance(module, nn.Identity):
             return {"kind": "identity"}
         if isinstance(module, nn.Flatten):
@@ -656,7 +699,8 @@ class TorchAdapter:
         try:
             content = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError) as error:
-            raise ValueError(f"{os.fspath(path)}: not a torch state dict ({error})") from error
+            why = f"not a torch state dict saved with torch.save ({_torch_load_reason(error)})"
+            raise ValueError(f"{os.fspath(path)}: {why}") from error
         if not isinstance(content, Mapping):
             raise ValueError(f"{os.fspath(path)}: holds a {type(content).__name__}, not a state dict")
         return {k: _file_value(v) if isinstance(v, torch.Tensor) else v for k, v in content.items()}
