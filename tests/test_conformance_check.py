@@ -1045,3 +1045,39 @@ def test_blocks_registered_in_another_order_than_they_run_conform(framework: str
     assert [name for name, _ in adapter_for(model).named_modules(model)][1] == "conv"
     report = _check(model, "inception_resnet_v1")
     assert not report.failures, [f"{r.id}: {r.found}" for r in report.failures]
+
+
+def test_an_op_applied_twice_in_its_chain_fails_its_runs_item_only() -> None:
+    # The next op reads the doubled op's second output: it was blamed ("its input is not
+    # the output of branch4.1"), while the op applied twice passed.
+    model = lucid_inception.twins.inception_v4()
+
+    def forward(self, x):
+        s = self.branch4
+        y = s[4](s[3](s[2](s[1](s[1](s[0](x))))))
+        return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x), y], 1)
+
+    for block in model.conv[6:13]:  # the B blocks
+        block.forward = types.MethodType(forward, block)
+    report = _check(model, "inception_v4")
+    assert _failing(report) == {"inception_v4/block_b/branch4-runs"}
+    assert "runs 2 times per forward, its block 1" in report.failures[0].found
+
+
+def test_a_spare_layer_that_never_runs_is_only_unaccounted() -> None:
+    # It was bound as a seventh block group: layout/repeats failed too.
+    model = lucid_inception.twins.inception_resnet_v1()
+    model.aux = torch.nn.Linear(896, 1000)
+    report = _check(model, "inception_resnet_v1")
+    assert _failing(report) == {"inception_resnet_v1/layout/modules-accounted"}
+    assert "aux: Linear (897000 parameters, ran 0x) is no paper op" in report.failures[0].found
+
+
+def test_an_average_pool_dividing_by_its_window_conforms() -> None:
+    # divisor_override=9 computes the paper's pool with the padding counted (it failed
+    # its op and the conventions item).
+    model = lucid_inception.twins.inception_v4()
+    for block in model.conv[1:5]:  # the A blocks
+        block.branch1[0] = torch.nn.AvgPool2d(3, 1, 1, divisor_override=9)
+    report = _check(model, "inception_v4")
+    assert not report.failures, [f"{r.id}: {r.found}" for r in report.failures]

@@ -488,6 +488,14 @@ def test_every_dropout_and_batchnorm_class_is_described(lucid_layer, torch_layer
     assert lucid_info == torch_info and lucid_info["kind"] == kind
 
 
+def test_an_average_pool_dividing_by_its_window_counts_its_padding() -> None:
+    # divisor_override=9 on a 3x3 window divides by 9 everywhere: Lucid's pool, as used.
+    lucid_pool = LucidAdapter.layer_info(lnn.AvgPool2d(3, 1, 1))
+    assert TorchAdapter.layer_info(torch.nn.AvgPool2d(3, 1, 1, divisor_override=9)) == lucid_pool
+    other = TorchAdapter.layer_info(torch.nn.AvgPool2d(3, 1, 1, divisor_override=4))
+    assert (other["count_include_pad"], other["divisor_override"]) == (False, 4)
+
+
 def test_another_dropout_class_is_another_layer() -> None:
     # Each drops something else in training (an element, a channel): a twin must match.
     a, b = twins()

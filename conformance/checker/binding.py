@@ -75,6 +75,19 @@ def _groups(view: ModelView, trunk: list[str]) -> list[tuple[str, list[str]]]:
     return groups
 
 
+def _trunk_blocks(
+    view: ModelView, candidates: list[str], head: set[str], ran: Mapping[str, int] | None
+) -> list[str]:
+    """The trunk's candidates less the head's modules and, once the run is known, single
+    layers that never ran (a spare module: no block, and layout/modules-accounted names it;
+    a block that never ran is a container and stays, for its -runs items)."""
+    return [
+        path
+        for path in candidates
+        if path not in head and not (ran is not None and not view.children[path] and path not in ran)
+    ]
+
+
 def _in_run_order(trunk: list[str], ran: Mapping[str, int] | None) -> list[str]:
     """``trunk`` in the order its modules ran (``ran``: module -> first call's completion
     index), where every one of them ran; else as registered (a block that never ran has
@@ -89,12 +102,12 @@ def bind_spec(view: ModelView, net: S.Network, ran: Mapping[str, int] | None = N
     (module -> first call's completion index) is given and every one ran (a model may
     register its stem after its blocks), else in the order they are registered."""
     head = {b.name for b in net.head.stages[0].branches}
-    trunk = _in_run_order([path for path in _trunk_modules(view, "") if path not in head], ran)
+    trunk = _in_run_order(_trunk_blocks(view, _trunk_modules(view, ""), head, ran), ran)
     groups = _groups(view, trunk)
     if len(groups) != len(net.blocks):
         # A block written as a Sequential of its ops (Inception-ResNet-v1's stem, a chain:
         # Fig. 14) was opened into single ops; kept whole, it may be what binds.
-        closed = [path for path in _trunk_modules(view, "", open_chains=False) if path not in head]
+        closed = _trunk_blocks(view, _trunk_modules(view, "", open_chains=False), head, ran)
         closed = _in_run_order(closed, ran)
         closed_groups = _groups(view, closed)
         if len(closed_groups) == len(net.blocks):

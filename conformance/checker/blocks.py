@@ -11,7 +11,7 @@ from conformance import spec as S
 from conformance.checker.binding import branch_path, join_path, op_path
 from conformance.checker.op_checks import check_functional_op, check_op, find_offsets, fmt_shape, rtol_for
 from conformance.checker.results import Item, ItemResult, block_item_ids, op_item
-from conformance.introspect import ModelView, Trace, latent_constants
+from conformance.introspect import Call, ModelView, Trace, latent_constants
 
 
 def _stage_output(
@@ -152,6 +152,19 @@ def fit_residual(tr: Trace, path: str, linear_path: str) -> ResidualFit:
     return ResidualFit(path, s, err, None)
 
 
+def _feeding_call(tr: Trace, path: str, reader: str | None) -> Call | None:
+    """The call of op ``path`` whose output the next op of its chain (``reader``) should
+    read: the last one to finish before the reader's first call. An op applied twice in a
+    row feeds the reader its second output (the op's -runs item owns that fault); a
+    block applied twice feeds each call of the reader its own."""
+    first = tr.first(path)
+    reader_call = tr.first(reader) if reader else None
+    if first is None or reader_call is None:
+        return first
+    before = [call for call in tr.calls[path] if call.index < reader_call.index]
+    return before[-1] if before else first
+
+
 def check_block(
     net: S.Network,
     block: S.Block,
@@ -244,7 +257,7 @@ def check_block(
                 item.fail(opath, ", ".join(problems))
             item.notes += notes
             counts.append(tr.count(opath))
-            call = tr.first(opath)
+            call = _feeding_call(tr, opath, op_path(view, bpath, i + 1) if i + 1 < len(branch.ops) else None)
             # named within the block, so one fault on every repeat reads as one problem
             local = opath.removeprefix(f"{bpath.rpartition('.')[0]}.")
             source = (call.output, f"output of {local}") if call and call.output is not None else None

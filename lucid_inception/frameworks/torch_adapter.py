@@ -556,15 +556,20 @@ class TorchAdapter:
                 "return_indices": module.return_indices,  # a (values, indices) pair
             }
         if isinstance(module, nn.AvgPool2d):
+            kernel = _pair(module.kernel_size)
+            divisor = module.divisor_override
+            count_include_pad = module.count_include_pad and divisor is None
+            if divisor == kernel[0] * kernel[1]:  # k*k: what counting the padding divides by
+                count_include_pad, divisor = True, None
             return {
                 "kind": "avgpool2d",
-                "kernel": _pair(module.kernel_size),
+                "kernel": kernel,
                 "stride": _pair(module.kernel_size if module.stride is None else module.stride),
                 "padding": _pair(module.padding),
                 "ceil_mode": module.ceil_mode,
-                # a divisor override replaces k*k as well: it counts as not including the padding
-                "count_include_pad": module.count_include_pad and module.divisor_override is None,
-                "divisor_override": module.divisor_override,
+                # any other divisor replaces k*k as well: it counts as not including the padding
+                "count_include_pad": count_include_pad,
+                "divisor_override": divisor,
             }
         if isinstance(module, nn.AdaptiveAvgPool2d):
             return {"kind": "adaptive-avgpool2d", "output_size": _pair(module.output_size)}
