@@ -494,6 +494,9 @@ def test_an_average_pool_dividing_by_its_window_counts_its_padding() -> None:
     assert TorchAdapter.layer_info(torch.nn.AvgPool2d(3, 1, 1, divisor_override=9)) == lucid_pool
     other = TorchAdapter.layer_info(torch.nn.AvgPool2d(3, 1, 1, divisor_override=4))
     assert (other["count_include_pad"], other["divisor_override"]) == (False, 4)
+    # with ceil_mode a window may hang past the padded edge: torch divides it by its clipped size
+    hanging = TorchAdapter.layer_info(torch.nn.AvgPool2d(3, 2, 1, ceil_mode=True, divisor_override=9))
+    assert (hanging["count_include_pad"], hanging["divisor_override"]) == (False, 9)
 
 
 def test_another_dropout_class_is_another_layer() -> None:

@@ -89,18 +89,23 @@ def _trunk_blocks(
 
 
 def _in_run_order(trunk: list[str], ran: Mapping[str, int] | None) -> list[str]:
-    """``trunk`` in the order its modules ran (``ran``: module -> first call's completion
-    index), where every one of them ran; else as registered (a block that never ran has
-    no place in the run order, and its -runs items must still find it)."""
-    if not ran or not all(path in ran for path in trunk):
+    """``trunk`` with the modules that ran in the order they ran (``ran``: module -> first
+    call's completion index), each in one of their registered slots; a module that never
+    ran keeps its own slot (it has no place in the run order, and its -runs items must
+    still find it)."""
+    if not ran:
         return trunk
-    return sorted(trunk, key=lambda path: ran[path])
+    slots = [i for i, path in enumerate(trunk) if path in ran]
+    ordered = list(trunk)
+    for slot, path in zip(slots, sorted((trunk[i] for i in slots), key=lambda p: ran[p]), strict=True):
+        ordered[slot] = path
+    return ordered
 
 
 def bind_spec(view: ModelView, net: S.Network, ran: Mapping[str, int] | None = None) -> Binding:
     """Bind the spec's blocks to the trunk's modules: in the order they ran when ``ran``
-    (module -> first call's completion index) is given and every one ran (a model may
-    register its stem after its blocks), else in the order they are registered."""
+    (module -> first call's completion index) is given (a model may register its stem
+    after its blocks), else in the order they are registered."""
     head = {b.name for b in net.head.stages[0].branches}
     trunk = _in_run_order(_trunk_blocks(view, _trunk_modules(view, ""), head, ran), ran)
     groups = _groups(view, trunk)

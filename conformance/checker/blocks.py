@@ -174,9 +174,11 @@ def check_block(
     size: int,
     extra: dict[str, list[tuple[str, str]]] | None = None,
     handed: Source = None,
+    notes: dict[str, list[str]] | None = None,
 ) -> tuple[list[ItemResult], list[ResidualFit]]:
     """The block's items on every repeat; ``extra`` adds problems found elsewhere to an op
-    or residual item (item id -> (where, what)), e.g. the head's train-mode dropout check. ``handed``
+    or residual item (item id -> (where, what)), e.g. the head's train-mode dropout check,
+    and ``notes`` adds notes to them (item id -> texts). ``handed``
     is what the previous block hands the head (checked on the root, which has no call of
     its own): the layout/hand-over item checks that the head's first op reads it; here it
     is only what a first op applied as a function is computed from."""
@@ -347,6 +349,8 @@ def check_block(
     for oid, problems in (extra or {}).items():
         for where, what in problems:
             items[oid].fail(where, what)
+    for oid, said in (notes or {}).items():  # what could not be checked: said, not failed
+        items[oid].notes += said
     errors = [f.error for f in fits if f.error is not None and f.problem is None]
     if errors:
         residual["formula"].found.append(f"holds in {len(errors)}, max rel. error {max(errors):.0e}")

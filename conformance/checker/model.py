@@ -347,27 +347,38 @@ def _check_dropout_used(
         rpath = op_path(view, join_path(root, readers[0].name), 0)
         if not rpath:
             continue
+        # The op that feeds the dropout (the global pool): its output is copied before the
+        # dropout runs, so an in-place dropout cannot overwrite it.
+        feeder = stage.branch(branch.source) if branch.source else None
+        fpath = op_path(view, join_path(root, feeder.name), len(feeder.ops) - 1) if feeder else None
+        keep = {dpath, rpath, root} | ({fpath} if fpath else set())
         with _global_rngs_kept():  # the dropout's mask comes from the framework's global RNG
-            tr = trace(
-                model, channels=channels, size=size, seed=seed, keep={dpath, rpath, root}, train=training
-            )
-        drop, read, before = tr.first(dpath), tr.first(rpath), eval_trace.first(dpath)
+            tr = trace(model, channels=channels, size=size, seed=seed, keep=keep, train=training)
+        drop, read = tr.first(dpath), tr.first(rpath)
         if drop is None or read is None or drop.output is None or not read.inputs:
             continue  # the -runs items report an op that did not run
         found = problems.setdefault(f"{net.name}/{net.head.name}/{op_item(branch, len(branch.ops) - 1)}", [])
         mode = "in training mode (BatchNorms in eval)"
+        # What the dropout reads must be what it reads in eval: its feeder's output, and its
+        # own recorded input unless it dropped in place (its input then reads as its output).
+        compared: list[tuple[str, np.ndarray | None, np.ndarray | None]] = []  # (what, train, eval)
+        if fpath:
+            train_call, eval_call = tr.first(fpath), eval_trace.first(fpath)
+            outputs = [None if c is None else c.output for c in (train_call, eval_call)]
+            compared.append((f"{fpath}'s output", *outputs))
+        before = eval_trace.first(dpath)
         if (
-            before is not None
+            drop.inputs
+            and before is not None
             and before.inputs
-            and drop.inputs
-            and not _same_array(drop.inputs[0], before.inputs[0])
+            and not _same_array(drop.inputs[0], drop.output)
         ):
-            found.append(
-                (
-                    dpath,
-                    f"{mode} it reads other values than in eval: something before it acts in training only",
+            compared.append(("its input", drop.inputs[0], before.inputs[0]))
+        for what, in_training, in_eval in compared:
+            if in_training is not None and in_eval is not None and not _same_array(in_training, in_eval):
+                found.append(
+                    (dpath, f"{mode} {what} differs from eval's: something before it acts in training only")
                 )
-            )
         if not _same_array(read.inputs[0], drop.output):
             found.append((dpath, f"bypassed: {mode} {rpath} does not read its output"))
 
@@ -391,9 +402,10 @@ LARGE_BLOCK_VALUES = 1000.0
 
 def _check_residual_at_scale(
     model: object, net: S.Network, binding: Binding, eval_trace: Trace, channels: int, size: int, seed: int
-) -> dict[str, dict[str, list[tuple[str, str]]]]:
+) -> tuple[dict[str, dict[str, list[tuple[str, str]]]], dict[str, dict[str, list[str]]]]:
     """Blocks whose formula holds in the default trace but not on a larger input:
-    problems for their residual-formula items, by block and item id."""
+    problems for their residual-formula items, by block and item id; and notes where the
+    larger input overflows the model's dtype."""
     pairs = [
         (block, path, join_path(path, block.linear.name))
         for block in net.blocks
@@ -402,21 +414,29 @@ def _check_residual_at_scale(
     ]
     first = eval_trace.first(pairs[0][1]) if pairs else None
     if first is None or not first.inputs or not np.isfinite(first.inputs[0]).all():
-        return {}  # no residual block, or none ran: the -runs and formula items say so
+        return {}, {}  # no residual block, or none ran: the -runs and formula items say so
     reach = float(np.max(np.abs(first.inputs[0])))
     if reach == 0.0:
-        return {}
+        return {}, {}
     scale = LARGE_BLOCK_VALUES / reach
+    model_input = eval_trace.first("")
+    if model_input is not None and model_input.inputs:  # the scaled input within 1/16 of the dtype's range
+        x = model_input.inputs[0]
+        scale = min(scale, float(np.finfo(x.dtype).max) / 16 / max(float(np.max(np.abs(x))), 1e-30))
     keep = {p for _, path, lpath in pairs for p in (path, lpath)}
     large = trace(model, channels=channels, size=size, seed=seed, keep=keep, scale=scale)
     problems: dict[str, dict[str, list[tuple[str, str]]]] = {}
+    notes: dict[str, dict[str, list[str]]] = {}
     for block, path, lpath in pairs:
         if fit_residual(eval_trace, path, lpath).problem:
             continue  # residual-formula already fails here
         calls = [large.first(name) for name in (path, lpath)]
         arrays = [a for c in calls if c is not None for a in (*(c.inputs or ()), c.output) if a is not None]
-        if not all(np.isfinite(a).all() for a in arrays):
-            continue  # overflowed (a float16 model): a larger input shows nothing here
+        if not all(np.isfinite(a).all() for a in arrays):  # overflowed: nothing to fit
+            item = f"{net.name}/{block.name}/residual-formula"
+            note = f"{path}: not checked on an input {scale:.3g}x larger (it overflows {arrays[0].dtype})"
+            notes.setdefault(block.name, {}).setdefault(item, []).append(note)
+            continue
         fit = fit_residual(large, path, lpath)
         if fit.problem:
             item = f"{net.name}/{block.name}/residual-formula"
@@ -428,7 +448,7 @@ def _check_residual_at_scale(
             )
             what = f"on an input {scale:.3g}x larger{values}: {fit.problem}"
             problems.setdefault(block.name, {}).setdefault(item, []).append((path, what))
-    return problems
+    return problems, notes
 
 
 def traced_size_problem(size: int) -> str | None:
@@ -459,13 +479,14 @@ def check_model(
         binding = in_run_order
         tr = trace(model, channels=channels, size=size, seed=seed, keep=kept_paths(view, binding, net))
     results = _check_layout(net, view, tr, binding)
-    extra = _check_residual_at_scale(model, net, binding, tr, channels, size, seed)
+    extra, notes = _check_residual_at_scale(model, net, binding, tr, channels, size, seed)
     extra["head"] = _check_dropout_used(model, net, view, binding, tr, channels, size, seed)
     fits_by_block: dict[str, list[ResidualFit]] = {}
     for block in (*net.blocks, net.head):
         handed = _handed_to_head(net, tr, binding) if block is net.head else None
+        paths = binding.blocks[block.name]
         block_results, fits = check_block(
-            net, block, view, tr, binding.blocks[block.name], size, extra.get(block.name), handed
+            net, block, view, tr, paths, size, extra.get(block.name), handed, notes.get(block.name)
         )
         results += block_results
         if block.residual:

@@ -559,7 +559,9 @@ class TorchAdapter:
             kernel = _pair(module.kernel_size)
             divisor = module.divisor_override
             count_include_pad = module.count_include_pad and divisor is None
-            if divisor == kernel[0] * kernel[1]:  # k*k: what counting the padding divides by
+            # k*k is what counting the padding divides by, unless a window may hang past the
+            # padded edge (ceil_mode): torch then divides by the clipped window.
+            if divisor == kernel[0] * kernel[1] and not module.ceil_mode:
                 count_include_pad, divisor = True, None
             return {
                 "kind": "avgpool2d",
