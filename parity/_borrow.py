@@ -80,9 +80,10 @@ def borrow(
     buffers = adapter.buffer_names(model)
     changing = set(cast) | set(buffers)
     saved = adapter.snapshot(model, changing) if changing else {}
-    # A cast reaches the gradients too (torch's ``Module.to`` casts every ``.grad``), so
-    # they are put back whenever one happens, not only when a backward overwrites them.
-    saved_grads = adapter.parameter_grads(model) if grads or cast else None
+    # A cast reaches the gradients too (torch's ``Module.to`` casts every ``.grad`` in
+    # place), and a backward writes new ones: the ``.grad`` objects are taken off the model
+    # first and the same objects put back (values, dtype, layout, identity).
+    held_grads = adapter.take_grads(model) if grads or cast else None
     try:
         if cast:
             adapter.cast(model, dtype)
@@ -90,16 +91,14 @@ def borrow(
             adapter.to_device(model, device)
         if any(modes):  # torch's recursive train() alone is ~5 ms on Inception-v4
             adapter.set_training(model, False)
-        if grads:
-            adapter.zero_grads(model)
         yield {key: saved[key] for key in buffers if key in saved}
     finally:
         # Each step runs even if one before it raises (the first error is raised after):
         # a model is never left cast, moved or in eval for want of one step.
         with contextlib.ExitStack() as steps:
             steps.callback(_put_back_modes, adapter, model, modes)
-            if saved_grads is not None:
-                steps.callback(adapter.set_parameter_grads, model, saved_grads)
+            if held_grads is not None:
+                steps.callback(adapter.give_grads, model, held_grads)
             if saved:
                 steps.callback(adapter.restore, model, saved)
             if device != home:

@@ -102,6 +102,22 @@ def test_lucid_gradients_come_back_in_their_own_dtype() -> None:
         np.testing.assert_array_equal(param.grad, np.linspace(-1, 1, param.size).reshape(param.shape) / 3)
 
 
+def test_gradients_come_back_as_the_same_objects() -> None:
+    # They came back by value: a channels-last .grad as a new contiguous tensor, and a
+    # user's reference to the old one stale (and Lucid's arrays as copies).
+    a, b = twins()
+    b.to(memory_format=torch.channels_last)
+    b.conv.weight.grad = torch.full_like(b.conv.weight, 0.5)  # channels-last, as its weight
+    a.conv.weight.grad = np.full(a.conv.weight.shape, 0.5, dtype=np.float32)
+    held = b.conv.weight.grad, a.conv.weight.grad
+    strides = held[0].stride()
+    compare(a, b, X, dtype="float64", backward=True)  # its verdict: 2.9.0 bias gradients (LUC-006)
+    assert b.conv.weight.grad is held[0] and b.conv.weight.grad.stride() == strides
+    assert torch.equal(held[0], torch.full_like(held[0], 0.5)) and held[0].dtype == torch.float32
+    assert a.conv.weight.grad is held[1] and (held[1] == 0.5).all()
+    assert all(p.grad is None for name, p in b.named_parameters() if name != "conv.weight")
+
+
 @pytest.mark.parametrize(("home", "compared"), [("float64", "float32"), ("float32", "float64")])
 def test_a_cast_leaves_non_persistent_buffers_as_found(home: str, compared: str) -> None:
     """Not in the state dict, so no snapshot restores them: ``compare`` must not cast them."""

@@ -329,10 +329,11 @@ def _check_dropout_used(
     and feeds the op after it the undropped array passes every eval-mode check; and what
     a forward does only in training (``F.dropout(x, p, self.training)``) never shows in
     eval. One more forward, with the model in training mode but its BatchNorms in eval
-    (so that nothing else may change), shows both: the dropout must read what it reads
-    in eval (nothing before it acts only in training), the op after it exactly the
-    dropped array (any mask: with keep < 1 it differs from the input), and the model
-    return that op's output. Problems by item id."""
+    (so that nothing else may change), shows both: the pool before the dropout must
+    output, and the dropout read, what they do in eval (nothing before it acts only in
+    training), the op after it must read exactly the dropped array (any mask: with keep
+    < 1 it differs from the input), and the model return that op's output. Problems by
+    item id."""
     problems: dict[str, list[tuple[str, str]]] = {}
     root = binding.blocks["head"][0]
     stage = net.head.stages[0]

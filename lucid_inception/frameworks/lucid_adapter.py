@@ -658,10 +658,24 @@ class LucidAdapter:
                 value = np.array(grad, copy=True)
                 tensor.grad = mx.array(value) if tensor.device == "gpu" else value
 
-    @staticmethod
-    def zero_grads(model: lnn.Module) -> None:
-        for p in model.parameters():
-            p.zero_grad()
+    @classmethod
+    def take_grads(cls, model: lnn.Module) -> dict[str, object]:
+        """As ``TorchAdapter.take_grads``: each parameter's ``.grad`` (a numpy or MLX array),
+        cleared on the model."""
+        live = cls.tensors(model)
+        held = {}
+        for key in cls.parameter_names(model):
+            held[key] = live[key].grad
+            live[key].grad = None
+        return held
+
+    @classmethod
+    def give_grads(cls, model: lnn.Module, held: Mapping[str, object]) -> None:
+        """Put back what ``take_grads`` took, the same arrays."""
+        live = cls.tensors(model)
+        for key, grad in held.items():
+            if key in live:
+                live[key].grad = grad
 
     @staticmethod
     def iter_parameters(model: lnn.Module) -> Iterator[lucid.Tensor]:

@@ -684,8 +684,23 @@ class TorchAdapter:
             param.grad = None if grad is None else torch.from_numpy(np.array(grad, copy=True)).to(param)
 
     @staticmethod
-    def zero_grads(model: torch.nn.Module) -> None:
-        model.zero_grad(set_to_none=True)
+    def take_grads(model: torch.nn.Module) -> dict[str, torch.Tensor | None]:
+        """Every parameter's ``.grad`` object, cleared on the model (``None``): what a
+        compare then does (a cast, which rewrites ``.grad`` in place, a backward) never
+        touches them, and ``give_grads`` puts the same objects back, layout included."""
+        held = {}
+        for key, param in model.named_parameters(remove_duplicate=False):
+            held[key] = param.grad
+            param.grad = None
+        return held
+
+    @staticmethod
+    def give_grads(model: torch.nn.Module, held: Mapping[str, torch.Tensor | None]) -> None:
+        """Put back what ``take_grads`` took (the parameters in their dtype and device again)."""
+        live = dict(model.named_parameters(remove_duplicate=False))
+        for key, grad in held.items():
+            if key in live:
+                live[key].grad = grad
 
     @staticmethod
     def iter_parameters(model: torch.nn.Module) -> Iterator[torch.Tensor]:
