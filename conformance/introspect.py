@@ -20,7 +20,7 @@ import numpy as np
 
 from lucid_inception.frameworks import adapter_for, capture_calls, module_that_raised
 
-__all__ = ["INERT_KINDS", "Call", "ModelView", "Trace", "latent_constants", "trace"]
+__all__ = ["INERT_KINDS", "Call", "ModelView", "Trace", "latent_constants", "same_array", "trace"]
 
 # A module whose children are exactly these layers is one paper "conv" (Lucid's
 # nn.ConvBNReLU2d, the port's subclass of it, the twins' ConvBNReLU2d, a Sequential of the three),
@@ -126,6 +126,11 @@ class Trace:
     def first(self, name: str) -> Call | None:
         calls = self.calls.get(name)
         return calls[0] if calls else None
+
+
+def same_array(got: np.ndarray, expected: np.ndarray) -> bool:
+    """The same values in the same order (shapes aside: a flattened copy is the same array)."""
+    return got.size == expected.size and np.array_equal(got.reshape(-1), expected.reshape(-1))
 
 
 def _input_dtype(model: object) -> np.dtype:

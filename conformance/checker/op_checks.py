@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from conformance import spec as S
-from conformance.introspect import Call, ModelView, Trace
+from conformance.introspect import Call, ModelView, Trace, same_array
 
 # Relative tolerance of the behavioural checks (residual formula, pools), by the dtype the
 # model computes in: float32 rounding (6e-8) times the handful of operations compared.
@@ -194,10 +194,7 @@ def convention_differences(view: ModelView, path: str, op: S.Op) -> list[str]:
 def _reads(call: Call, expected: np.ndarray) -> bool:
     """Whether the call's first input is ``expected`` (values compared exactly; the fc
     reads its flattened input)."""
-    got = call.inputs[0] if call.inputs else None
-    if got is None or got.size != expected.size:
-        return False
-    return bool(np.array_equal(got.reshape(-1), expected.reshape(-1)))
+    return bool(call.inputs) and same_array(call.inputs[0], expected)
 
 
 def _conv_data_flow(view: ModelView, tr: Trace, path: str, call: Call) -> list[str]:
