@@ -4,7 +4,10 @@ Per model, side by side:
 - time: ``compare`` (float32, forward, every module's output captured and compared) over
   the time of the two bare forwards it replaces (Lucid's, then torch's, both ``no_grad``,
   eval mode); medians of ``--repeats`` alternating runs, at batch ``--batch`` and
-  ``--mem-batch``. Target <= 1.3. Measured as ``python -m parity`` runs it: this script,
+  ``--mem-batch``. Target <= 1.3. A compare runs the Lucid and the torch forward side by
+  side, one thread each with half the cores (``parity._side_by_side``); the bare forwards
+  run one after the other with every core, as a user runs them. Measured as
+  ``python -m parity`` runs it: this script,
   like the CLI, sets ``OPENBLAS_THREAD_TIMEOUT=4`` before numpy loads unless it is set
   (see ``parity/_openblas.py``); the last time column is a fresh process where numpy's
   OpenBLAS keeps its default (a library call from a program that loaded numpy first), for
@@ -42,6 +45,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -170,8 +174,9 @@ def _time_with_numpy_default(name: str, size: int, batch: int, repeats: int) -> 
 def _timing(totals: dict[str, float]) -> Iterator[None]:
     """While active, add the seconds spent in each framework's convolution kernels (Lucid's
     are numpy ``tensordot`` calls, torch's ``F.conv2d``) and in the compare's own work
-    (``max_errors``, the state check) to ``totals``. For ``--breakdown`` only: the
-    headline ratios are measured without these wrappers."""
+    (``max_errors``, the state check) to ``totals``, from whichever thread (a compare
+    runs Lucid's forward on a thread of its own). For ``--breakdown`` only: the headline
+    ratios are measured without these wrappers."""
     import torch.nn.modules.conv as torch_conv  # the module whose ``F`` torch's Conv2d calls
 
     compare_module = sys.modules["parity.comparison"]
@@ -183,13 +188,16 @@ def _timing(totals: dict[str, float]) -> Iterator[None]:
     ]
     originals = [getattr(owner, attr) for owner, attr, _ in targets]
 
+    lock = threading.Lock()
+
     def timed(fn, label):
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
-                totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
+                with lock:
+                    totals[label] = totals.get(label, 0.0) + time.perf_counter() - start
 
         return wrapper
 
@@ -203,7 +211,10 @@ def _timing(totals: dict[str, float]) -> Iterator[None]:
 
 
 def breakdown(name: str, size: int, batch: int, repeats: int) -> list[list[str]]:
-    """Seconds per part, bare forwards against a compare (medians of alternating runs)."""
+    """Seconds per part, bare forwards against a compare (medians of alternating runs).
+    A Lucid/torch compare runs the two forwards side by side (``parity._side_by_side``):
+    its parts overlap, so "everything else" (the total less the parts) is shown for the
+    bare forwards only, which run one after the other."""
     x = seeded_input(batch, size, 0)
     source, twin = _pair(name, x, signal=False)
     runs: dict[str, list[dict[str, float]]] = {"bare": [], "compare": []}
@@ -225,6 +236,9 @@ def breakdown(name: str, size: int, batch: int, repeats: int) -> list[list[str]]
         row = [name, label]
         for mode in runs:
             if label == "everything else":
+                if mode == "compare":  # parts on two threads at once: they may sum past the total
+                    row.append("-")
+                    continue
                 values = [r["total"] - sum(r.get(k, 0.0) for k in labels) for r in runs[mode]]
             else:
                 values = [r.get(label, 0.0) for r in runs[mode]]
@@ -370,7 +384,10 @@ def main(argv: list[str] | None = None) -> int:
             for m in args.model or lucid_inception.MODEL_NAMES
             for row in breakdown(m, args.size, args.batch, args.repeats)
         ]
-        print(f"\nwhere the time goes (seconds, median of {args.repeats}):")
+        print(
+            f"\nwhere the time goes (seconds, median of {args.repeats}; in a compare the two "
+            "forwards run side by side, on two threads, so its parts overlap):"
+        )
         print(tabulate(parts, headers=["model", "part", "bare forwards", "compare"], disable_numparse=True))
         print()
     measured = {f"time, batch {b}": ("time", [r["times"][b]["ratio"] for r in results]) for b in batches}

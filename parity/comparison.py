@@ -47,6 +47,7 @@ import contextlib
 import dataclasses
 import math
 import numbers
+import threading
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -69,6 +70,7 @@ from parity._gradients import gradient_rows
 from parity._input_grads import InputGrads
 from parity._lockstep import LEAD_BYTES, Side, SideResult, run_lockstep
 from parity._metrics import max_errors
+from parity._side_by_side import WORKER_NAME
 from parity._train_step import train_rows
 from parity.report import Report, Row
 from parity.tolerances import tolerance_for
@@ -462,6 +464,12 @@ def _with_input_grads(
 # ----------------------------------------------------------------------------- entry
 
 
+# One compare at a time, process-wide; and whether this thread is running one (whose
+# models' forwards might call compare again).
+_ONE_AT_A_TIME = threading.Lock()
+_COMPARING = threading.local()
+
+
 def compare(
     a: Any,
     b: Any,
@@ -483,7 +491,35 @@ def compare(
     arguments (two models that share a parameter or buffer tensor too; ``StateMismatchError``
     listing every tensor in a dtype numpy cannot hold, e.g. bfloat16; ``ValueError`` for a
     dtype a device holds as another, e.g. float64 on Lucid's 'gpu': ``unheld_dtype``) and
-    ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row."""
+    ``DeviceUnavailable`` for a device that cannot run here; a failing forward is a row.
+    Compares run one at a time, process-wide (a call from another thread waits): Lucid's
+    grad flag is one global, and so are the CPU thread limits of a run side by side
+    (``parity._side_by_side``). A compare called inside the forward of a model another
+    compare is running is a ``RuntimeError``."""
+    if getattr(_COMPARING, "active", False) or threading.current_thread().name == WORKER_NAME:
+        raise RuntimeError(
+            "compare was called inside the forward of a model another compare is running; "
+            "run the two one after the other"
+        )
+    with _ONE_AT_A_TIME:
+        _COMPARING.active = True
+        try:
+            return _compare(a, b, x, dtype, backward, train_step, devices, grad_seed, local)
+        finally:
+            _COMPARING.active = False
+
+
+def _compare(
+    a: Any,
+    b: Any,
+    x: np.ndarray,
+    dtype: str,
+    backward: bool,
+    train_step: bool,
+    devices: tuple[str, str],
+    grad_seed: int,
+    local: bool,
+) -> Report:
     tol = tolerance_for(dtype)
     dtype = tol.dtype
     adapters = (adapter_for(a), adapter_for(b))

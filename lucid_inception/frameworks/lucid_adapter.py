@@ -18,6 +18,7 @@ import lucid
 import lucid.nn as lnn
 import mlx.core as mx
 import numpy as np
+import threadpoolctl
 from lucid.nn.modules.drop import _DropoutNd
 from lucid.nn.modules.norm import _BatchNorm
 from lucid.types import to_numeric_type
@@ -170,6 +171,9 @@ class LucidAdapter:
     running_var_unbiased = False
     # ``load_state`` replaces each tensor's array (shared memory cannot corrupt it).
     loads_in_place = False
+    # The grad flag is one global (torch's modes are per thread): parity's lock-step runs
+    # a torch side on the calling thread and a Lucid side on a worker.
+    modes_per_thread = False
 
     @staticmethod
     def grad_hooks_see_parts() -> bool:
@@ -445,6 +449,15 @@ class LucidAdapter:
         """Set the global grad flag. Lucid has no setter: ``lucid.no_grad`` assigns the
         module global ``lucid._grad_enabled`` itself, and so does this."""
         lucid._grad_enabled = bool(mode)
+
+    @staticmethod
+    def limit_cpu_threads(count: int) -> contextlib.AbstractContextManager:
+        """At most ``count`` threads in numpy's BLAS (the matrix products under Lucid's
+        'cpu' convolutions and linear layers; never more than now), process-wide, until the
+        context exits."""
+        blas = threadpoolctl.ThreadpoolController().select(user_api="blas")
+        now = min((library["num_threads"] for library in blas.info()), default=count)
+        return blas.limit(limits=max(1, min(count, now)))
 
     @staticmethod
     def precise() -> contextlib.AbstractContextManager:

@@ -186,6 +186,9 @@ class TorchAdapter:
     running_var_unbiased = True
     # ``load_state`` writes into each tensor (``copy_``): shared memory matters.
     loads_in_place = True
+    # Grad mode, autocast and inference mode are per thread: parity's lock-step runs a
+    # torch side on the calling thread, under the caller's modes.
+    modes_per_thread = True
 
     @staticmethod
     def grad_hooks_see_parts() -> bool:
@@ -457,6 +460,18 @@ class TorchAdapter:
     def set_grad_enabled(mode: bool) -> None:
         """Set this thread's grad mode."""
         torch.set_grad_enabled(mode)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def limit_cpu_threads(count: int) -> Iterator[None]:
+        """At most ``count`` intra-op threads (never more than now), process-wide, until
+        the context exits."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(max(1, min(count, before)))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     @staticmethod
     def precise() -> contextlib.AbstractContextManager:
