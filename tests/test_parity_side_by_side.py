@@ -46,6 +46,24 @@ class Recorder:
         return {thread for name, thread, _, _ in self.seen if name == framework}
 
 
+def _branches(model, x, framework: str, concat):
+    """Both frameworks' forward: ``first`` and ``second`` on ``x`` (``swapped``: second
+    first), concatenated, then a ReLU; ``slow`` pauses before each module."""
+
+    def pause() -> None:
+        if model.slow:
+            time.sleep(0.05)
+
+    if model.recorder is not None:
+        model.recorder.note(framework)
+    outputs = {}
+    for name in ("second", "first") if model.swapped else ("first", "second"):
+        pause()
+        outputs[name] = getattr(model, name)(x)
+    pause()
+    return model.relu(concat([outputs["first"], outputs["second"]]))
+
+
 class LucidBranches(lnn.Module):
     """Two branches on one input, concatenated; ``swapped`` computes the second first;
     ``slow`` pauses before each module, so that torch reaches it first and waits there."""
@@ -57,24 +75,8 @@ class LucidBranches(lnn.Module):
         self.relu = lnn.ReLU()
         self.recorder, self.swapped, self.slow = recorder, swapped, slow
 
-    def pause(self) -> None:
-        if self.slow:
-            time.sleep(0.05)
-
     def forward(self, x):
-        if self.recorder is not None:
-            self.recorder.note("lucid")
-        self.pause()
-        if self.swapped:
-            second = self.second(x)
-            self.pause()
-            first = self.first(x)
-        else:
-            first = self.first(x)
-            self.pause()
-            second = self.second(x)
-        self.pause()
-        return self.relu(lucid.concatenate([first, second], axis=1))
+        return _branches(self, x, "lucid", lambda xs: lucid.concatenate(xs, axis=1))
 
 
 class TorchBranches(torch.nn.Module):
@@ -85,24 +87,8 @@ class TorchBranches(torch.nn.Module):
         self.relu = torch.nn.ReLU()
         self.recorder, self.swapped, self.slow = recorder, swapped, slow
 
-    def pause(self) -> None:
-        if self.slow:
-            time.sleep(0.05)
-
     def forward(self, x):
-        if self.recorder is not None:
-            self.recorder.note("torch")
-        self.pause()
-        if self.swapped:
-            second = self.second(x)
-            self.pause()
-            first = self.first(x)
-        else:
-            first = self.first(x)
-            self.pause()
-            second = self.second(x)
-        self.pause()
-        return self.relu(torch.cat([first, second], dim=1))
+        return _branches(self, x, "torch", lambda xs: torch.cat(xs, dim=1))
 
 
 def twins(
@@ -145,13 +131,8 @@ def _rows(report) -> list[tuple]:
 # ------------------------------------------------------------------ who runs where
 
 
-@pytest.mark.parametrize("order", ["lucid-torch", "torch-lucid"])
-def test_lucid_runs_on_a_worker_thread_torch_on_the_calling_one_which_compares(
-    order: str, two_cores, monkeypatch
-) -> None:
-    recorder = Recorder()
-    a, b = twins(recorder, slow="lucid")  # torch waits for Lucid at every module
-    pair = (a, b) if order == "lucid-torch" else (b, a)
+def _comparing_threads(monkeypatch) -> list[threading.Thread]:
+    """The thread of every output comparison a compare makes, in order, as it makes them."""
     comparing: list[threading.Thread] = []
     original = parity.comparison.max_errors
 
@@ -160,6 +141,17 @@ def test_lucid_runs_on_a_worker_thread_torch_on_the_calling_one_which_compares(
         return original(*args)
 
     monkeypatch.setattr(parity.comparison, "max_errors", recorded)
+    return comparing
+
+
+@pytest.mark.parametrize("order", ["lucid-torch", "torch-lucid"])
+def test_lucid_runs_on_a_worker_thread_torch_on_the_calling_one_which_compares(
+    order: str, two_cores, monkeypatch
+) -> None:
+    recorder = Recorder()
+    a, b = twins(recorder, slow="lucid")  # torch waits for Lucid at every module
+    pair = (a, b) if order == "lucid-torch" else (b, a)
+    comparing = _comparing_threads(monkeypatch)
     torch_threads, blas_threads = torch.get_num_threads(), _blas_threads()
     report = compare(*pair, X, dtype="float64")
     assert report.ok, report.rows
@@ -184,14 +176,7 @@ def test_where_lucid_waits_torch_hands_the_comparisons_over(two_cores, monkeypat
     idle worker, which compares it and runs its module on side a's input."""
     recorder = Recorder()
     a, b = twins(recorder, slow="torch")
-    comparing: list[threading.Thread] = []
-    original = parity.comparison.max_errors
-
-    def recorded(*args):
-        comparing.append(threading.current_thread())
-        return original(*args)
-
-    monkeypatch.setattr(parity.comparison, "max_errors", recorded)
+    comparing = _comparing_threads(monkeypatch)
     report = compare(b, a, X, dtype="float64", local=True)
     assert report.ok, report.rows
     assert {row.kind for row in report.rows} >= {"input", "output"}
