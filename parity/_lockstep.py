@@ -2,7 +2,8 @@
 
 ``run_lockstep`` runs a Lucid and a torch forward side by side, one thread each
 (``parity._side_by_side``), where it can; other pairs (one framework on both sides,
-Lucid's ``'gpu'``, one core) run in turns on the calling thread (``run_in_turns``, here).
+Lucid's ``'gpu'``, torch's ``'cuda'``, one core) run in turns on the calling thread
+(``run_in_turns``, here).
 
 In turns: each side runs in its own greenlet (a call stack that can be paused and
 resumed), one at a time. A side's hooks report events ``(module name, payload)``, paired
@@ -42,7 +43,7 @@ from typing import Any
 
 import greenlet
 
-from parity._side_by_side import _room, run_side_by_side, side_by_side_threads
+from parity._side_by_side import run_side_by_side, side_by_side_threads
 from parity._sides import (
     LEAD_BYTES,
     HookFailure,
@@ -52,6 +53,7 @@ from parity._sides import (
     SideResult,
     Stopped,
     guarded,
+    has_room,
     run_forward,
 )
 
@@ -140,7 +142,7 @@ def run_in_turns(
         # Past its lead, side a still keeps a copy and goes on while side b waits in a hook
         # (for a key side a has yet to reach: the sides diverge): side b must be paired
         # there, since its hook may return side a's payload (teacher forcing).
-        if _room(ahead[i], size, sides[i].lead_bytes) or (i == 0 and waiting[1] is not None):
+        if has_room(ahead[i], size, sides[i].lead_bytes) or (i == 0 and waiting[1] is not None):
             pending[i][key] = (seq, sides[i].keep(payload), size)
             ahead[i] += size
             return None

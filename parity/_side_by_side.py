@@ -51,7 +51,17 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from parity._sides import HookFailure, OnPair, Shape, Side, SideResult, Stopped, guarded, run_forward
+from parity._sides import (
+    HookFailure,
+    OnPair,
+    Shape,
+    Side,
+    SideResult,
+    Stopped,
+    guarded,
+    has_room,
+    run_forward,
+)
 
 __all__ = ["WORKER_NAME", "run_side_by_side", "side_by_side_threads"]
 
@@ -109,13 +119,6 @@ class _Paired:
 # and: the other side's event came as a copy, compare it yourself (``_handed_off``).
 _COPY = "copy"
 _ARRIVED = "arrived"
-
-
-def _room(ahead: int, size: int, lead: int) -> bool:
-    """Whether a side holding ``ahead`` bytes of copies may keep one of ``size`` more. A
-    side with no lead keeps none, of an empty output either: side b's hook may have to
-    return side a's payload (teacher forcing), so it waits for it."""
-    return lead > 0 and ahead + size <= lead
 
 
 def run_side_by_side(
@@ -262,7 +265,7 @@ class _SideBySide:
         may hold a copy of ``payload`` (its ``lead_bytes``), keep one and let the waiting
         side, which is idle, compare while this one goes on. True when handed over."""
         size = int(getattr(payload, "nbytes", 0))
-        if not _room(self.ahead[i], size, self.sides[i].lead_bytes):
+        if not has_room(self.ahead[i], size, self.sides[i].lead_bytes):
             return False
         kept = self._keep(i, payload)  # the other side waits meanwhile: nothing else changes
         self._hand_over(i, key, seq, kept, size)
@@ -282,7 +285,7 @@ class _SideBySide:
         ``_ARRIVED`` when the other side's event came meanwhile (for the caller to pair)."""
         o = 1 - i
         size = int(getattr(payload, "nbytes", 0))
-        if _room(self.ahead[i], size, self.leads[i]):
+        if has_room(self.ahead[i], size, self.leads[i]):
             kept = self._keep(i, payload)
             came = self.pending[o].get(key)  # while copying
             if came is not None and came.live:  # the copy is made: hand it over

@@ -28,6 +28,7 @@ __all__ = [
     "SideResult",
     "Stopped",
     "guarded",
+    "has_room",
     "run_forward",
 ]
 
@@ -96,6 +97,13 @@ class HookFailure(BaseException):
     def __init__(self, error: BaseException) -> None:
         super().__init__(repr(error))
         self.error = error
+
+
+def has_room(ahead: int, size: int, lead: int) -> bool:
+    """Whether a side holding ``ahead`` bytes of copies may keep one of ``size`` more. A
+    side with no lead keeps none, of an empty output either: side b's hook may have to
+    return side a's payload (teacher forcing), so it waits for it."""
+    return lead > 0 and ahead + size <= lead
 
 
 def guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
