@@ -30,6 +30,7 @@ class Context:
     tol: Tolerance
     dtype: str
     devices: tuple[str, str]
+    lead_bytes: int  # how far a side may run ahead in a lock-step (``parity._sides.lead_for``)
     # (sort key, row, call index or None): the key orders rows in execution order.
     rows: list[tuple[tuple, Row, int | None]] = dataclasses.field(default_factory=list)
     # With a backward: each side's module-input gradients (``parity._input_grads``).

@@ -45,7 +45,6 @@ import greenlet
 
 from parity._side_by_side import run_side_by_side, side_by_side_threads
 from parity._sides import (
-    LEAD_BYTES,
     HookFailure,
     OnPair,
     Shape,
@@ -54,10 +53,11 @@ from parity._sides import (
     Stopped,
     guarded,
     has_room,
+    lead_for,
     run_forward,
 )
 
-__all__ = ["LEAD_BYTES", "Shape", "Side", "SideResult", "run_lockstep"]
+__all__ = ["Shape", "Side", "SideResult", "lead_for", "run_lockstep"]
 
 
 def run_lockstep(

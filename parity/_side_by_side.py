@@ -46,11 +46,11 @@ where the paused side holds its own), plus each side's copies.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+from parity._equality import usable_cores
 from parity._sides import (
     HookFailure,
     OnPair,
@@ -68,13 +68,6 @@ __all__ = ["WORKER_NAME", "run_side_by_side", "side_by_side_threads"]
 WORKER_NAME = "parity-side-by-side"  # the worker thread's name
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # the cores this process may use (Linux)
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def side_by_side_threads(side_a: Side, side_b: Side) -> tuple[int, int] | None:
     """CPU threads for side a's and side b's framework when the two can run side by side
     (half the cores each, the odd one to the side not on the calling thread), else None."""
@@ -82,7 +75,7 @@ def side_by_side_threads(side_a: Side, side_b: Side) -> tuple[int, int] | None:
         return None
     if any(side.adapter.device(side.model) != "cpu" for side in (side_a, side_b)):
         return None
-    cores = _cores()
+    cores = usable_cores()
     if cores < 2:
         return None
     calling = _calling_side(side_a, side_b)

@@ -29,12 +29,26 @@ __all__ = [
     "Stopped",
     "guarded",
     "has_room",
+    "lead_for",
     "run_forward",
 ]
 
-# How far (in bytes of kept copies) a side may run ahead of the other: outputs at most this
-# size are copied and compared in batches, bigger ones are compared in place, one by one.
+# How far (in bytes of kept copies) a side may run ahead of the other: outputs that fit are
+# copied and compared later, bigger ones are compared in place, one by one, the faster side
+# waiting. ``lead_for``: at least ``LEAD_BYTES``, and ``LEAD_INPUTS`` times the input, since
+# activations grow with it: Inception's largest outputs (the stem's, 147 x 147 x 64) are
+# 5.2 inputs (299 x 299 x 3), so 16 hold three. At batch 8 a 32 MB lead held none of them,
+# and the Lucid forward waited at each: a compare of Inception-ResNet-v1 took 3.2-3.5 s
+# with 32 MB, 2.9 s with 64 MB or 128 MB (137 MB is 16 inputs), 2.8 s with 256 MB (side by
+# side, 4 alternating rounds, one run). At batch 1 the lead stays 32 MB.
 LEAD_BYTES = 32 << 20
+LEAD_INPUTS = 16
+
+
+def lead_for(input_bytes: int) -> int:
+    """The lead of a side whose forward takes an input of ``input_bytes``."""
+    return max(LEAD_BYTES, LEAD_INPUTS * input_bytes)
+
 
 # ``event(name, payload)`` is what a side's hooks call; it returns ``on_pair``'s result
 # when it completes a pair, else None.

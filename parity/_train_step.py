@@ -15,7 +15,7 @@ import numpy as np
 
 from lucid_inception.frameworks import Adapter, capture_inputs, capture_outputs
 from parity._context import PHASES, Context, error_rows, module_events, number_calls, unmatched_rows
-from parity._lockstep import LEAD_BYTES, Side, run_lockstep
+from parity._lockstep import Side, run_lockstep
 from parity._metrics import BatchStats, batch_stats, bn_output_errors, largest, max_errors, relative
 from parity.report import Row
 
@@ -94,7 +94,7 @@ def train_rows(ctx: Context, xs: tuple[object, object]) -> None:
             x,
             False,
             capture=lambda event, adapter=adapter, model=model: capture(event, adapter, model),
-            lead_bytes=LEAD_BYTES if i == 0 else 0,  # side b never runs ahead: it is fed side a's inputs
+            lead_bytes=ctx.lead_bytes if i == 0 else 0,  # side b never runs ahead: it is fed side a's inputs
         )
         for i, (adapter, model, x) in enumerate(zip(ctx.adapters, ctx.models, xs, strict=True))
     ]

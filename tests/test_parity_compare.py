@@ -274,7 +274,7 @@ def test_a_bug_in_the_harness_is_raised_not_reported(lead: int | None, monkeypat
     before = _hook_count(a), _hook_count(b)
     comparison = importlib.import_module("parity.comparison")
     if lead is not None:
-        monkeypatch.setattr(comparison, "LEAD_BYTES", lead)
+        monkeypatch.setattr(comparison, "lead_for", lambda _input_bytes: lead)
     calls = []
 
     def bug(*_args: object) -> None:
@@ -671,7 +671,7 @@ def test_ctrl_c_in_either_forward_unwinds_both_and_leaves_them_as_found(side: in
     """The sides take turns on the calling thread: Ctrl-C while one runs must also unwind
     the other, paused inside a hook in the middle of its forward (no lead: the sides take
     turns at every module, so the other side is always paused mid-forward)."""
-    monkeypatch.setattr(importlib.import_module("parity.comparison"), "LEAD_BYTES", 0)
+    monkeypatch.setattr(importlib.import_module("parity.comparison"), "lead_for", lambda _input_bytes: 0)
     a, b = fresh_pair()
     before = _everything(a), _everything(b), _hook_count(a), _hook_count(b)
     grad_modes = torch.is_grad_enabled(), lucid.grad_enabled()

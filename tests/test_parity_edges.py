@@ -858,7 +858,7 @@ def test_a_side_paused_in_its_no_grad_leaves_gradients_on_for_the_other(framewor
     """The two forwards share one thread: side b paused inside its model's ``no_grad``
     (waiting for side a at ``teacher``) turned gradients off for side a, whose output then
     had no graph and its backward raised. No lead: the sides take turns at every module."""
-    monkeypatch.setattr(parity.comparison, "LEAD_BYTES", 0)
+    monkeypatch.setattr(parity.comparison, "lead_for", lambda _input_bytes: 0)
     if framework == "torch":
         a, b = TorchFrozenBranchNet().double(), TorchFrozenBranchNet().double()
         b.load_state_dict(a.state_dict())

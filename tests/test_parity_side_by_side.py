@@ -115,7 +115,7 @@ def leaves_the_process_as_found():
 @pytest.fixture
 def two_cores(monkeypatch):
     """As on this project's machines: each side gets one thread."""
-    monkeypatch.setattr(parity._side_by_side, "_cores", lambda: 2)
+    monkeypatch.setattr(parity._side_by_side, "usable_cores", lambda: 2)
 
 
 @pytest.fixture
@@ -193,7 +193,7 @@ def test_one_framework_on_both_sides_runs_in_turns_on_the_calling_thread(two_cor
 
 
 def test_one_core_runs_in_turns(monkeypatch) -> None:
-    monkeypatch.setattr(parity._side_by_side, "_cores", lambda: 1)
+    monkeypatch.setattr(parity._side_by_side, "usable_cores", lambda: 1)
     recorder = Recorder()
     assert compare(*twins(recorder), X, dtype="float64").ok
     assert recorder.threads("lucid") == recorder.threads("torch") == {threading.main_thread()}
@@ -205,7 +205,7 @@ def test_threads_split_the_cores_and_lucid_gpu_stays_in_turns(monkeypatch) -> No
         Side(adapter, model, None, False, capture=None)
         for adapter, model in ((LucidAdapter, a), (TorchAdapter, b))
     ]
-    monkeypatch.setattr(parity._side_by_side, "_cores", lambda: 3)
+    monkeypatch.setattr(parity._side_by_side, "usable_cores", lambda: 3)
     assert parity._side_by_side.side_by_side_threads(*sides) == (2, 1)  # torch, calling, has the even half
     assert parity._side_by_side.side_by_side_threads(*sides[::-1]) == (1, 2)
     with monkeypatch.context() as patched:
@@ -216,7 +216,7 @@ def test_threads_split_the_cores_and_lucid_gpu_stays_in_turns(monkeypatch) -> No
 
 
 def test_a_framework_never_gets_more_threads_than_it_had(two_cores, monkeypatch) -> None:
-    monkeypatch.setattr(parity._side_by_side, "_cores", lambda: 64)
+    monkeypatch.setattr(parity._side_by_side, "usable_cores", lambda: 64)
     before = torch.get_num_threads()
     recorder = Recorder()
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
@@ -239,7 +239,7 @@ def test_sides_reporting_in_different_orders_neither_wait_forever_nor_differ(
     """With no lead each side waits at every module: Lucid waits at ``first`` for torch,
     which waits at ``second`` for Lucid; one must copy and go on, as in turns."""
     if lead is not None:
-        monkeypatch.setattr(parity.comparison, "LEAD_BYTES", lead)
+        monkeypatch.setattr(parity.comparison, "lead_for", lambda _input_bytes: lead)
     a, b = twins(torch_swapped=True)
     reports = {}
 
@@ -323,7 +323,8 @@ def test_diverging_sides_keep_side_b_fed_as_in_turns(
     reports = [compare(a, b, X, dtype="float64", **options) for _ in range(5)]
     monkeypatch.setattr(parity._lockstep, "side_by_side_threads", lambda _a, _b: None)
     in_turns = compare(a, b, X, dtype="float64", **options)
-    monkeypatch.setattr(parity.comparison, "LEAD_BYTES", 0)  # side a too waits at every module
+    # Side a too waits at every module.
+    monkeypatch.setattr(parity.comparison, "lead_for", lambda _input_bytes: 0)
     in_turns_no_lead = compare(a, b, X, dtype="float64", **options)
     assert not in_turns.ok  # the divergence itself
     for report in [*reports, in_turns_no_lead]:
@@ -418,7 +419,7 @@ def test_the_copies_a_side_holds_stay_within_its_lead(
     """40 outputs of 128 KiB, a lead of 1 MiB: neither side ever holds more copies than its
     lead (in turns, side a once kept a copy of every event after side b had waited once)."""
     lead = 1 << 20
-    monkeypatch.setattr(parity.comparison, "LEAD_BYTES", lead)
+    monkeypatch.setattr(parity.comparison, "lead_for", lambda _input_bytes: lead)
     held, peak, sizes = [0, 0], [0, 0], {}
     name = "run_side_by_side" if runner == "side by side" else "run_in_turns"
     original = getattr(parity._lockstep, name)
