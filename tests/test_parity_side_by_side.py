@@ -6,9 +6,13 @@ the in-turns runner (``parity._lockstep.run_in_turns``) that other pairs use."""
 from __future__ import annotations
 
 import importlib
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import lucid
 import lucid.nn as lnn
@@ -170,6 +174,152 @@ def test_lucid_runs_on_a_worker_thread_torch_on_the_calling_one_which_compares(
     assert (torch.get_num_threads(), _blas_threads()) == (torch_threads, blas_threads)
 
 
+def _left_pairs(monkeypatch) -> list[bool]:
+    """Whether each ``_SideBySide._left`` call left its pair to the calling side."""
+    results: list[bool] = []
+    original = parity._side_by_side._SideBySide._left
+
+    def recorded(self, *args):
+        results.append(original(self, *args))
+        return results[-1]
+
+    monkeypatch.setattr(parity._side_by_side._SideBySide, "_left", recorded)
+    return results
+
+
+@pytest.mark.parametrize("order", ["lucid-torch", "torch-lucid"])
+def test_torch_runs_ahead_and_compares_the_pairs_lucid_leaves_it(order: str, two_cores, monkeypatch) -> None:
+    """Lucid slow: torch, side b, runs its whole forward ahead, keeping copies, and Lucid,
+    arriving second at every module, leaves each pair to it: torch compares them after
+    its forward has ended, all of them, as in turns. With torch as side a, Lucid (side b)
+    may not leave pairs (its hook returns the outcome): torch keeps no copies ahead."""
+    recorder = Recorder()
+    a, b = twins(recorder, slow="lucid")
+    pair = (a, b) if order == "lucid-torch" else (b, a)
+    comparing = _comparing_threads(monkeypatch)
+    left = _left_pairs(monkeypatch)
+    side_by_side = compare(*pair, X, dtype="float64")
+    assert comparing and set(comparing) == {threading.main_thread()}
+    if order == "lucid-torch":
+        assert left and all(left) and len(left) == len(comparing)
+    else:
+        assert not any(left)
+    monkeypatch.setattr(parity._lockstep, "side_by_side_threads", lambda _a, _b: None)
+    in_turns = compare(*pair, X, dtype="float64")
+    assert side_by_side.ok and _rows(side_by_side) == _rows(in_turns)
+
+
+def test_pairs_left_to_torch_are_compared_when_a_fault_is_among_them(two_cores, monkeypatch) -> None:
+    """The first divergence and every row are the in-turns ones when torch is ahead."""
+    a, b = twins(slow="lucid")
+    inner = b.second.forward
+    b.second.forward = lambda x: inner(x) + 1.0  # the same weights: the forward differs
+    left = _left_pairs(monkeypatch)
+    side_by_side = compare(a, b, X, dtype="float64")
+    assert any(left)
+    monkeypatch.setattr(parity._lockstep, "side_by_side_threads", lambda _a, _b: None)
+    in_turns = compare(a, b, X, dtype="float64")
+    assert not side_by_side.ok and side_by_side.first_divergence == in_turns.first_divergence == "second"
+    assert _rows(side_by_side) == _rows(in_turns)
+
+
+class LucidRepeating(lnn.Module):
+    """A container whose output is its last child's tensor (a ``Repeat`` of that row);
+    ``pause`` before the forward, so that torch runs ahead."""
+
+    def __init__(self, pause: float) -> None:
+        super().__init__()
+        self.block = lnn.Sequential(lnn.Conv2d(3, 4, 3, padding=1), lnn.Conv2d(4, 4, 1))
+        self.relu = lnn.ReLU()
+        self.pause = pause
+
+    def forward(self, x):
+        time.sleep(self.pause)
+        return self.relu(self.block(x))
+
+
+class TorchRepeating(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 1))
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.block(x))
+
+
+def test_a_repeat_is_compared_after_the_pair_it_repeats(two_cores, monkeypatch) -> None:
+    """Torch ahead, Lucid's lead used up by the pairs it left: the container's pair (a
+    ``Repeat`` of its last child's) was compared before its child's, on either thread, and
+    lost the row it reuses (its note and ``repeat_of``; found by review)."""
+    a, b = LucidRepeating(pause=0.05), TorchRepeating()
+    LucidAdapter.cast(a, "float64")
+    b.double()
+    transfer(a, b)
+    monkeypatch.setattr(parity.comparison, "lead_for", lambda _input_bytes: 8192)  # two outputs
+
+    def rows(report) -> list[tuple]:
+        return [(r.module, r.kind, r.ok, r.repeat_of, r.note) for r in report.rows]
+
+    side_by_side = [compare(a, b, X, dtype="float64") for _ in range(3)]
+    monkeypatch.setattr(parity._lockstep, "side_by_side_threads", lambda _a, _b: None)
+    in_turns = compare(a, b, X, dtype="float64")
+    assert ("block", "output", True, "block.1", "the output of 'block.1' again") in rows(in_turns)
+    for report in side_by_side:
+        assert rows(report) == rows(in_turns)
+
+
+# A Ctrl-C raised on the calling thread as ``Condition.__enter__`` returns from taking the
+# lock, before the ``with`` body (a profile hook stands in for the signal handler).
+_CTRL_C_AS_THE_LOCK_IS_TAKEN = """
+import faulthandler, sys, threading
+import parity._side_by_side, parity.comparison
+from tests.test_parity_side_by_side import X, twins
+
+parity._side_by_side.usable_cores = lambda: 2
+target = sys.argv[1]
+fired = []
+
+def profile(frame, event, arg):
+    caller = frame.f_back
+    if (event == "c_return" and not fired and frame.f_code.co_name == "__enter__"
+            and caller is not None and caller.f_code.co_name == target
+            and caller.f_code.co_filename == parity._side_by_side.__file__
+            and threading.current_thread() is threading.main_thread()):
+        fired.append(target)
+        sys.setprofile(None)
+        raise KeyboardInterrupt
+
+faulthandler.dump_traceback_later(60, exit=True)  # a hang: its stacks, and a failure
+a, b = twins(slow="lucid")
+sys.setprofile(profile)
+try:
+    parity.comparison.compare(a, b, X, dtype="float64")
+    print("returned", fired)
+except KeyboardInterrupt:
+    print("raised KeyboardInterrupt", fired)
+"""
+
+
+@pytest.mark.parametrize("where", ["event", "_compare_left_in_pairing"])
+def test_a_ctrl_c_as_the_calling_thread_takes_the_lock_stops_both(where: str, tmp_path) -> None:
+    """The interrupt leaves the lock held with no ``__exit__`` to come (CPython
+    bpo-29988): the worker waited for it forever, and so did the calling thread joining
+    the worker (found by review). Run in a process of its own: the fault is a hang."""
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(_CTRL_C_AS_THE_LOCK_IS_TAKEN)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), where],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.stdout.strip() == f"raised KeyboardInterrupt ['{where}']", done.stdout + done.stderr[-3000:]
+
+
 def test_where_lucid_waits_torch_hands_the_comparisons_over(two_cores, monkeypatch) -> None:
     """``local=True`` with torch as side a: side b (Lucid) waits at every module for side
     a's input (no lead); torch, slow here, arrives second and hands each pair to the
@@ -269,8 +419,12 @@ def test_a_fault_gives_the_same_rows_side_by_side_as_in_turns(local: bool, two_c
     in_turns = compare(a, b, image, **options)
     assert not side_by_side.ok and side_by_side.first_divergence == in_turns.first_divergence
     assert _rows(side_by_side) == _rows(in_turns)
+    # The same errors, up to summation order: side by side each framework has one thread,
+    # in turns every core. A failing row's error is the fault carried through train-mode
+    # BatchNorms, each dividing by a batch spread (75 px, batch 2: block C's maps are 1x1),
+    # and moved 1.1e-6 relative once (conv.21.branch2.0.bn's batch statistics).
     for x, y in zip(side_by_side.rows, in_turns.rows, strict=True):
-        assert x.max_abs == pytest.approx(y.max_abs, rel=1e-6, abs=1e-12), x.module
+        assert x.max_abs == pytest.approx(y.max_abs, rel=1e-4, abs=1e-12), x.module
 
 
 class LucidChain(lnn.Module):
