@@ -208,7 +208,7 @@ def _state_rows(ctx: Context) -> None:
     order = {name: i for i, (name, _) in enumerate(ctx.adapters[0].named_modules(ctx.models[0]))}
     # Read on this thread, compared on two (``all_equal``). A tensor on the CPU is read as
     # a view; one on a GPU is copied to the host, so such a model is held there in full
-    # meanwhile (Inception-ResNet-v2: 0.2 GB in float32).
+    # meanwhile (Inception-v4: 0.17 GB in float32).
     values = {
         key: (read_a(live_a[key]), read_b(live_b[key])) for key in keys if key in live_a and key in live_b
     }
