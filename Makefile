@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed
 
 .PHONY: parity test lint bench clean
 
-$(STAMP): pyproject.toml
+# The C kernel (parity/_fused.c) is compiled by the install: reinstall when it changes.
+$(STAMP): pyproject.toml parity/_fused.c parity/_fused_kernels.h
 	@test -n "$(PY312)" || { echo "no Python 3.12: see scripts/find-python312" >&2; exit 1; }
 	"$(PY312)" -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --upgrade pip
