@@ -105,9 +105,11 @@ static int make_layout(const Py_buffer *a, const Py_buffer *b, Layout *l)
     return 1;
 }
 
-/* Whether the buffer holds native float32 ("f") or float64 ("d") at whole-element strides. */
+/* Whether the buffer holds native float32 ("f") or float64 ("d"), aligned, at whole-element
+ * strides. Exporters may leave strides NULL for C order (ctypes does): not taken. */
 static int usable(const Py_buffer *view, char kind)
 {
+    if ((view->ndim > 0 && view->strides == NULL) || (uintptr_t)view->buf % view->itemsize != 0) return 0;
     const char *format = view->format;
     if (format[0] == '@' || format[0] == '=' || (format[0] == '<' && PY_LITTLE_ENDIAN) ||
         (format[0] == '>' && PY_BIG_ENDIAN))

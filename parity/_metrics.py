@@ -33,8 +33,9 @@ def _max_magnitude(x: np.ndarray) -> float:
     # The ufuncs' own reductions: ``x.max()`` adds a Python call (~1 us, ~2,000 per compare).
     if not x.size:
         return 0.0
-    # A NaN anywhere makes both reductions NaN, and ``max`` keeps its first argument.
-    return max(float(np.maximum.reduce(x, axis=None)), -float(np.minimum.reduce(x, axis=None)))
+    # A NaN anywhere makes both reductions NaN, and ``max`` keeps its first argument; + 0.0
+    # makes an all -0.0 input's -0.0 a 0.0, as |x| is (and parity._fused says).
+    return max(float(np.maximum.reduce(x, axis=None)), -float(np.minimum.reduce(x, axis=None))) + 0.0
 
 
 # Elements per block: 256 KiB of float32, so that a block's subtraction and its reductions

@@ -5,6 +5,7 @@ max_errors through both paths."""
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import shlex
 import shutil
@@ -60,6 +61,19 @@ def test_every_pair_of_memory_orders_gives_numpy_values(shape: tuple[int, ...], 
     for order_a, order_b in itertools.product(itertools.permutations(range(4)), repeat=2):
         got = fused.max_errors(in_memory_order(a, order_a), in_memory_order(b, order_b))
         assert got == (*want, False), (order_a, order_b)
+
+
+@needs_kernel
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("flip", [(0,), (1,), (2,), (3,), (1, 2), (0, 3)])
+@pytest.mark.parametrize("side", [0, 1])
+def test_planes_at_negative_strides_give_numpy_values(flip: tuple[int, ...], side: int, dtype: str) -> None:
+    """NHWC against NCHW (a plane of squares with ragged edges) with axes reversed on one
+    side: negative strides between the plane's rows, along them and outside it."""
+    a, b = values((2, 37, 5, 7), dtype, seed=len(flip) + side)
+    pair = [in_memory_order(a, (0, 2, 3, 1)), b]
+    pair[side] = np.flip(pair[side], flip)
+    assert fused.max_errors(*pair) == (*numpy_maxima(*pair), False)
 
 
 VIEWS = {
@@ -139,6 +153,24 @@ def test_infinities() -> None:
 )
 def test_what_it_does_not_take_goes_back_to_numpy(a: np.ndarray, b: np.ndarray) -> None:
     assert fused.max_errors(a, b) is None
+
+
+def misaligned(values: list[float], dtype: str) -> np.ndarray:
+    raw = np.zeros(len(values) * np.dtype(dtype).itemsize + 1, dtype=np.uint8)
+    out = np.frombuffer(raw.data, dtype=dtype, count=len(values), offset=1)
+    assert not out.flags.aligned
+    return out
+
+
+@needs_kernel
+def test_buffers_it_cannot_read_safely_go_back_to_numpy() -> None:
+    """ctypes exports C order with no strides (read, they crashed the kernel); a misaligned
+    buffer would be read through misaligned pointers."""
+    c_floats = (ctypes.c_float * 4)(1, 2, 3, 4)
+    assert fused.max_errors(c_floats, c_floats) is None
+    assert fused.max_errors(misaligned([1.0, 2.0], "float64"), np.ones(2)) is None
+    assert fused.max_errors(np.ones(2), misaligned([1.0, 2.0], "float64")) is None
+    assert fused.max_errors(memoryview(c_floats), memoryview(c_floats)) == (0.0, 4.0, 4.0, False)
 
 
 @needs_kernel

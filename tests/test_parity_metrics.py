@@ -78,6 +78,11 @@ def test_the_worst_element_anywhere_is_found() -> None:
         assert max_errors(nhwc_as_nchw(base), b)[0] == pytest.approx(0.5, rel=1e-6), flat
 
 
+def test_negative_zeros_are_zero_apart() -> None:
+    zeros = np.zeros(5, dtype=np.float32)
+    assert str(max_errors(-zeros, zeros)) == "(0.0, 0.0, '')"
+
+
 def test_symmetric_and_mixed_dtypes_say_so() -> None:
     a, b = pair((2, 8, 5, 5), seed=3)
     assert max_errors(a, b)[:2] == max_errors(b, a)[:2]
