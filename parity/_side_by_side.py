@@ -298,7 +298,24 @@ class _SideBySide:
         try:
             return self.sides[i].keep(payload)
         finally:
-            self.cond.acquire()
+            self._reacquire()
+
+    def _reacquire(self) -> None:
+        """Take ``cond`` back after a stretch without it. A Ctrl-C on the calling thread
+        may come while it waits for the lock: take the lock all the same, then raise the
+        interrupt, so that the ``with self.cond`` around releases a lock it holds (raising
+        at once made that release a RuntimeError, which hid the Ctrl-C; found by review).
+        A lock taken twice this way is let go by ``run``."""
+        interrupt: BaseException | None = None
+        while True:
+            try:
+                self.cond.acquire()
+            except BaseException as error:
+                interrupt = interrupt or error
+                continue
+            break
+        if interrupt is not None:
+            raise interrupt
 
     def _handed_off(self, i: int, key: tuple[str, int], seq: int, payload: Any) -> bool:
         """Called with ``cond`` held, the other side waiting live at ``key``: if side ``i``
@@ -340,7 +357,7 @@ class _SideBySide:
             with self.pairing:
                 self._compare_left_in_pairing()
         finally:
-            self.cond.acquire()
+            self._reacquire()
 
     def _compare_left_in_pairing(self) -> None:
         """Called with ``pairing`` held (``cond`` not), on either thread: compare the pairs

@@ -269,23 +269,32 @@ def test_a_repeat_is_compared_after_the_pair_it_repeats(two_cores, monkeypatch) 
         assert rows(report) == rows(in_turns)
 
 
-# A Ctrl-C raised on the calling thread as ``Condition.__enter__`` returns from taking the
-# lock, before the ``with`` body (a profile hook stands in for the signal handler).
+# A Ctrl-C raised on the calling thread (a profile hook stands in for the signal handler)
+# in ``target``: as ``Condition.__enter__`` returns from taking the lock, before the
+# ``with`` body ("enter"), or as the function takes the lock back after a stretch without
+# it, before the lock is taken ("reacquire").
 _CTRL_C_AS_THE_LOCK_IS_TAKEN = """
 import faulthandler, sys, threading
 import parity._side_by_side, parity.comparison
 from tests.test_parity_side_by_side import X, twins
 
 parity._side_by_side.usable_cores = lambda: 2
-target = sys.argv[1]
+target, moment = sys.argv[1:3]
 fired = []
 
+def at_the_moment(frame, event, arg):
+    if moment == "enter":
+        caller = frame.f_back
+        return (event == "c_return" and frame.f_code.co_name == "__enter__"
+                and caller is not None and caller.f_code.co_name == target
+                and caller.f_code.co_filename == parity._side_by_side.__file__)
+    if frame.f_code.co_name == "_reacquire":  # the helper ``target`` calls for it
+        frame = frame.f_back
+    return event == "c_call" and getattr(arg, "__name__", "") == "acquire" and frame.f_code.co_name == target
+
 def profile(frame, event, arg):
-    caller = frame.f_back
-    if (event == "c_return" and not fired and frame.f_code.co_name == "__enter__"
-            and caller is not None and caller.f_code.co_name == target
-            and caller.f_code.co_filename == parity._side_by_side.__file__
-            and threading.current_thread() is threading.main_thread()):
+    main = threading.current_thread() is threading.main_thread()
+    if not fired and main and at_the_moment(frame, event, arg):
         fired.append(target)
         sys.setprofile(None)
         raise KeyboardInterrupt
@@ -301,16 +310,26 @@ except KeyboardInterrupt:
 """
 
 
-@pytest.mark.parametrize("where", ["event", "_compare_left_in_pairing"])
-def test_a_ctrl_c_as_the_calling_thread_takes_the_lock_stops_both(where: str, tmp_path) -> None:
-    """The interrupt leaves the lock held with no ``__exit__`` to come (CPython
-    bpo-29988): the worker waited for it forever, and so did the calling thread joining
-    the worker (found by review). Run in a process of its own: the fault is a hang."""
+@pytest.mark.parametrize(
+    ("where", "moment"),
+    [
+        ("event", "enter"),
+        ("_compare_left_in_pairing", "enter"),
+        ("_keep", "reacquire"),
+        ("_compare_left", "reacquire"),
+    ],
+)
+def test_a_ctrl_c_as_the_calling_thread_takes_the_lock_stops_both(where: str, moment: str, tmp_path) -> None:
+    """As the lock is taken, the interrupt left it held with no ``__exit__`` to come
+    (CPython bpo-29988): the worker waited for it forever, and so did the calling thread
+    joining the worker. As it is taken back, the interrupt left it not held, and the
+    ``with`` around released it: a RuntimeError instead of the Ctrl-C. Both found by
+    review. Run in a process of its own: the fault may be a hang."""
     script = tmp_path / "ctrl_c.py"
     script.write_text(_CTRL_C_AS_THE_LOCK_IS_TAKEN)
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [sys.executable, str(script), where],
+        [sys.executable, str(script), where, moment],
         cwd=root,
         capture_output=True,
         text=True,
