@@ -93,7 +93,7 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
         a, b = a.astype(common), b.astype(common)
     if a.dtype.kind == "c":  # both, after the cast
         return _complex_errors(a, b, note)
-    maxima = None if _fused is None else _fused.max_errors(a, b)  # None: a dtype it does not take
+    maxima = None if _fused is None else _fused.max_errors(a, b)  # None: an input it does not take
     if maxima is not None:
         max_abs, max_a, max_b, nan = maxima
         scale = max(max_a, max_b)
@@ -108,7 +108,8 @@ def max_errors(a: np.ndarray, b: np.ndarray) -> tuple[float, float, str]:
 
 def _numpy_maxima(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """``(max |a - b|, max(max|a|, max|b|))`` in numpy: where ``parity._fused`` is not
-    built, and for float16. NaN propagates to the results."""
+    built, and for what it hands back (float16, non-native byte order, misaligned
+    buffers). NaN propagates to the results."""
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflow: handled below
         if a.size <= _BLOCK:  # a small output (many branches at batch 1): no blocking to set up
             scale = largest(_max_magnitude(a), _max_magnitude(b))
